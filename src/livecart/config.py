@@ -1,0 +1,129 @@
+"""Settings: one Struct, filled from defaults, then `LIVECART_*` / well-known env vars, then flags."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message says which and why."""
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    host: str = "127.0.0.1"
+    """Address the HTTP/WebSocket server binds to."""
+    port: int = 8000
+    """TCP port; 0 picks a free one (the ready line tells which)."""
+    data_dir: str = ".livecart"
+    """Directory for the embedded PostgreSQL data and the generated JWT secret."""
+    database_url: str = ""
+    """PostgreSQL URL; empty starts the embedded PostgreSQL inside data_dir."""
+    redis_url: str = ""
+    """Redis URL for cluster mode; empty uses the in-process bus (single node)."""
+    jwt_secret: str = ""
+    """HS256 secret; empty generates one and keeps it in data_dir."""
+    workers: int = 1
+    """Worker processes (more than one needs redis_url)."""
+    node_id: str = ""
+    """Name of this node in logs and metrics; empty picks host-pid."""
+    history_size: int = 1000
+    """Room events kept per session for recovery."""
+    history_ttl_s: float = 600.0
+    """Age after which room events leave the recovery window."""
+    recent_chat: int = 50
+    """Chat messages included in the join snapshot."""
+    outbox_max_bytes: int = 1 << 20
+    """Bytes queued for one connection before it is closed with 4009."""
+    outbox_max_age_s: float = 10.0
+    """Age of the oldest queued frame before the connection is closed with 4009."""
+    max_frame_bytes: int = 16 * 1024
+    """Largest client frame accepted (larger gets too_large)."""
+    coalesce_interval_s: float = 0.2
+    """Interval of coalesced state events (viewers, likes, stock) per session."""
+    db_pool_min: int = 2
+    """Minimum PostgreSQL connections per node."""
+    db_pool_max: int = 10
+    """Maximum PostgreSQL connections per node."""
+    log_level: str = "info"
+    """debug, info, warning or error."""
+    log_format: str = "auto"
+    """json, text, or auto (text on a terminal, json otherwise)."""
+    drain_timeout_s: float = 8.0
+    """Time allowed for in-flight work after SIGTERM before exit."""
+
+    def validate(self) -> Settings:
+        problems: list[str] = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port must be 0..65535, got {self.port}")
+        if self.workers < 1:
+            problems.append(f"workers must be >= 1, got {self.workers}")
+        if self.workers > 1 and not self.redis_url:
+            problems.append(
+                "workers > 1 needs redis_url (REDIS_URL): the in-process bus is per process"
+            )
+        if self.history_size < 1:
+            problems.append(f"history_size must be >= 1, got {self.history_size}")
+        if self.history_ttl_s <= 0:
+            problems.append(f"history_ttl_s must be > 0, got {self.history_ttl_s}")
+        if self.outbox_max_bytes < 64 * 1024:
+            problems.append(f"outbox_max_bytes must be >= 65536, got {self.outbox_max_bytes}")
+        if self.max_frame_bytes < 1024:
+            problems.append(f"max_frame_bytes must be >= 1024, got {self.max_frame_bytes}")
+        if self.db_pool_min < 1 or self.db_pool_max < self.db_pool_min:
+            problems.append("db_pool_min must be >= 1 and db_pool_max >= db_pool_min")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            problems.append(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
+        if self.log_format not in ("auto", "json", "text"):
+            problems.append(f"log_format must be auto|json|text, got {self.log_format!r}")
+        if self.database_url and not self.database_url.startswith(("postgres://", "postgresql://")):
+            problems.append("database_url must start with postgresql://")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append("redis_url must start with redis://, rediss:// or unix://")
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return self
+
+
+# Env names that deployments already use without the LIVECART_ prefix.
+_PLAIN_ENV = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}
+
+
+def env_name(field: str) -> str:
+    return _PLAIN_ENV.get(field, "LIVECART_" + field.upper())
+
+
+def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Defaults < environment < explicit overrides (CLI flags); None overrides are ignored."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    for field in msgspec.structs.fields(Settings):
+        value = env.get(env_name(field.name))
+        if value is not None and value != "":
+            raw[field.name] = value
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    return settings.validate()
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The configured secret, or the one kept in the data dir (created on first use)."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = Path(settings.data_dir) / "jwt_secret"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    return secret

@@ -1,0 +1,170 @@
+"""One WebSocket client: a bounded outbox drained by one writer task, and per-room cursors
+that keep each room's log events in offset order with no gaps and no duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from ..auth import Identity
+from ..protocol import CLOSE_TOO_SLOW, ErrorMsg, encode, frame
+
+
+class RoomCursor:
+    __slots__ = ("epoch", "offset", "pending", "resyncing")
+
+    def __init__(self) -> None:
+        self.epoch = ""
+        # None while joining: live events wait in `pending` until the snapshot is out.
+        self.offset: int | None = None
+        self.pending: list[tuple[int, bytes]] = []
+        self.resyncing = False
+
+
+class Connection:
+    def __init__(
+        self,
+        ws: WebSocket,
+        conn_id: str,
+        identity: Identity,
+        *,
+        max_bytes: int,
+        max_age_s: float,
+        on_gap: Callable[[Connection, str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ws = ws
+        self.id = conn_id
+        self.identity = identity
+        self.rooms: dict[str, RoomCursor] = {}
+        self.feed_on = False
+        self.closed = False
+        self.close_code: int | None = None
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._oldest = 0.0
+        self._max_bytes = max_bytes
+        self._max_age = max_age_s
+        self._clock = clock
+        self._on_gap = on_gap
+        self._wakeup = asyncio.Event()
+        self.writer: asyncio.Task[None] | None = None
+        self.sent_frames = 0
+        self.sent_bytes = 0
+
+    # ------------------------------------------------------------ outbox
+
+    def send(self, message: bytes) -> None:
+        """Queue one encoded message; the writer batches whatever is queued into one frame."""
+        if self.closed:
+            return
+        now = self._clock()
+        if self._queue:
+            if (
+                self._queued_bytes + len(message) > self._max_bytes
+                or now - self._oldest > self._max_age
+            ):
+                self.close(CLOSE_TOO_SLOW, "too slow to keep up")
+                return
+        else:
+            self._oldest = now
+        self._queue.append(message)
+        self._queued_bytes += len(message)
+        self._wakeup.set()
+
+    def send_error(
+        self,
+        code: str,
+        message: str,
+        ref: str | None = None,
+        *,
+        retry_after_ms: int | None = None,
+        session: str | None = None,
+    ) -> None:
+        self.send(encode(ErrorMsg(code, message, ref, retry_after_ms, session)))
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    async def run_writer(self) -> None:
+        try:
+            while not self.closed:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue and not self.closed:
+                    batch = list(self._queue)
+                    self._queue.clear()
+                    self._queued_bytes = 0
+                    data = frame(batch)
+                    await self.ws.send({"type": "websocket.send", "text": data.decode()})
+                    self.sent_frames += 1
+                    self.sent_bytes += len(data)
+        except Exception:
+            self.closed = True
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close at once (pending output is dropped); safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._wakeup.set()
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+    async def flush_and_close(self, code: int, reason: str, timeout: float = 1.0) -> None:
+        """Let the writer send what is queued (bounded by `timeout`), then close."""
+        deadline = self._clock() + timeout
+        while self._queue and not self.closed and self._clock() < deadline:
+            await asyncio.sleep(0.01)
+        if not self.closed:
+            self.closed = True
+            self.close_code = code
+            self._wakeup.set()
+            await self._close(code, reason)
+
+    # ------------------------------------------------------------ room events
+
+    def deliver(self, room: str, offset: int, message: bytes) -> None:
+        cursor = self.rooms.get(room)
+        if cursor is None:
+            return
+        if cursor.offset is None or cursor.resyncing:
+            cursor.pending.append((offset, message))
+            return
+        if offset <= cursor.offset:
+            return
+        if offset != cursor.offset + 1:
+            cursor.pending.append((offset, message))
+            cursor.resyncing = True
+            self._on_gap(self, room)
+            return
+        cursor.offset = offset
+        self.send(message)
+
+    def position(self, room: str, epoch: str, offset: int) -> None:
+        """Set the cursor once a snapshot or history fill is queued; release held-back events."""
+        cursor = self.rooms.get(room)
+        if cursor is None:
+            return
+        cursor.epoch = epoch
+        cursor.offset = offset
+        cursor.resyncing = False
+        pending, cursor.pending = cursor.pending, []
+        for off, msg in sorted(pending, key=lambda p: p[0]):
+            self.deliver(room, off, msg)
+
+    def info(self) -> dict[str, Any]:
+        return {"conn": self.id, "user": self.identity.sub, "role": self.identity.role}

@@ -1,0 +1,245 @@
+"""The `/ws` endpoint: authenticate, read frames, decode them in one step, dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any
+
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .. import auth, protocol
+from ..auth import Action, Identity
+from ..bus.base import StreamPosition
+from ..node import Node
+from ..protocol import (
+    Ack,
+    Failure,
+    Hello,
+    Joined,
+    Left,
+    Limits,
+    Pong,
+    SessionState,
+    encode,
+)
+from ..store import catalog
+from .connection import Connection, RoomCursor
+
+log = logging.getLogger("livecart.gateway")
+
+CHAT_MAX_CHARS = 500
+RECENT_SCAN = 200  # newest log events scanned for the snapshot's recent chat
+_ids = itertools.count(1)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Gateway:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def __call__(self, ws: WebSocket) -> None:
+        node = self.node
+        conn_id = f"{node.id}-{next(_ids)}"
+        token = ws.query_params.get("token")
+        if node.draining:
+            await ws.close(protocol.CLOSE_GOING_AWAY)
+            return
+        try:
+            identity = auth.verify(node.jwt_secret, token) if token else auth.guest(conn_id)
+        except auth.AuthError as exc:
+            await ws.accept()
+            err = protocol.ErrorMsg("unauthorized", f"invalid token: {exc}")
+            await ws.send_text(protocol.frame([encode(err)]).decode())
+            await ws.close(protocol.CLOSE_UNAUTHORIZED, "unauthorized")
+            return
+        await ws.accept()
+        s = node.settings
+        conn = Connection(
+            ws,
+            conn_id,
+            identity,
+            max_bytes=s.outbox_max_bytes,
+            max_age_s=s.outbox_max_age_s,
+            on_gap=self._on_gap,
+        )
+        node.connections.add(conn)
+        conn.writer = asyncio.create_task(conn.run_writer(), name=f"writer-{conn_id}")
+        conn.send(
+            encode(
+                Hello(
+                    identity.sub,
+                    identity.role,
+                    _now_ms(),
+                    Limits(s.max_frame_bytes, CHAT_MAX_CHARS, 1.0, 5),
+                    node.id,
+                )
+            )
+        )
+        try:
+            if not identity.is_guest:
+                await catalog.upsert_user(
+                    node.pool, identity.sub, identity.name, identity.role, identity.minor
+                )
+            await self._read_loop(conn)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            conn.closed = True
+            node.connections.discard(conn)
+            for session_id in list(conn.rooms):
+                node.hub.remove(conn, session_id)
+            conn.rooms.clear()
+            if conn.writer is not None:
+                conn.writer.cancel()
+
+    async def _read_loop(self, conn: Connection) -> None:
+        max_bytes = self.node.settings.max_frame_bytes
+        while not conn.closed:
+            message = await conn.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw: bytes | None = message.get("bytes")
+            if raw is None:
+                raw = (message.get("text") or "").encode()
+            if len(raw) > max_bytes:
+                conn.send_error("too_large", f"frames are limited to {max_bytes} bytes")
+                continue
+            try:
+                frame = protocol.decode_frame(raw)
+            except Failure as exc:
+                conn.send_error(exc.code, exc.message, protocol.frame_ref(exc))
+                continue
+            ref = getattr(frame, "ref", None)
+            try:
+                await self.dispatch(conn, frame)
+            except Failure as exc:
+                conn.send_error(
+                    exc.code,
+                    exc.message,
+                    ref,
+                    retry_after_ms=exc.retry_after_ms,
+                    session=getattr(frame, "session", None),
+                )
+            except Exception:
+                log.exception("frame handling failed", extra=conn.info())
+                conn.send_error("unavailable", "internal error; retry later", ref)
+
+    async def dispatch(self, conn: Connection, frame: protocol.ClientFrame) -> None:
+        match frame:
+            case protocol.Ping(ref=ref):
+                conn.send(encode(Pong(ref)))
+            case protocol.Join():
+                await self.join(conn, frame.session, frame.since)
+            case protocol.Leave(session=session_id):
+                self.node.hub.remove(conn, session_id)
+                conn.rooms.pop(session_id, None)
+                conn.send(encode(Left(session_id)))
+            case protocol.Chat():
+                await self.chat(conn, frame)
+            case protocol.Like():
+                await self.like(conn, frame)
+            case _:
+                raise Failure("unavailable", f"{type(frame).__name__.lower()} is not enabled")
+
+    # ------------------------------------------------------------ join
+
+    async def join(
+        self, conn: Connection, session_id: str, since: protocol.Position | None
+    ) -> None:
+        node = self.node
+        room = await node.room(session_id)
+        node.hub.add(conn, room)
+        cursor = conn.rooms.get(session_id)
+        if cursor is None:
+            cursor = conn.rooms[session_id] = RoomCursor()
+        cursor.offset = None  # hold live events back until the snapshot is queued
+        position = None if since is None else StreamPosition(since.epoch, since.offset)
+        limit = node.settings.history_size if position is not None else RECENT_SCAN
+        history = await node.bus.history(session_id, position, limit)
+        recent: list[Any] = []
+        if not history.recovered:
+            recent = [
+                protocol.with_offset(p.offset, p.data)
+                for p in history.publications
+                if p.kind == "chat"
+            ][-node.settings.recent_chat :]
+        state = SessionState(
+            status=room.status,
+            pinned=room.pinned,
+            offers=[],
+            auction=None,
+            viewers=node.hub.viewer_count(room),
+            likes=room.likes,
+            slow=room.slow,
+            chat=[msgspec.Raw(m) for m in recent],
+        )
+        conn.send(
+            encode(
+                Joined(
+                    session_id,
+                    history.position.epoch,
+                    history.position.offset,
+                    history.recovered,
+                    state,
+                )
+            )
+        )
+        if history.recovered:
+            for pub in history.publications:
+                conn.send(protocol.with_offset(pub.offset, pub.data))
+        conn.position(session_id, history.position.epoch, history.position.offset)
+
+    def _on_gap(self, conn: Connection, session_id: str) -> None:
+        asyncio.get_running_loop().create_task(self._fill_gap(conn, session_id))
+
+    async def _fill_gap(self, conn: Connection, session_id: str) -> None:
+        cursor = conn.rooms.get(session_id)
+        if cursor is None or cursor.offset is None:
+            return
+        since = protocol.Position(cursor.epoch, cursor.offset)
+        try:
+            await self.join(conn, session_id, since)
+        except Exception:
+            log.exception("gap fill failed", extra=conn.info())
+            conn.close(protocol.CLOSE_GOING_AWAY, "resync failed")
+
+    # ------------------------------------------------------------ chat and likes
+
+    def _participant(self, who: Identity) -> None:
+        if who.is_guest:
+            raise Failure("unauthorized", "sign in to take part")
+        if not auth.can(who, Action.PARTICIPATE):
+            raise Failure("forbidden")
+
+    async def chat(self, conn: Connection, frame: protocol.Chat) -> None:
+        node = self.node
+        who = conn.identity
+        self._participant(who)
+        text = frame.text.strip()
+        if not 1 <= len(text) <= CHAT_MAX_CHARS:
+            raise Failure("bad_frame", f"text must be 1-{CHAT_MAX_CHARS} characters after trimming")
+        room = await node.room(frame.session)
+        if room.status != "live":
+            raise Failure("not_live", "chat opens when the session is live")
+        offset = await node.append(
+            room.id,
+            "chat",
+            {"user": who.sub, "name": who.name, "text": text, "at": _now_ms()},
+            author=who.sub,
+            text=text,
+        )
+        conn.send(encode(Ack(frame.ref, offset)))
+
+    async def like(self, conn: Connection, frame: protocol.Like) -> None:
+        self._participant(conn.identity)
+        room = await self.node.room(frame.session)
+        if room.status != "live":
+            raise Failure("not_live")
+        self.node.hub.add_likes(room, frame.count)

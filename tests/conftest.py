@@ -1,0 +1,86 @@
+"""Shared fixtures: a real PostgreSQL (DATABASE_URL's server, else the embedded one), a fresh
+database per test run, and Redis when REDIS_URL (or the local default) answers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from livecart.store.db import EmbeddedPostgres, connect_pool, migrate
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    tmp = tempfile.mkdtemp(prefix="livecart-test-pg-")
+    server = EmbeddedPostgres(tmp)
+    uri = server.start()
+    try:
+        yield uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test run, dropped afterwards."""
+    name = "livecart_test_" + secrets.token_hex(4)
+
+    async def create() -> None:
+        conn = await asyncpg.connect(pg_server_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        await migrate(_with_database(pg_server_url, name))
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(pg_server_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    try:
+        yield _with_database(pg_server_url, name)
+    finally:
+        asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await connect_pool(database_url, min_size=1, max_size=20)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+def redis_url_or_skip() -> str:
+    """REDIS_URL (default redis://127.0.0.1:6379/0) if it answers; in CI a missing Redis fails."""
+    import redis
+
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis is required in CI but {url} does not answer: {exc}")
+        pytest.skip(f"Redis not reachable at {url} ({exc}); set REDIS_URL to run this test")
+    return url
