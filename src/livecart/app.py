@@ -138,7 +138,7 @@ def create_app(settings: Settings, database_url: str, jwt_secret: str) -> Starle
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/openapi.json", openapi_json),
-        WebSocketRoute("/ws", Gateway(node)),
+        WebSocketRoute("/ws", Gateway(node).handle),
         *[Route(r.path, r.handler, methods=[r.method]) for r in API],
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 import time
 from types import FrameType
@@ -84,7 +85,7 @@ async def _run_server(settings: Settings, on_ready: Any = None) -> None:
             timeout_graceful_shutdown=int(settings.drain_timeout_s),
         )
         server = _Server(cfg, app.state.node.drain)
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[_listen(settings)]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if task.done():
@@ -102,6 +103,22 @@ async def _run_server(settings: Settings, on_ready: Any = None) -> None:
     finally:
         if embedded is not None:
             await embedded.astop()
+
+
+def _listen(settings: Settings) -> socket.socket:
+    """The listening socket; accepted sockets inherit its buffer sizes."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.socket_send_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_send_buffer)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _use_uvloop() -> None:

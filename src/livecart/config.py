@@ -42,6 +42,9 @@ class Settings(msgspec.Struct, kw_only=True):
     """Bytes queued for one connection before it is closed with 4009."""
     outbox_max_age_s: float = 10.0
     """Age of the oldest queued frame before the connection is closed with 4009."""
+    socket_send_buffer: int = 256 * 1024
+    """Kernel send buffer per client socket (bytes; 0 keeps the OS's autotuning), so a stalled
+    client backs up into the bounded outbox instead of megabytes of kernel memory."""
     max_frame_bytes: int = 16 * 1024
     """Largest client frame accepted (larger gets too_large)."""
     coalesce_interval_s: float = 0.2

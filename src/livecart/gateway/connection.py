@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from starlette.websockets import WebSocket
 
 from ..auth import Identity
 from ..protocol import CLOSE_TOO_SLOW, ErrorMsg, encode, frame
+
+log = logging.getLogger("livecart.gateway")
 
 
 class RoomCursor:
@@ -70,6 +73,12 @@ class Connection:
                 self._queued_bytes + len(message) > self._max_bytes
                 or now - self._oldest > self._max_age
             ):
+                log.warning(
+                    "closing slow consumer: %d bytes queued, oldest %.1fs",
+                    self._queued_bytes,
+                    now - self._oldest,
+                    extra=self.info(),
+                )
                 self.close(CLOSE_TOO_SLOW, "too slow to keep up")
                 return
         else:

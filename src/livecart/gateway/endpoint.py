@@ -44,7 +44,7 @@ class Gateway:
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    async def __call__(self, ws: WebSocket) -> None:
+    async def handle(self, ws: WebSocket) -> None:
         node = self.node
         conn_id = f"{node.id}-{next(_ids)}"
         token = ws.query_params.get("token")

@@ -1,0 +1,192 @@
+"""Real servers and real clients for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import websockets
+
+from livecart import auth
+
+SECRET = "e2e-secret-" + "x" * 32
+
+
+class ServerProcess:
+    """`python -m livecart serve` in a child process, on a free port."""
+
+    def __init__(
+        self,
+        database_url: str,
+        data_dir: str,
+        *,
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self.env = env or {}
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.output: list[str] = []
+        self.ready_after_s = 0.0
+
+    def start(self, port: int = 0, timeout: float = 30) -> ServerProcess:
+        env = {**os.environ, "LIVECART_JWT_SECRET": SECRET, **self.env}
+        args = [
+            sys.executable,
+            "-m",
+            "livecart",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            self.data_dir,
+            *self.extra_args,
+        ]
+        if self.database_url:
+            args += ["--database-url", self.database_url]
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if line.startswith("livecart ready on "):
+                self.url = line.split()[-1]
+                self.ready_after_s = time.monotonic() - started
+                # Keep draining output so the child never blocks on a full pipe.
+                import threading
+
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        self.kill()
+        raise RuntimeError("server did not become ready:\n" + "".join(self.output))
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+    def terminate(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def token(sub: str, role: str = "viewer", **kw: Any) -> str:
+    return auth.issue(SECRET, sub, role, **kw)
+
+
+def headers(tok: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {tok}"}
+
+
+class Client:
+    """A WebSocket client that flattens server frames (JSON arrays) into messages."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.inbox: list[dict[str, Any]] = []
+        self.frames = 0
+
+    @classmethod
+    async def connect(cls, server: ServerProcess, tok: str | None = None, **kw: Any) -> Client:
+        url = server.ws_url + (f"?token={tok}" if tok else "")
+        ws = await websockets.connect(url, max_size=None, **kw)
+        return cls(ws)
+
+    async def send(self, frame: dict[str, Any] | str | bytes) -> None:
+        if isinstance(frame, dict):
+            frame = json.dumps(frame)
+        await self.ws.send(frame)
+
+    async def _read(self, timeout: float) -> None:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        messages = json.loads(raw)
+        assert isinstance(messages, list), f"server frame is not an array: {raw!r}"
+        self.frames += 1
+        self.inbox.extend(messages)
+
+    async def expect(self, type_: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+        """The first message (kept or new) of this type whose fields match; earlier ones stay."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, m in enumerate(self.inbox):
+                if m.get("type") == type_ and all(m.get(k) == v for k, v in match.items()):
+                    return self.inbox.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"no {type_} {match} within {timeout}s; inbox={self.inbox[-10:]}"
+                )
+            await self._read(left)
+
+    async def drain(self, seconds: float = 0.3) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                await self._read(left)
+        except (TimeoutError, asyncio.TimeoutError):
+            pass
+        out, self.inbox = self.inbox, []
+        return out
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def live_session(base: str, creator: str = "creator1") -> dict[str, Any]:
+    """A creator with a product in the showcase and a live session."""
+    h = headers(token(creator, "creator"))
+    async with httpx.AsyncClient(base_url=base) as http:
+        product = (
+            await http.post(
+                "/api/products",
+                headers=h,
+                json={
+                    "title": "Ceramic mug",
+                    "price_cents": 1500,
+                    "stock": 100,
+                    "category": "home",
+                },
+            )
+        ).json()
+        session = (
+            await http.post(
+                "/api/sessions", headers=h, json={"title": "Morning show", "category": "home"}
+            )
+        ).json()
+        r = await http.post(
+            f"/api/sessions/{session['id']}/products", headers=h, json={"product_id": product["id"]}
+        )
+        assert r.status_code == 201, r.text
+        r = await http.post(f"/api/sessions/{session['id']}/start", headers=h)
+        assert r.status_code == 200, r.text
+        return {"session": r.json(), "product": product, "creator": creator, "headers": h}
