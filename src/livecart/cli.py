@@ -141,6 +141,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    settings = _settings(args)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _use_uvloop()
+    asyncio.run(_run_server(settings, on_ready=demo.on_ready(bots=args.bots)))
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     settings = config.load(data_dir=args.data_dir)
     try:
@@ -196,6 +206,13 @@ def parser() -> argparse.ArgumentParser:
     server_flags(s)
     s.add_argument("--workers", type=int, help="worker processes (needs --redis-url when > 1)")
     s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("demo", help="serve, seed a live session and run bot viewers")
+    d.add_argument("--host", help="bind address (default 127.0.0.1)")
+    d.add_argument("--port", type=int, help="port (default 8000)")
+    d.add_argument("--data-dir", dest="data_dir", help="data directory (default ./.livecart)")
+    d.add_argument("--bots", type=int, default=30, help="bot viewers (default 30)")
+    d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("token", help="print a signed JWT")
     t.add_argument("--sub", required=True)
