@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
+from . import web
 from .api import catalog as catalog_api
 from .api.common import json
 from .api.system import ApiRoute, healthz, openapi, readyz
@@ -140,6 +141,7 @@ def create_app(settings: Settings, database_url: str, jwt_secret: str) -> Starle
         Route("/openapi.json", openapi_json),
         WebSocketRoute("/ws", Gateway(node).handle),
         *[Route(r.path, r.handler, methods=[r.method]) for r in API],
+        *web.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.node = node
