@@ -12,9 +12,12 @@ from starlette.routing import Route, WebSocketRoute
 
 from . import web
 from .api import catalog as catalog_api
+from .api import commerce as commerce_api
 from .api.common import json
 from .api.system import ApiRoute, healthz, openapi, readyz
+from .commerce import AuctionCreate, OfferCreate, OrderCreate
 from .config import Settings
+from .core.commerce import Auction, Offer, Order
 from .gateway.endpoint import Gateway
 from .models import (
     PinRequest,
@@ -108,6 +111,83 @@ API: list[ApiRoute] = [
         Session,
         200,
         True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/sessions/{id}/offers",
+        commerce_api.open_offer,
+        "Open a flash offer (quantity comes from stock)",
+        OfferCreate,
+        Offer,
+        201,
+        True,
+    ),
+    ApiRoute("GET", "/api/offers/{id}", commerce_api.get_offer, "Get an offer", None, Offer),
+    ApiRoute(
+        "POST",
+        "/api/offers/{id}/end",
+        commerce_api.end_offer,
+        "End an offer; unsold units return to stock",
+        None,
+        Offer,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/orders",
+        commerce_api.create_order,
+        "Buy: reserve units of an offer (idempotent per idempotency_key)",
+        OrderCreate,
+        Order,
+        201,
+        True,
+    ),
+    ApiRoute(
+        "GET", "/api/orders/{id}", commerce_api.get_order, "Get an order", None, Order, 200, True
+    ),
+    ApiRoute(
+        "GET",
+        "/api/me/orders",
+        commerce_api.my_orders,
+        "My orders, newest first",
+        None,
+        list[Order],
+        200,
+        True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/orders/{id}/confirm",
+        commerce_api.confirm_order,
+        "Payment captured: reserved -> paid (admin)",
+        None,
+        Order,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/orders/{id}/cancel",
+        commerce_api.cancel_order,
+        "Cancel an order; units return",
+        None,
+        Order,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/sessions/{id}/auctions",
+        commerce_api.create_auction,
+        "Open an auction",
+        AuctionCreate,
+        Auction,
+        201,
+        True,
+    ),
+    ApiRoute(
+        "GET", "/api/auctions/{id}", commerce_api.get_auction, "Get an auction", None, Auction
     ),
     ApiRoute(
         "GET",

@@ -49,6 +49,12 @@ class Settings(msgspec.Struct, kw_only=True):
     """Largest client frame accepted (larger gets too_large)."""
     coalesce_interval_s: float = 0.2
     """Interval of coalesced state events (viewers, likes, stock) per session."""
+    reservation_ttl_s: float = 600.0
+    """How long a reserved order holds stock before it expires unless confirmed."""
+    webhook_url: str = ""
+    """Merchant endpoint for order/offer webhooks; empty disables delivery (events queue)."""
+    webhook_secret: str = ""
+    """HMAC-SHA256 key for webhook signatures (required with webhook_url)."""
     db_pool_min: int = 2
     """Minimum PostgreSQL connections per node."""
     db_pool_max: int = 10
@@ -88,6 +94,12 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("database_url must start with postgresql://")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("redis_url must start with redis://, rediss:// or unix://")
+        if self.reservation_ttl_s <= 0:
+            problems.append(f"reservation_ttl_s must be > 0, got {self.reservation_ttl_s}")
+        if self.webhook_url and not self.webhook_secret:
+            problems.append("webhook_url needs webhook_secret (LIVECART_WEBHOOK_SECRET)")
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            problems.append("webhook_url must start with http:// or https://")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return self

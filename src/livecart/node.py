@@ -13,6 +13,7 @@ import asyncpg
 
 from .bus.base import Bus
 from .bus.memory import MemoryBus
+from .commerce import CommerceService
 from .config import Settings
 from .gateway.connection import Connection
 from .gateway.hub import Hub, Room
@@ -35,6 +36,7 @@ class Node:
         self.bus: Bus
         self.archive: rooms.ArchiveWriter
         self.hub: Hub
+        self.commerce: CommerceService
         self.connections: set[Connection] = set()
 
     async def start(self) -> None:
@@ -51,8 +53,18 @@ class Node:
         self.hub = Hub(self.bus, self._load_room, coalesce_s=s.coalesce_interval_s)
         self.hub.on_likes_flush = lambda counts: catalog.add_likes(self.pool, counts)
         await self.hub.start()
+        self.commerce = CommerceService(
+            self.pool,
+            publish=self.append,
+            on_stock=self.hub.set_stock,
+            reservation_ttl_s=s.reservation_ttl_s,
+            webhook_url=s.webhook_url,
+            webhook_secret=s.webhook_secret,
+        )
+        await self.commerce.start()
 
     async def stop(self) -> None:
+        await self.commerce.stop()
         await self.hub.stop()
         await self.archive.close()
         await self.pool.close()

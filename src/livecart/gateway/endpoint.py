@@ -22,6 +22,7 @@ from ..protocol import (
     Joined,
     Left,
     Limits,
+    OrderMsg,
     Pong,
     SessionState,
     encode,
@@ -145,6 +146,20 @@ class Gateway:
                 await self.chat(conn, frame)
             case protocol.Like():
                 await self.like(conn, frame)
+            case protocol.Buy():
+                order = await self.node.commerce.buy(
+                    conn.identity, frame.offer, frame.qty, frame.ref, session_id=frame.session
+                )
+                conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
+            case protocol.Bid():
+                await self.node.commerce.bid(
+                    conn.identity,
+                    frame.auction,
+                    frame.amount_cents,
+                    frame.ref,
+                    session_id=frame.session,
+                )
+                conn.send(encode(Ack(frame.ref)))
             case _:
                 raise Failure("unavailable", f"{type(frame).__name__.lower()} is not enabled")
 
@@ -173,8 +188,8 @@ class Gateway:
         state = SessionState(
             status=room.status,
             pinned=room.pinned,
-            offers=[],
-            auction=None,
+            offers=await node.commerce.open_offers(session_id),
+            auction=await node.commerce.open_auction(session_id),
             viewers=node.hub.viewer_count(room),
             likes=room.likes,
             slow=room.slow,
