@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from . import web
 from .api import catalog as catalog_api
 from .api import commerce as commerce_api
+from .api import moderation as moderation_api
 from .api.common import json
 from .api.system import ApiRoute, healthz, openapi, readyz
 from .commerce import AuctionCreate, OfferCreate, OrderCreate
@@ -29,6 +30,7 @@ from .models import (
     ShowcaseAdd,
     TimelinePage,
 )
+from .moderation import ModerationRequest, ModeratorRequest, TermRequest
 from .node import Node
 
 API: list[ApiRoute] = [
@@ -188,6 +190,86 @@ API: list[ApiRoute] = [
     ),
     ApiRoute(
         "GET", "/api/auctions/{id}", commerce_api.get_auction, "Get an auction", None, Auction
+    ),
+    ApiRoute(
+        "POST",
+        "/api/sessions/{id}/moderation",
+        moderation_api.act,
+        "Moderate: delete|timeout|ban|unban|slow|claim|approve|reject|shield_on|shield_off",
+        ModerationRequest,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/sessions/{id}/moderation/queue",
+        moderation_api.queue,
+        "Held messages and reported messages",
+        None,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/creators/{id}/audit",
+        moderation_api.audit,
+        "The creator's moderation audit log",
+        None,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/creators/{id}/moderators",
+        moderation_api.add_moderator,
+        "Appoint a channel moderator",
+        ModeratorRequest,
+        None,
+        201,
+        True,
+    ),
+    ApiRoute(
+        "DELETE",
+        "/api/creators/{id}/moderators",
+        moderation_api.remove_moderator,
+        "Dismiss a channel moderator",
+        ModeratorRequest,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/creators/{id}/blocked-terms",
+        moderation_api.list_terms,
+        "Blocked terms (id 'global' for the platform list)",
+        None,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/creators/{id}/blocked-terms",
+        moderation_api.add_term,
+        "Add a blocked term",
+        TermRequest,
+        None,
+        201,
+        True,
+    ),
+    ApiRoute(
+        "DELETE",
+        "/api/creators/{id}/blocked-terms",
+        moderation_api.remove_term,
+        "Remove a blocked term",
+        TermRequest,
+        None,
+        200,
+        True,
     ),
     ApiRoute(
         "GET",

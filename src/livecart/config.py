@@ -55,6 +55,14 @@ class Settings(msgspec.Struct, kw_only=True):
     """Merchant endpoint for order/offer webhooks; empty disables delivery (events queue)."""
     webhook_secret: str = ""
     """HMAC-SHA256 key for webhook signatures (required with webhook_url)."""
+    chat_rate_per_s: float = 1.0
+    """Chat messages per second per user (token bucket refill)."""
+    chat_burst: int = 5
+    """Chat messages a user may send at once before the rate applies."""
+    flood_frames: int = 20
+    """Frames within flood_window_s after which a connection is closed with 4008."""
+    flood_window_s: float = 2.0
+    """Window of the flood detector."""
     db_pool_min: int = 2
     """Minimum PostgreSQL connections per node."""
     db_pool_max: int = 10
@@ -94,6 +102,10 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("database_url must start with postgresql://")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("redis_url must start with redis://, rediss:// or unix://")
+        if self.chat_rate_per_s <= 0 or self.chat_burst < 1:
+            problems.append("chat_rate_per_s must be > 0 and chat_burst >= 1")
+        if self.flood_frames < 2 or self.flood_window_s <= 0:
+            problems.append("flood_frames must be >= 2 and flood_window_s > 0")
         if self.reservation_ttl_s <= 0:
             problems.append(f"reservation_ttl_s must be > 0, got {self.reservation_ttl_s}")
         if self.webhook_url and not self.webhook_secret:

@@ -15,8 +15,10 @@ from .bus.base import Bus
 from .bus.memory import MemoryBus
 from .commerce import CommerceService
 from .config import Settings
+from .core.moderation import FloodPolicy, RatePolicy
 from .gateway.connection import Connection
 from .gateway.hub import Hub, Room
+from .moderation import ModerationService
 from .protocol import CLOSE_GOING_AWAY, Failure, encode
 from .store import catalog, rooms
 from .store.db import connect_pool, migrate
@@ -37,6 +39,7 @@ class Node:
         self.archive: rooms.ArchiveWriter
         self.hub: Hub
         self.commerce: CommerceService
+        self.moderation: ModerationService
         self.connections: set[Connection] = set()
 
     async def start(self) -> None:
@@ -62,6 +65,12 @@ class Node:
             webhook_secret=s.webhook_secret,
         )
         await self.commerce.start()
+        self.moderation = ModerationService(
+            self,
+            rate=RatePolicy(s.chat_rate_per_s, s.chat_burst),
+            flood=FloodPolicy(s.flood_frames, s.flood_window_s),
+        )
+        await self.moderation.start()
 
     async def stop(self) -> None:
         await self.commerce.stop()

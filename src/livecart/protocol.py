@@ -318,5 +318,6 @@ def with_offset(offset: int, body: bytes) -> bytes:
     return b'{"offset":' + str(offset).encode() + b"," + body[1:]
 
 
-def tombstone(session: str, offset: int) -> bytes:
-    return _encoder.encode({"offset": offset, "type": "chat", "session": session, "removed": True})
+def tombstone(session: str) -> bytes:
+    """A deleted chat message as history serves it (no author, no text), without offset."""
+    return _encoder.encode({"type": "chat", "session": session, "removed": True})

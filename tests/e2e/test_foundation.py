@@ -54,8 +54,10 @@ async def test_reconnect_with_since_gets_exactly_the_missed_events(server: Serve
     await viewer.send({"type": "join", "session": sid})
     joined = await viewer.expect("joined")
     chatter = await Client.connect(server, token("dave"))
-    await chatter.send({"type": "chat", "session": sid, "text": "before", "ref": "a"})
-    first = (await chatter.expect("ack", ref="a"))["offset"]
+    # A second chatter: one user's burst is five messages (rate limit 1/s, burst 5).
+    chatter2 = await Client.connect(server, token("dave2"))
+    await chatter2.send({"type": "chat", "session": sid, "text": "before", "ref": "a"})
+    first = (await chatter2.expect("ack", ref="a"))["offset"]
     seen = await viewer.expect("chat", offset=first)
     await viewer.close()
     offsets = []
@@ -77,7 +79,7 @@ async def test_reconnect_with_since_gets_exactly_the_missed_events(server: Serve
     assert [m["offset"] for m in missed] == offsets
     assert [m["text"] for m in missed] == [f"missed {i}" for i in range(5)]
     # Live events follow with no gap.
-    await chatter.send({"type": "chat", "session": sid, "text": "after", "ref": "z"})
+    await chatter2.send({"type": "chat", "session": sid, "text": "after", "ref": "z"})
     live = await back.expect("chat")
     assert live["offset"] == offsets[-1] + 1
     # A position from another epoch is not recoverable: a fresh snapshot instead.
@@ -87,7 +89,7 @@ async def test_reconnect_with_since_gets_exactly_the_missed_events(server: Serve
     assert fresh["recovered"] is False
     assert fresh["offset"] == offsets[-1] + 1
     assert [m["text"] for m in fresh["state"]["chat"]][-2:] == ["missed 4", "after"]
-    for c in (back, chatter, other):
+    for c in (back, chatter, chatter2, other):
         await c.close()
 
 
@@ -220,8 +222,8 @@ async def test_viewer_and_like_counts_are_coalesced(server: ServerProcess) -> No
     for c in (a, b):
         await c.send({"type": "join", "session": sid})
         await c.expect("joined")
-    for _ in range(20):
-        await a.send({"type": "like", "session": sid, "count": 5})
+    for _ in range(10):  # within the flood budget of 20 frames per 2 s
+        await a.send({"type": "like", "session": sid, "count": 10})
     deadline = asyncio.get_running_loop().time() + 3
     totals = []
     while asyncio.get_running_loop().time() < deadline:
@@ -245,6 +247,7 @@ async def test_slow_consumer_is_closed_with_4009(database_url: str, tmp_path) ->
             "LIVECART_OUTBOX_MAX_AGE_S": "1.5",
             "LIVECART_CHAT_RATE_PER_S": "1000",
             "LIVECART_CHAT_BURST": "1000",
+            "LIVECART_FLOOD_FRAMES": "100000",
         },
     ).start()
     try:

@@ -47,6 +47,7 @@ class Connection:
         self.identity = identity
         self.rooms: dict[str, RoomCursor] = {}
         self.feed_on = False
+        self.first_seen: float | None = None
         self.closed = False
         self.close_code: int | None = None
         self._queue: deque[bytes] = deque()

@@ -118,6 +118,8 @@ class Gateway:
                 conn.send_error(exc.code, exc.message, protocol.frame_ref(exc))
                 continue
             ref = getattr(frame, "ref", None)
+            if not isinstance(frame, protocol.Chat) and self.node.moderation.flooding(conn):
+                return
             try:
                 await self.dispatch(conn, frame)
             except Failure as exc:
@@ -159,6 +161,10 @@ class Gateway:
                     frame.ref,
                     session_id=frame.session,
                 )
+                conn.send(encode(Ack(frame.ref)))
+            case protocol.Report():
+                room = await self.node.room(frame.session)
+                await self.node.moderation.report(conn.identity, room, frame.offset, frame.reason)
                 conn.send(encode(Ack(frame.ref)))
             case _:
                 raise Failure("unavailable", f"{type(frame).__name__.lower()} is not enabled")
@@ -243,6 +249,8 @@ class Gateway:
         room = await node.room(frame.session)
         if room.status != "live":
             raise Failure("not_live", "chat opens when the session is live")
+        if await node.moderation.check_chat(conn, room, text, frame.ref):
+            return  # held for review: only the author is told, with `held`
         offset = await node.append(
             room.id,
             "chat",

@@ -28,6 +28,7 @@ class Room:
         "likes_sent",
         "likes_unsaved",
         "pinned",
+        "shield",
         "slow",
         "status",
         "stock",
@@ -40,6 +41,7 @@ class Room:
         self.creator: str = row["creator"]
         self.status: str = row["status"]
         self.slow: int = row["slow_seconds"]
+        self.shield: bool = row["shield"]
         self.likes: int = row["like_total"]
         self.category: str = row["category"]
         self.tags: list[str] = list(row["tags"])
@@ -128,6 +130,7 @@ class Hub:
             room.pinned = body["product"]
         elif kind == "slow":
             room.slow = body["seconds"]
+            room.shield = body.get("shield", False)
 
     def broadcast(self, room: Room, message: bytes) -> None:
         for conn in room.conns:

@@ -165,7 +165,8 @@ async def add_likes(pool: asyncpg.Pool, counts: dict[str, int]) -> None:
 
 async def room_row(pool: asyncpg.Pool, session_id: str) -> dict[str, Any] | None:
     row = await pool.fetchrow(
-        "SELECT id, creator, status, pinned_product, slow_seconds, like_total, category, tags "
+        "SELECT id, creator, status, pinned_product, slow_seconds, shield, like_total, category, "
+        "tags "
         "FROM sessions WHERE id = $1",
         session_id,
     )

@@ -1,0 +1,87 @@
+"""Moderation over REST: actions, the review queue, audit log, moderators, blocked terms."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..auth import Action
+from ..moderation import GLOBAL, ModerationRequest, ModeratorRequest, TermRequest
+from ..protocol import Failure
+from ..store import moderation as store
+from .common import body, endpoint, json, node_of, query_int, require, signed_in
+
+
+@endpoint
+async def act(request: Request) -> Response:
+    who = signed_in(request)
+    req = await body(request, ModerationRequest)
+    result = await node_of(request).moderation.act(who, request.path_params["id"], req)
+    return json(result)
+
+
+@endpoint
+async def queue(request: Request) -> Response:
+    node = node_of(request)
+    who = signed_in(request)
+    room = await node.room(request.path_params["id"])
+    await node.moderation.require_moderator(who, room.creator)
+    return json({"session": room.id, "items": await store.queue(node.pool, room.id)})
+
+
+@endpoint
+async def audit(request: Request) -> Response:
+    node = node_of(request)
+    who = signed_in(request)
+    creator = request.path_params["id"]
+    require(who, Action.APPOINT, owner=creator)
+    limit = query_int(request, "limit", 200, 1, 1000)
+    return json({"creator": creator, "actions": await store.audit_log(node.pool, creator, limit)})
+
+
+@endpoint
+async def add_moderator(request: Request) -> Response:
+    who = signed_in(request)
+    req = await body(request, ModeratorRequest)
+    creator = request.path_params["id"]
+    await node_of(request).moderation.appoint(who, creator, req.user_id, True)
+    return json({"creator": creator, "moderator": req.user_id}, 201)
+
+
+@endpoint
+async def remove_moderator(request: Request) -> Response:
+    who = signed_in(request)
+    req = await body(request, ModeratorRequest)
+    creator = request.path_params["id"]
+    await node_of(request).moderation.appoint(who, creator, req.user_id, False)
+    return json({"creator": creator, "moderator": req.user_id})
+
+
+@endpoint
+async def list_terms(request: Request) -> Response:
+    node = node_of(request)
+    who = signed_in(request)
+    scope = request.path_params["id"]
+    if scope != GLOBAL:
+        await node.moderation.require_moderator(who, scope)
+    elif who.role not in ("moderator", "admin"):
+        raise Failure("forbidden", "global terms are kept by platform staff")
+    return json({"scope": scope, "terms": node.moderation.terms_of(scope)})
+
+
+@endpoint
+async def add_term(request: Request) -> Response:
+    who = signed_in(request)
+    req = await body(request, TermRequest)
+    scope = request.path_params["id"]
+    await node_of(request).moderation.add_term(who, scope, req.term, req.action)
+    return json({"scope": scope, "term": req.term, "action": req.action}, 201)
+
+
+@endpoint
+async def remove_term(request: Request) -> Response:
+    who = signed_in(request)
+    req = await body(request, TermRequest)
+    scope = request.path_params["id"]
+    await node_of(request).moderation.remove_term(who, scope, req.term)
+    return json({"scope": scope, "term": req.term})

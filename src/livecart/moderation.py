@@ -1,0 +1,401 @@
+"""Moderation adapter: runs the pure rules of `core.moderation` against this node's state and
+carries out decisions in PostgreSQL, the room log and the affected connections."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import asyncpg
+from msgspec import Meta, Struct
+
+from . import auth
+from .auth import Action, Identity
+from .core import moderation as rules
+from .ids import new_id
+from .protocol import (
+    CLOSE_FLOODING,
+    Ack,
+    ErrorMsg,
+    Failure,
+    Held,
+    Muted,
+    encode,
+    tombstone,
+)
+from .store import moderation as store
+from .store import rooms as room_store
+
+if TYPE_CHECKING:
+    from .gateway.connection import Connection
+    from .gateway.hub import Room
+    from .node import Node
+
+log = logging.getLogger("livecart.moderation")
+
+GLOBAL = "global"  # the scope name of platform-wide blocked terms
+CLAIM_LEASE_S = 60.0
+
+ActionName = Literal[
+    "delete",
+    "timeout",
+    "ban",
+    "unban",
+    "slow",
+    "claim",
+    "approve",
+    "reject",
+    "shield_on",
+    "shield_off",
+]
+
+
+_Id = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class ModerationRequest(Struct, forbid_unknown_fields=True):
+    """`POST /api/sessions/{id}/moderation`"""
+
+    action: ActionName
+    user_id: _Id | None = None
+    offset: Annotated[int, Meta(ge=1)] | None = None
+    seconds: Annotated[int, Meta(ge=0, le=14 * 86400)] | None = None
+    reason: Annotated[str, Meta(max_length=500)] | None = None
+    item: _Id | None = None
+
+
+class TermRequest(Struct, forbid_unknown_fields=True):
+    term: Annotated[str, Meta(min_length=1, max_length=100)]
+    action: Literal["block", "hold"] = "block"
+
+
+class ModeratorRequest(Struct, forbid_unknown_fields=True):
+    user_id: _Id
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ModerationService:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        rate: rules.RatePolicy,
+        flood: rules.FloodPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.pool: asyncpg.Pool = node.pool
+        self.guards = rules.ChatGuards(rate=rate, flood=flood)
+        self._clock = clock
+        self._matchers: dict[str, rules.TermMatcher] = {}
+        self._terms: dict[str, dict[str, str]] = {}
+        self._moderators: dict[str, set[str]] = {}
+        self.actions_total: dict[str, int] = {}
+
+    async def start(self) -> None:
+        await self.reload_terms()
+        for row in await store.active_mutes(self.pool):
+            if row["kind"] == "ban":
+                self.guards.mutes.ban(row["creator"], row["user_id"])
+            else:
+                self.guards.mutes.timeout(row["creator"], row["user_id"], row["until"].timestamp())
+
+    # ------------------------------------------------------------ caches
+
+    async def reload_terms(self) -> None:
+        by_scope: dict[str, dict[str, str]] = {}
+        for row in await store.terms(self.pool):
+            by_scope.setdefault(row["scope"], {})[row["term"]] = row["action"]
+        self._terms = by_scope
+        self._matchers = {scope: self._build(scope, t) for scope, t in by_scope.items()}
+
+    @staticmethod
+    def _build(scope: str, terms: dict[str, str]) -> rules.TermMatcher:
+        return rules.TermMatcher(
+            [rules.BlockedTerm(term, action) for term, action in terms.items()],  # type: ignore[arg-type]
+            scope=scope,
+        )
+
+    async def channel_moderators(self, creator: str) -> set[str]:
+        mods = self._moderators.get(creator)
+        if mods is None:
+            mods = self._moderators[creator] = await store.channel_moderators(self.pool, creator)
+        return mods
+
+    async def may_moderate(self, who: Identity, creator: str) -> bool:
+        if who.is_guest:
+            return False
+        appointed = who.sub in await self.channel_moderators(creator)
+        return auth.can(who, Action.MODERATE, owner=creator, channel_moderator=appointed)
+
+    async def require_moderator(self, who: Identity, creator: str) -> None:
+        if who.is_guest:
+            raise Failure("unauthorized", "this call needs a token")
+        if not await self.may_moderate(who, creator):
+            raise Failure("forbidden", "only the creator, its moderators and platform staff")
+
+    # ------------------------------------------------------------ chat
+
+    def flooding(self, conn: Connection) -> bool:
+        """Counts a non-chat frame toward the connection's flood budget."""
+        if self.guards.flood.hit(conn.id, self._clock()):
+            conn.close(CLOSE_FLOODING, "flooding")
+            return True
+        return False
+
+    async def check_chat(self, conn: Connection, room: Room, text: str, ref: str) -> bool:
+        """Raise the refusal, or return True when the message was held (the author is told)
+        and False when it may be published."""
+        who = conn.identity
+        now = self._clock()
+        if conn.first_seen is None:
+            conn.first_seen = await store.first_seen(self.pool, who.sub)
+        creator_terms = self._matchers.get(room.creator)
+        shield = rules.DEFAULT_SHIELD if room.shield else None
+        ctx = rules.ChatContext(
+            user=who.sub,
+            role=who.role,  # type: ignore[arg-type]
+            creator=room.creator,
+            session=room.id,
+            text=text,
+            channel_moderator=who.sub in await self.channel_moderators(room.creator),
+            connection=conn.id,
+            first_seen=conn.first_seen,
+            rules=rules.RoomRules(slow_seconds=float(room.slow), shield=shield),
+            global_terms=self._matchers.get(GLOBAL),
+            creator_terms=creator_terms,
+        )
+        decision = rules.decide_chat(ctx, self.guards, now)
+        match decision.verdict:
+            case "accept":
+                return False
+            case "close":
+                conn.close(decision.close_code or CLOSE_FLOODING, "flooding")
+                raise Failure("rate_limited", "flooding")
+            case "hold":
+                reason = "; ".join(decision.reasons) or "held for review"
+                await store.hold(
+                    self.pool,
+                    id=new_id("held"),
+                    session=room.id,
+                    author=who.sub,
+                    name=who.name,
+                    text=text,
+                    reason=reason,
+                    ref=ref,
+                )
+                conn.send(encode(Held(ref, reason)))
+                return True
+            case _:
+                code = decision.code or "blocked"
+                message = {
+                    "muted": "you are timed out in this channel",
+                    "banned": "you are banned from this channel",
+                    "rate_limited": "slow down",
+                    "slow_mode": "slow mode is on",
+                    "duplicate": "you just said that",
+                    "blocked": decision.hit.why if decision.hit else "message blocked",
+                }.get(code, code)
+                if code in ("muted", "banned"):
+                    until = None if decision.until is None else int(decision.until * 1000)
+                    conn.send(encode(Muted(room.id, until)))
+                raise Failure(code, message, retry_after_ms=decision.retry_after_ms)
+
+    async def report(self, who: Identity, room: Room, offset: int, reason: str) -> None:
+        if who.is_guest:
+            raise Failure("unauthorized", "sign in to report")
+        if not await store.report(self.pool, room.id, offset, who.sub, reason):
+            raise Failure("not_found", "no chat message at that offset")
+
+    # ------------------------------------------------------------ actions
+
+    async def act(self, who: Identity, session_id: str, req: ModerationRequest) -> dict[str, Any]:
+        node = self.node
+        room = await node.room(session_id)
+        await self.require_moderator(who, room.creator)
+        result: dict[str, Any] = {"action": req.action, "ok": True}
+        match req.action:
+            case "delete":
+                if req.offset is None:
+                    raise Failure("bad_frame", "delete needs offset")
+                removed = await room_store.remove_chat(self.pool, room.id, req.offset)
+                if removed is None:
+                    raise Failure("not_found", "no visible chat message at that offset")
+                await node.bus.redact(room.id, req.offset, tombstone(room.id))
+                await node.append(room.id, "chat_removed", {"target": req.offset})
+                await self._audit(
+                    who,
+                    room,
+                    "delete",
+                    target=removed[0],
+                    offset=req.offset,
+                    reason=req.reason,
+                    original_text=removed[1],
+                )
+            case "timeout" | "ban":
+                target = self._target(req)
+                if req.action == "timeout":
+                    seconds = req.seconds or 600
+                    until = self._clock() + seconds
+                    self.guards.mutes.timeout(room.creator, target, until)
+                    await store.set_mute(
+                        self.pool,
+                        room.creator,
+                        target,
+                        "timeout",
+                        datetime.fromtimestamp(until, UTC),
+                    )
+                    self._tell(target, encode(Muted(room.id, int(until * 1000))))
+                    result["until"] = int(until * 1000)
+                else:
+                    seconds = None
+                    self.guards.mutes.ban(room.creator, target)
+                    await store.set_mute(self.pool, room.creator, target, "ban", None)
+                    self._tell(target, encode(Muted(room.id, None)))
+                await self._audit(
+                    who, room, req.action, target=target, seconds=seconds, reason=req.reason
+                )
+            case "unban":
+                target = self._target(req)
+                self.guards.mutes.unban(room.creator, target)
+                await store.clear_mute(self.pool, room.creator, target)
+                await self._audit(who, room, "unban", target=target, reason=req.reason)
+            case "slow":
+                seconds = req.seconds or 0
+                await store.set_room_rules(self.pool, room.id, slow=seconds)
+                await node.append(room.id, "slow", {"seconds": seconds, "shield": room.shield})
+                await self._audit(who, room, "slow", seconds=seconds, reason=req.reason)
+            case "shield_on" | "shield_off":
+                on = req.action == "shield_on"
+                await store.set_room_rules(self.pool, room.id, shield=on)
+                await node.append(room.id, "slow", {"seconds": room.slow, "shield": on})
+                await self._audit(who, room, req.action, reason=req.reason)
+            case "claim":
+                row = await store.claim(self.pool, self._item(req), who.sub, CLAIM_LEASE_S)
+                if row is None:
+                    raise Failure("forbidden", await self._why_not(self._item(req)))
+                result["claimed_until"] = row["claimed_until"].isoformat()
+            case "approve" | "reject":
+                await self._decide(who, room, self._item(req), req)
+        self.actions_total[req.action] = self.actions_total.get(req.action, 0) + 1
+        return result
+
+    async def _decide(self, who: Identity, room: Room, item: str, req: ModerationRequest) -> None:
+        status = "approved" if req.action == "approve" else "rejected"
+        row = await store.decide(self.pool, item, who.sub, status)
+        if row is None or row["session"] != room.id:
+            raise Failure("forbidden", await self._why_not(item))
+        if status == "approved":
+            offset = await self.node.append(
+                room.id,
+                "chat",
+                {"user": row["author"], "name": row["name"], "text": row["text"], "at": _now_ms()},
+                author=row["author"],
+                text=row["text"],
+            )
+            await store.set_held_offset(self.pool, item, offset)
+            self._tell(row["author"], encode(Ack(row["ref"], offset)))
+        else:
+            self._tell(
+                row["author"],
+                encode(ErrorMsg("blocked", "rejected by a moderator", row["ref"], None, room.id)),
+            )
+        await self._audit(
+            who,
+            room,
+            req.action,
+            target=row["author"],
+            reason=req.reason,
+            original_text=row["text"],
+        )
+
+    async def _why_not(self, item: str) -> str:
+        row = await store.held_item(self.pool, item)
+        if row is None:
+            return "no such held message"
+        if row["status"] != "held":
+            return f"already {row['status']} by {row['decided_by']}"
+        return f"claimed by {row['claimed_by']}"
+
+    @staticmethod
+    def _target(req: ModerationRequest) -> str:
+        if not req.user_id:
+            raise Failure("bad_frame", f"{req.action} needs user_id")
+        return req.user_id
+
+    @staticmethod
+    def _item(req: ModerationRequest) -> str:
+        if not req.item:
+            raise Failure("bad_frame", f"{req.action} needs item")
+        return req.item
+
+    def _tell(self, user: str, message: bytes) -> None:
+        for conn in self.node.connections:
+            if conn.identity.sub == user:
+                conn.send(message)
+
+    async def _audit(self, who: Identity, room: Room, action: str, **kw: Any) -> None:
+        await store.audit(
+            self.pool, creator=room.creator, session=room.id, actor=who.sub, action=action, **kw
+        )
+
+    # ------------------------------------------------------------ terms and moderators
+
+    def terms_of(self, scope: str) -> list[dict[str, str]]:
+        return [{"term": t, "action": a} for t, a in sorted(self._terms.get(scope, {}).items())]
+
+    async def add_term(self, who: Identity, scope: str, term: str, action: str) -> None:
+        await self._require_terms(who, scope)
+        await store.add_term(self.pool, scope, term, action, who.sub)
+        await store.audit(
+            self.pool,
+            creator=scope,
+            session=None,
+            actor=who.sub,
+            action="term_add",
+            reason=f"{action}: {term}",
+        )
+        await self.reload_terms()
+
+    async def remove_term(self, who: Identity, scope: str, term: str) -> None:
+        await self._require_terms(who, scope)
+        if not await store.remove_term(self.pool, scope, term):
+            raise Failure("not_found", "no such term")
+        await store.audit(
+            self.pool, creator=scope, session=None, actor=who.sub, action="term_remove", reason=term
+        )
+        await self.reload_terms()
+
+    async def _require_terms(self, who: Identity, scope: str) -> None:
+        if scope == GLOBAL:
+            if who.is_guest:
+                raise Failure("unauthorized", "this call needs a token")
+            if who.role not in ("moderator", "admin"):
+                raise Failure("forbidden", "global terms are kept by platform staff")
+        else:
+            await self.require_moderator(who, scope)
+
+    async def appoint(self, who: Identity, creator: str, moderator: str, on: bool) -> None:
+        if who.is_guest:
+            raise Failure("unauthorized", "this call needs a token")
+        if not auth.can(who, Action.APPOINT, owner=creator):
+            raise Failure("forbidden", "only the creator or an admin appoints moderators")
+        if on:
+            await store.appoint(self.pool, creator, moderator)
+        elif not await store.dismiss(self.pool, creator, moderator):
+            raise Failure("not_found", "not a moderator of this creator")
+        self._moderators.pop(creator, None)
+        await store.audit(
+            self.pool,
+            creator=creator,
+            session=None,
+            actor=who.sub,
+            action="appoint" if on else "dismiss",
+            target=moderator,
+        )

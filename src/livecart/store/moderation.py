@@ -1,0 +1,270 @@
+"""Moderation state in PostgreSQL: audit log, mutes, blocked terms, channel moderators, the
+held-message queue and reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeAlias
+
+import asyncpg
+
+Db: TypeAlias = Any  # an asyncpg Pool or Connection
+
+
+async def audit(
+    db: Db,
+    *,
+    creator: str,
+    session: str | None,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    offset: int | None = None,
+    seconds: int | None = None,
+    reason: str | None = None,
+    original_text: str | None = None,
+) -> None:
+    await db.execute(
+        "INSERT INTO moderation_actions "
+        '(creator, session, actor, action, target, "offset", seconds, reason, original_text) '
+        "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+        creator,
+        session,
+        actor,
+        action,
+        target,
+        offset,
+        seconds,
+        reason,
+        original_text,
+    )
+
+
+async def audit_log(db: Db, creator: str, limit: int) -> list[dict[str, Any]]:
+    rows = await db.fetch(
+        'SELECT id, session, actor, action, target, "offset", seconds, reason, original_text, at '
+        "FROM moderation_actions WHERE creator = $1 ORDER BY id DESC LIMIT $2",
+        creator,
+        limit,
+    )
+    return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
+
+
+async def set_mute(db: Db, creator: str, user: str, kind: str, until: datetime | None) -> None:
+    await db.execute(
+        "INSERT INTO mutes (creator, user_id, kind, until) VALUES ($1,$2,$3,$4) "
+        "ON CONFLICT (creator, user_id) DO UPDATE SET kind = $3, until = $4",
+        creator,
+        user,
+        kind,
+        until,
+    )
+
+
+async def clear_mute(db: Db, creator: str, user: str) -> bool:
+    result: str = await db.execute(
+        "DELETE FROM mutes WHERE creator = $1 AND user_id = $2", creator, user
+    )
+    return not result.endswith(" 0")
+
+
+async def active_mutes(db: Db) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT creator, user_id, kind, until FROM mutes WHERE until IS NULL OR until > now()"
+    )
+    return rows
+
+
+async def terms(db: Db) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT scope, term, action FROM blocked_terms ORDER BY scope, term"
+    )
+    return rows
+
+
+async def add_term(db: Db, scope: str, term: str, action: str, by: str) -> None:
+    await db.execute(
+        "INSERT INTO blocked_terms (scope, term, action, added_by) VALUES ($1,$2,$3,$4) "
+        "ON CONFLICT (scope, term) DO UPDATE SET action = $3, added_by = $4, added_at = now()",
+        scope,
+        term,
+        action,
+        by,
+    )
+
+
+async def remove_term(db: Db, scope: str, term: str) -> bool:
+    result: str = await db.execute(
+        "DELETE FROM blocked_terms WHERE scope = $1 AND term = $2", scope, term
+    )
+    return not result.endswith(" 0")
+
+
+async def channel_moderators(db: Db, creator: str) -> set[str]:
+    rows = await db.fetch("SELECT moderator FROM creator_moderators WHERE creator = $1", creator)
+    return {r["moderator"] for r in rows}
+
+
+async def appoint(db: Db, creator: str, moderator: str) -> None:
+    await db.execute(
+        "INSERT INTO creator_moderators (creator, moderator) VALUES ($1,$2) ON CONFLICT DO NOTHING",
+        creator,
+        moderator,
+    )
+
+
+async def dismiss(db: Db, creator: str, moderator: str) -> bool:
+    result: str = await db.execute(
+        "DELETE FROM creator_moderators WHERE creator = $1 AND moderator = $2", creator, moderator
+    )
+    return not result.endswith(" 0")
+
+
+# ---------------------------------------------------------------- held messages
+
+
+async def hold(
+    db: Db,
+    *,
+    id: str,
+    session: str,
+    author: str,
+    name: str,
+    text: str,
+    reason: str,
+    ref: str,
+) -> None:
+    await db.execute(
+        "INSERT INTO held_messages (id, session, author, name, text, reason, ref) "
+        "VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        id,
+        session,
+        author,
+        name,
+        text,
+        reason,
+        ref,
+    )
+
+
+_FREE = "(claimed_by IS NULL OR claimed_until < now() OR claimed_by = $2)"
+
+
+async def claim(db: Db, item: str, moderator: str, lease_s: float) -> asyncpg.Record | None:
+    """Claim a held message for `lease_s`; None when it is decided or claimed by another."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"UPDATE held_messages SET claimed_by = $2, "
+        f"claimed_until = now() + make_interval(secs => $3) "
+        f"WHERE id = $1 AND status = 'held' AND {_FREE} RETURNING *",
+        item,
+        moderator,
+        lease_s,
+    )
+    return row
+
+
+async def decide(db: Db, item: str, moderator: str, status: str) -> asyncpg.Record | None:
+    """Approve or reject exactly once: None when already decided or claimed by another."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"UPDATE held_messages SET status = $3, decided_by = $2, decided_at = now() "
+        f"WHERE id = $1 AND status = 'held' AND {_FREE} RETURNING *",
+        item,
+        moderator,
+        status,
+    )
+    return row
+
+
+async def set_held_offset(db: Db, item: str, offset: int) -> None:
+    await db.execute('UPDATE held_messages SET "offset" = $2 WHERE id = $1', item, offset)
+
+
+async def held_item(db: Db, item: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(
+        "SELECT * FROM held_messages WHERE id = $1", item
+    )
+    return row
+
+
+async def queue(db: Db, session: str) -> list[dict[str, Any]]:
+    held = await db.fetch(
+        "SELECT id, author, name, text, reason, claimed_by, claimed_until, at FROM held_messages "
+        "WHERE session = $1 AND status = 'held' ORDER BY at",
+        session,
+    )
+    reported = await db.fetch(
+        'SELECT r."offset", count(*) AS reports, array_agg(DISTINCT r.reason) AS reasons, '
+        "min(r.at) AS at, e.author, e.text, e.state FROM reports r "
+        'JOIN room_events e ON e.session = r.session AND e."offset" = r."offset" '
+        "WHERE r.session = $1 AND e.state = 'visible' GROUP BY r.\"offset\", e.author, e.text, "
+        "e.state ORDER BY min(r.at)",
+        session,
+    )
+    now = datetime.now().astimezone()
+    items: list[dict[str, Any]] = [
+        {
+            "id": r["id"],
+            "kind": "held",
+            "author": r["author"],
+            "name": r["name"],
+            "text": r["text"],
+            "reasons": [r["reason"]],
+            "reports": 0,
+            "status": "held",
+            "claimed_by": r["claimed_by"]
+            if r["claimed_until"] is not None and r["claimed_until"] > now
+            else None,
+            "at": r["at"].isoformat(),
+        }
+        for r in held
+    ]
+    items += [
+        {
+            "id": f"report:{r['offset']}",
+            "kind": "report",
+            "offset": r["offset"],
+            "author": r["author"],
+            "text": r["text"],
+            "reasons": list(r["reasons"]),
+            "reports": r["reports"],
+            "status": "reported",
+            "claimed_by": None,
+            "at": r["at"].isoformat(),
+        }
+        for r in reported
+    ]
+    return items
+
+
+async def report(db: Db, session: str, offset: int, reporter: str, reason: str) -> bool:
+    """Record a report; False when the message does not exist (or is not chat)."""
+    exists = await db.fetchval(
+        "SELECT 1 FROM room_events WHERE session = $1 AND \"offset\" = $2 AND type = 'chat'",
+        session,
+        offset,
+    )
+    if not exists:
+        return False
+    await db.execute(
+        'INSERT INTO reports (session, "offset", reporter, reason) VALUES ($1,$2,$3,$4) '
+        "ON CONFLICT DO NOTHING",
+        session,
+        offset,
+        reporter,
+        reason,
+    )
+    return True
+
+
+async def set_room_rules(
+    db: Db, session: str, *, slow: int | None = None, shield: bool | None = None
+) -> None:
+    if slow is not None:
+        await db.execute("UPDATE sessions SET slow_seconds = $2 WHERE id = $1", session, slow)
+    if shield is not None:
+        await db.execute("UPDATE sessions SET shield = $2 WHERE id = $1", session, shield)
+
+
+async def first_seen(db: Db, user: str) -> float | None:
+    value = await db.fetchval("SELECT first_seen FROM users WHERE id = $1", user)
+    return None if value is None else float(value.timestamp())
