@@ -41,6 +41,8 @@ class ServerProcess:
 
     def start(self, port: int = 0, timeout: float = 30) -> ServerProcess:
         env = {**os.environ, "LIVECART_JWT_SECRET": SECRET, **self.env}
+        if not self.database_url:  # the embedded default
+            env.pop("DATABASE_URL", None)
         args = [
             sys.executable,
             "-m",
