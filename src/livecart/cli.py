@@ -145,7 +145,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
     settings = _settings(args)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     _use_uvloop()
     asyncio.run(_run_server(settings, on_ready=demo.on_ready(bots=args.bots)))
     return 0
