@@ -15,7 +15,7 @@ from .api import catalog as catalog_api
 from .api import commerce as commerce_api
 from .api import moderation as moderation_api
 from .api.common import json
-from .api.system import ApiRoute, healthz, openapi, readyz
+from .api.system import ApiRoute, healthz, metrics, openapi, readyz
 from .commerce import AuctionCreate, OfferCreate, OrderCreate
 from .config import Settings
 from .core.commerce import Auction, Offer, Order
@@ -300,6 +300,7 @@ def create_app(settings: Settings, database_url: str, jwt_secret: str) -> Starle
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
         Route("/openapi.json", openapi_json),
         WebSocketRoute("/ws", Gateway(node).handle),
         *[Route(r.path, r.handler, methods=[r.method]) for r in API],

@@ -11,13 +11,16 @@ from typing import Any
 
 import asyncpg
 
+from .auth import Identity
 from .bus.base import Bus
 from .bus.memory import MemoryBus
 from .commerce import CommerceService
 from .config import Settings
+from .core.commerce import Order
 from .core.moderation import FloodPolicy, RatePolicy
 from .gateway.connection import Connection
 from .gateway.hub import Hub, Room
+from .metrics import Metrics
 from .moderation import ModerationService
 from .protocol import CLOSE_GOING_AWAY, Failure, encode
 from .store import catalog, rooms
@@ -41,6 +44,8 @@ class Node:
         self.commerce: CommerceService
         self.moderation: ModerationService
         self.connections: set[Connection] = set()
+        self.metrics = Metrics()
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         s = self.settings
@@ -55,11 +60,17 @@ class Node:
         self.archive.start()
         self.hub = Hub(self.bus, self._load_room, coalesce_s=s.coalesce_interval_s)
         self.hub.on_likes_flush = lambda counts: catalog.add_likes(self.pool, counts)
+        pool = self.pool
+        self.metrics.track_pool(
+            lambda: (pool.get_size(), pool.get_size() - pool.get_idle_size(), pool.get_max_size())
+        )
+        self.metrics.track_rooms(lambda: sum(1 for r in self.hub.rooms.values() if r.conns))
+        self._tasks.append(asyncio.create_task(self.metrics.watch_loop_lag(), name="loop-lag"))
         await self.hub.start()
         self.commerce = CommerceService(
             self.pool,
             publish=self.append,
-            on_stock=self.hub.set_stock,
+            on_stock=self._on_stock,
             reservation_ttl_s=s.reservation_ttl_s,
             webhook_url=s.webhook_url,
             webhook_secret=s.webhook_secret,
@@ -73,6 +84,8 @@ class Node:
         await self.moderation.start()
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         await self.commerce.stop()
         await self.hub.stop()
         await self.archive.close()
@@ -101,6 +114,29 @@ class Node:
             checks["bus"] = False
         checks["ready"] = checks["database"] and checks["bus"] and not self.draining
         return checks
+
+    def _on_stock(self, session_id: str, offer: str, remaining: int) -> None:
+        if remaining == 0:
+            self.metrics.offers_sold_out.inc()
+        self.hub.set_stock(session_id, offer, remaining)
+
+    async def buy(
+        self, who: Identity, offer: str, qty: int, ref: str, session_id: str | None = None
+    ) -> Order:
+        """The one purchase path (WebSocket and REST), measured."""
+        started = time.perf_counter()
+        outcome = "reserved"
+        try:
+            return await self.commerce.buy(who, offer, qty, ref, session_id=session_id)
+        except Failure as exc:
+            outcome = exc.code
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            self.metrics.buy_attempts.labels(outcome).inc()
+            self.metrics.order_seconds.observe(time.perf_counter() - started)
 
     # ------------------------------------------------------------ room log
 

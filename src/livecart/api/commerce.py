@@ -40,7 +40,7 @@ async def get_offer(request: Request) -> Response:
 async def create_order(request: Request) -> Response:
     who = identity(request)
     data = await body(request, OrderCreate)
-    order = await node_of(request).commerce.buy(who, data.offer_id, data.qty, data.idempotency_key)
+    order = await node_of(request).buy(who, data.offer_id, data.qty, data.idempotency_key)
     return json(order, 201)
 
 

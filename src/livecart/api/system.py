@@ -27,6 +27,12 @@ async def healthz(request: Request) -> Response:
     return json({"status": "ok", "node": node_of(request).id})
 
 
+async def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(node_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 async def readyz(request: Request) -> Response:
     checks = await node_of(request).ready()
     return json(checks, 200 if checks["ready"] else 503)

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from ..auth import Identity
+from ..metrics import Metrics
 from ..protocol import CLOSE_TOO_SLOW, ErrorMsg, encode, frame
 
 log = logging.getLogger("livecart.gateway")
@@ -40,6 +41,7 @@ class Connection:
         max_bytes: int,
         max_age_s: float,
         on_gap: Callable[[Connection, str], None],
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ws = ws
@@ -57,10 +59,9 @@ class Connection:
         self._max_age = max_age_s
         self._clock = clock
         self._on_gap = on_gap
+        self._metrics = metrics
         self._wakeup = asyncio.Event()
         self.writer: asyncio.Task[None] | None = None
-        self.sent_frames = 0
-        self.sent_bytes = 0
 
     # ------------------------------------------------------------ outbox
 
@@ -111,11 +112,14 @@ class Connection:
                 while self._queue and not self.closed:
                     batch = list(self._queue)
                     self._queue.clear()
-                    self._queued_bytes = 0
+                    depth, self._queued_bytes = self._queued_bytes, 0
                     data = frame(batch)
                     await self.ws.send({"type": "websocket.send", "text": data.decode()})
-                    self.sent_frames += 1
-                    self.sent_bytes += len(data)
+                    if self._metrics is not None:
+                        self._metrics.frames_out.inc()
+                        self._metrics.messages_out.inc(len(batch))
+                        self._metrics.bytes_out.inc(len(data))
+                        self._metrics.outbox_depth.observe(depth)
         except Exception:
             self.closed = True
 
@@ -125,6 +129,8 @@ class Connection:
             return
         self.closed = True
         self.close_code = code
+        if self._metrics is not None and self._queue:
+            self._metrics.drops.inc(len(self._queue))
         self._queue.clear()
         self._queued_bytes = 0
         self._wakeup.set()

@@ -69,7 +69,9 @@ class Gateway:
             max_bytes=s.outbox_max_bytes,
             max_age_s=s.outbox_max_age_s,
             on_gap=self._on_gap,
+            metrics=node.metrics,
         )
+        node.metrics.connections.labels(identity.role).inc()
         node.connections.add(conn)
         conn.writer = asyncio.create_task(conn.run_writer(), name=f"writer-{conn_id}")
         conn.send(
@@ -89,9 +91,11 @@ class Gateway:
                     node.pool, identity.sub, identity.name, identity.role, identity.minor
                 )
             await self._read_loop(conn)
-        except WebSocketDisconnect:
-            pass
+        except WebSocketDisconnect as exc:
+            conn.close_code = conn.close_code or exc.code
         finally:
+            node.metrics.connections.labels(identity.role).dec()
+            node.metrics.closes.labels(str(conn.close_code or 1000)).inc()
             conn.closed = True
             node.connections.discard(conn)
             for session_id in list(conn.rooms):
@@ -102,21 +106,26 @@ class Gateway:
 
     async def _read_loop(self, conn: Connection) -> None:
         max_bytes = self.node.settings.max_frame_bytes
+        metrics = self.node.metrics
         while not conn.closed:
             message = await conn.ws.receive()
             if message["type"] == "websocket.disconnect":
+                conn.close_code = conn.close_code or message.get("code", 1000)
                 return
             raw: bytes | None = message.get("bytes")
             if raw is None:
                 raw = (message.get("text") or "").encode()
             if len(raw) > max_bytes:
+                metrics.frames_in.labels("invalid").inc()
                 conn.send_error("too_large", f"frames are limited to {max_bytes} bytes")
                 continue
             try:
                 frame = protocol.decode_frame(raw)
             except Failure as exc:
+                metrics.frames_in.labels("invalid").inc()
                 conn.send_error(exc.code, exc.message, protocol.frame_ref(exc))
                 continue
+            metrics.frames_in.labels(type(frame).__struct_config__.tag).inc()
             ref = getattr(frame, "ref", None)
             if not isinstance(frame, protocol.Chat) and self.node.moderation.flooding(conn):
                 return
@@ -149,8 +158,8 @@ class Gateway:
             case protocol.Like():
                 await self.like(conn, frame)
             case protocol.Buy():
-                order = await self.node.commerce.buy(
-                    conn.identity, frame.offer, frame.qty, frame.ref, session_id=frame.session
+                order = await self.node.buy(
+                    conn.identity, frame.offer, frame.qty, frame.ref, frame.session
                 )
                 conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
             case protocol.Bid():
@@ -240,6 +249,14 @@ class Gateway:
             raise Failure("forbidden")
 
     async def chat(self, conn: Connection, frame: protocol.Chat) -> None:
+        started = time.perf_counter()
+        try:
+            await self._chat(conn, frame, started)
+        except Failure as exc:
+            self.node.metrics.chat_refused.labels(exc.code).inc()
+            raise
+
+    async def _chat(self, conn: Connection, frame: protocol.Chat, started: float) -> None:
         node = self.node
         who = conn.identity
         self._participant(who)
@@ -250,6 +267,7 @@ class Gateway:
         if room.status != "live":
             raise Failure("not_live", "chat opens when the session is live")
         if await node.moderation.check_chat(conn, room, text, frame.ref):
+            node.metrics.chat_refused.labels("held").inc()
             return  # held for review: only the author is told, with `held`
         offset = await node.append(
             room.id,
@@ -259,6 +277,8 @@ class Gateway:
             text=text,
         )
         conn.send(encode(Ack(frame.ref, offset)))
+        node.metrics.chat_acks.inc()
+        node.metrics.chat_ack_seconds.observe(time.perf_counter() - started)
 
     async def like(self, conn: Connection, frame: protocol.Like) -> None:
         self._participant(conn.identity)

@@ -1,0 +1,142 @@
+"""Prometheus metrics of one node, in a registry the node owns (no process globals).
+
+Label values are always from small fixed sets (frame types, roles, close codes, outcomes):
+never a user, session or offer id."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BYTES_BUCKETS = (0, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+
+
+class _Callback(Collector):
+    def __init__(self, families: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        return self._families()
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge(
+            "livecart_connections", "Open WebSocket connections", ["role"], registry=r
+        )
+        self.frames_in = Counter(
+            "livecart_frames_in_total", "Client frames received, by type", ["type"], registry=r
+        )
+        self.frames_out = Counter(
+            "livecart_frames_out_total", "Server frames sent (each a batch)", registry=r
+        )
+        self.messages_out = Counter(
+            "livecart_messages_out_total", "Server messages sent inside frames", registry=r
+        )
+        self.bytes_out = Counter("livecart_bytes_out_total", "Bytes of frames sent", registry=r)
+        self.outbox_depth = Histogram(
+            "livecart_outbox_depth_bytes",
+            "Bytes queued in a connection's outbox when its writer takes a batch",
+            buckets=BYTES_BUCKETS,
+            registry=r,
+        )
+        self.closes = Counter(
+            "livecart_closes_total", "WebSocket closes, by close code", ["code"], registry=r
+        )
+        self.drops = Counter(
+            "livecart_dropped_messages_total",
+            "Messages dropped with a connection closed for being too slow",
+            registry=r,
+        )
+        self.chat_acks = Counter(
+            "livecart_chat_acks_total", "Chat messages acknowledged", registry=r
+        )
+        self.chat_ack_seconds = Histogram(
+            "livecart_chat_ack_seconds",
+            "Chat frame received to ack queued (includes the archive commit)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.chat_refused = Counter(
+            "livecart_chat_refused_total",
+            "Chat messages refused or held, by code",
+            ["code"],
+            registry=r,
+        )
+        self.moderation_actions = Counter(
+            "livecart_moderation_actions_total",
+            "Moderation actions, by kind",
+            ["action"],
+            registry=r,
+        )
+        self.buy_attempts = Counter(
+            "livecart_buy_attempts_total", "Buy attempts, by outcome", ["outcome"], registry=r
+        )
+        self.order_seconds = Histogram(
+            "livecart_order_seconds",
+            "Buy received to order committed or refused",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.offers_sold_out = Counter(
+            "livecart_offers_sold_out_total", "Offers that reached zero remaining", registry=r
+        )
+        self.ranking_events = Counter(
+            "livecart_ranking_events_total",
+            "Events ingested by the ranking core",
+            ["kind"],
+            registry=r,
+        )
+        self.push_seconds = Histogram(
+            "livecart_ranking_push_seconds",
+            "Ranking event to the feed/trending push that reflects it",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "livecart_event_loop_lag_seconds",
+            "Event-loop scheduling delay, last sample",
+            registry=r,
+        )
+        self.bus_lag = Gauge(
+            "livecart_bus_lag_seconds",
+            "Publish to local delivery delay on the bus, last sample",
+            registry=r,
+        )
+        self._pool_stats: Callable[[], tuple[int, int, int]] | None = None
+        self._rooms: Callable[[], int] | None = None
+        r.register(_Callback(self._collect))
+
+    def track_pool(self, stats: Callable[[], tuple[int, int, int]]) -> None:
+        """`stats()` returns (size, in use, max size) of the database pool."""
+        self._pool_stats = stats
+
+    def track_rooms(self, count: Callable[[], int]) -> None:
+        self._rooms = count
+
+    def _collect(self) -> Iterable[GaugeMetricFamily]:
+        if self._pool_stats is not None:
+            size, in_use, max_size = self._pool_stats()
+            yield GaugeMetricFamily("livecart_db_pool_size", "Open database connections", size)
+            yield GaugeMetricFamily("livecart_db_pool_in_use", "Connections checked out", in_use)
+            yield GaugeMetricFamily("livecart_db_pool_max", "Pool size limit", max_size)
+        if self._rooms is not None:
+            yield GaugeMetricFamily(
+                "livecart_joined_sessions", "Sessions with viewers on this node", self._rooms()
+            )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def watch_loop_lag(self, interval: float = 0.5) -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(interval)
+            self.loop_lag.set(max(0.0, time.monotonic() - started - interval))
