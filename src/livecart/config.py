@@ -141,6 +141,12 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     return settings.validate()
 
 
+def node_name(settings: Settings) -> str:
+    import socket
+
+    return settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
 def jwt_secret(settings: Settings) -> str:
     """The configured secret, or the one kept in the data dir (created on first use)."""
     if settings.jwt_secret:

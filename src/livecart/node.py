@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from typing import Any
 
@@ -15,7 +13,7 @@ from .auth import Identity
 from .bus.base import Bus
 from .bus.memory import MemoryBus
 from .commerce import CommerceService
-from .config import Settings
+from .config import Settings, node_name
 from .core.commerce import Order
 from .core.moderation import FloodPolicy, RatePolicy
 from .gateway.connection import Connection
@@ -34,7 +32,7 @@ class Node:
         self.settings = settings
         self.database_url = database_url
         self.jwt_secret = jwt_secret
-        self.id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.id = node_name(settings)
         self.draining = False
         self.started_at = time.time()
         self.pool: asyncpg.Pool

@@ -183,4 +183,5 @@ class Connection:
             self.deliver(room, off, msg)
 
     def info(self) -> dict[str, Any]:
+        """Log context of this connection."""
         return {"conn": self.id, "user": self.identity.sub, "role": self.identity.role}

@@ -72,6 +72,7 @@ class Gateway:
             metrics=node.metrics,
         )
         node.metrics.connections.labels(identity.role).inc()
+        log.debug("connected", extra=conn.info())
         node.connections.add(conn)
         conn.writer = asyncio.create_task(conn.run_writer(), name=f"writer-{conn_id}")
         conn.send(
@@ -96,6 +97,7 @@ class Gateway:
         finally:
             node.metrics.connections.labels(identity.role).dec()
             node.metrics.closes.labels(str(conn.close_code or 1000)).inc()
+            log.debug("disconnected", extra={**conn.info(), "code": conn.close_code or 1000})
             conn.closed = True
             node.connections.discard(conn)
             for session_id in list(conn.rooms):
