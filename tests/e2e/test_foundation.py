@@ -338,3 +338,37 @@ def _close_code(data: bytes) -> int | None:
             return int.from_bytes(data[i + head : i + head + 2], "big")
         i += head + n
     return None
+
+
+async def test_invalid_utf8_text_and_huge_frames_close_at_the_websocket_layer(
+    server: ServerProcess,
+) -> None:
+    # A text frame must be UTF-8 (RFC 6455): the WebSocket layer closes with 1007.
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert b" 101 " in sock.recv(4096)
+    payload = b'{"type":"ping","ref":"\xff"}'
+    mask = b"\x01\x02\x03\x04"
+    sock.sendall(
+        bytes([0x81, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+    sock.settimeout(5)
+    data = b""
+    while (code := _close_code(data)) is None:
+        chunk = sock.recv(65536)
+        assert chunk, "closed without a close frame"
+        data += chunk
+    assert code == 1007
+    sock.close()
+    # Past 1 MiB the frame is not read at all: close 1009.
+    c = await Client.connect(server, token("huge"))
+    await c.expect("hello")
+    await c.send("x" * (1024 * 1024 + 10))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await c._read(5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
