@@ -71,7 +71,10 @@ class Settings(msgspec.Struct, kw_only=True):
     """debug, info, warning or error."""
     log_format: str = "auto"
     """json, text, or auto (text on a terminal, json otherwise)."""
-    drain_timeout_s: float = 8.0
+    drain_grace_s: float = 1.0
+    """After SIGTERM, time /readyz fails while sockets stay open, so a load balancer stops
+    sending new clients before they are closed with 1001."""
+    drain_timeout_s: float = 6.0
     """Time allowed for in-flight work after SIGTERM before exit."""
 
     def validate(self) -> Settings:
@@ -106,6 +109,8 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("chat_rate_per_s must be > 0 and chat_burst >= 1")
         if self.flood_frames < 2 or self.flood_window_s <= 0:
             problems.append("flood_frames must be >= 2 and flood_window_s > 0")
+        if not 0 <= self.drain_grace_s <= 5:
+            problems.append("drain_grace_s must be between 0 and 5 (exit stays within 10 s)")
         if self.reservation_ttl_s <= 0:
             problems.append(f"reservation_ttl_s must be > 0, got {self.reservation_ttl_s}")
         if self.webhook_url and not self.webhook_secret:

@@ -92,6 +92,8 @@ class Node:
     async def drain(self, timeout: float = 2.0) -> None:
         """Stop taking clients: /readyz fails from now on and every socket closes with 1001."""
         self.draining = True
+        if self.settings.drain_grace_s:
+            await asyncio.sleep(self.settings.drain_grace_s)
         conns = list(self.connections)
         if conns:
             await asyncio.gather(

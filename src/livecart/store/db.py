@@ -90,6 +90,8 @@ class EmbeddedPostgres:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.path, user=self._server.system_user)
         except Exception as exc:  # already stopped, or killed underneath us
             log.warning("embedded postgres stop: %s", exc)
+        # The library caches one handle per data dir; a later start must start the server.
+        type(self._server)._instances.pop(self.path, None)
         self._server = None
 
     async def astart(self) -> str:
