@@ -38,6 +38,7 @@ log = logging.getLogger("livecart.moderation")
 
 GLOBAL = "global"  # the scope name of platform-wide blocked terms
 CLAIM_LEASE_S = 60.0
+DEFAULT_TIMEOUT_S = 600
 
 ActionName = Literal[
     "delete",
@@ -78,6 +79,16 @@ class ModeratorRequest(Struct, forbid_unknown_fields=True):
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _reported_offset(item: str) -> int | None:
+    """The offset of a reported-message queue id (`report:<offset>`), else None."""
+    if not item.startswith(store.REPORT_ITEM):
+        return None
+    digits = item.removeprefix(store.REPORT_ITEM)
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        raise Failure("not_found", "no reported message with that id in this session")
+    return int(digits)
 
 
 class ModerationService:
@@ -227,8 +238,7 @@ class ModerationService:
                 removed = await room_store.remove_chat(self.pool, room.id, req.offset)
                 if removed is None:
                     raise Failure("not_found", "no visible chat message at that offset")
-                await node.bus.redact(room.id, req.offset, tombstone(room.id))
-                await node.append(room.id, "chat_removed", {"target": req.offset})
+                await self._announce_removal(room, req.offset)
                 await self._audit(
                     who,
                     room,
@@ -241,7 +251,9 @@ class ModerationService:
             case "timeout" | "ban":
                 target = self._target(req)
                 if req.action == "timeout":
-                    seconds = req.seconds or 600
+                    seconds = DEFAULT_TIMEOUT_S if req.seconds is None else req.seconds
+                    if seconds < 1:
+                        raise Failure("bad_frame", "timeout needs seconds >= 1 (unban lifts it)")
                     until = self._clock() + seconds
                     self.guards.mutes.timeout(room.creator, target, until)
                     await store.set_mute(
@@ -277,9 +289,14 @@ class ModerationService:
                 await node.append(room.id, "slow", {"seconds": room.slow, "shield": on})
                 await self._audit(who, room, req.action, reason=req.reason)
             case "claim":
-                row = await store.claim(self.pool, self._item(req), who.sub, CLAIM_LEASE_S)
+                item = self._item(req)
+                if _reported_offset(item) is not None:
+                    raise Failure(
+                        "bad_frame", "reported messages are approved or rejected, not claimed"
+                    )
+                row = await store.claim(self.pool, room.id, item, who.sub, CLAIM_LEASE_S)
                 if row is None:
-                    raise Failure("forbidden", await self._why_not(self._item(req)))
+                    raise await self._why_not(room, item)
                 result["claimed_until"] = row["claimed_until"].isoformat()
             case "approve" | "reject":
                 await self._decide(who, room, self._item(req), req)
@@ -287,10 +304,15 @@ class ModerationService:
         return result
 
     async def _decide(self, who: Identity, room: Room, item: str, req: ModerationRequest) -> None:
+        reported = _reported_offset(item)
+        if reported is not None:
+            await self._decide_reported(who, room, reported, req)
+            return
         status = "approved" if req.action == "approve" else "rejected"
-        row = await store.decide(self.pool, item, who.sub, status)
-        if row is None or row["session"] != room.id:
-            raise Failure("forbidden", await self._why_not(item))
+        row = await store.decide(self.pool, room.id, item, who.sub, status)
+        if row is None:
+            raise await self._why_not(room, item)
+        offset = None
         if status == "approved":
             offset = await self.node.append(
                 room.id,
@@ -311,17 +333,50 @@ class ModerationService:
             room,
             req.action,
             target=row["author"],
+            offset=offset,
             reason=req.reason,
             original_text=row["text"],
         )
 
-    async def _why_not(self, item: str) -> str:
+    async def _decide_reported(
+        self, who: Identity, room: Room, offset: int, req: ModerationRequest
+    ) -> None:
+        """Approve dismisses the reports of a visible message; reject deletes it."""
+        approve = req.action == "approve"
+        outcome, author, text = await store.decide_reported(
+            self.pool, room.id, offset, who.sub, approve
+        )
+        if outcome == "not_found":
+            raise Failure("not_found", "no reported message with that id in this session")
+        if outcome != "done":
+            raise Failure("forbidden", outcome)
+        if approve:
+            return  # the dismissal is its own audit row, written with the decision
+        await self._announce_removal(room, offset)
+        await self._audit(
+            who,
+            room,
+            "delete",
+            target=author,
+            offset=offset,
+            reason=req.reason or "reported",
+            original_text=text,
+        )
+
+    async def _announce_removal(self, room: Room, offset: int) -> None:
+        """A removed message: tombstone in the live history, `chat_removed` to everyone."""
+        await self.node.bus.redact(room.id, offset, tombstone(room.id))
+        await self.node.append(room.id, "chat_removed", {"target": offset})
+
+    async def _why_not(self, room: Room, item: str) -> Failure:
+        """Why a claim or decision on a held message did not go through."""
         row = await store.held_item(self.pool, item)
-        if row is None:
-            return "no such held message"
+        if row is None or row["session"] != room.id:
+            return Failure("not_found", "no held message with that id in this session")
         if row["status"] != "held":
-            return f"already {row['status']} by {row['decided_by']}"
-        return f"claimed by {row['claimed_by']}"
+            return Failure("forbidden", f"already {row['status']} by {row['decided_by']}")
+        until = row["claimed_until"].isoformat() if row["claimed_until"] else "?"
+        return Failure("forbidden", f"claimed by {row['claimed_by']} until {until}")
 
     @staticmethod
     def _target(req: ModerationRequest) -> str:

@@ -62,6 +62,8 @@ class Connection:
         self._metrics = metrics
         self._wakeup = asyncio.Event()
         self.writer: asyncio.Task[None] | None = None
+        # The close frame's send; the endpoint waits for it before the ASGI call ends.
+        self.closing: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ outbox
 
@@ -134,7 +136,7 @@ class Connection:
         self._queue.clear()
         self._queued_bytes = 0
         self._wakeup.set()
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        self.closing = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):

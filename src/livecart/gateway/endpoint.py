@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -105,6 +106,9 @@ class Gateway:
             conn.rooms.clear()
             if conn.writer is not None:
                 conn.writer.cancel()
+            if conn.closing is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.closing, 2)
 
     async def _read_loop(self, conn: Connection) -> None:
         max_bytes = self.node.settings.max_frame_bytes

@@ -90,7 +90,11 @@ class EmbeddedPostgres:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.path, user=self._server.system_user)
         except Exception as exc:  # already stopped, or killed underneath us
             log.warning("embedded postgres stop: %s", exc)
-        # The library caches one handle per data dir; a later start must start the server.
+        # The library caches one handle per data dir and cleans it at exit; a later start must
+        # start the server again, and the exit hook has nothing left to do.
+        import atexit
+
+        atexit.unregister(self._server._cleanup)
         type(self._server)._instances.pop(self.path, None)
         self._server = None
 

@@ -122,6 +122,9 @@ async def dismiss(db: Db, creator: str, moderator: str) -> bool:
 
 # ---------------------------------------------------------------- held messages
 
+REPORT_ITEM = "report:"  # queue id prefix of a reported (visible) message: report:<offset>
+DISMISS_REPORTS = "dismiss_reports"  # audit action that closes a reported message's item
+
 
 async def hold(
     db: Db,
@@ -150,27 +153,35 @@ async def hold(
 _FREE = "(claimed_by IS NULL OR claimed_until < now() OR claimed_by = $2)"
 
 
-async def claim(db: Db, item: str, moderator: str, lease_s: float) -> asyncpg.Record | None:
-    """Claim a held message for `lease_s`; None when it is decided or claimed by another."""
+async def claim(
+    db: Db, session: str, item: str, moderator: str, lease_s: float
+) -> asyncpg.Record | None:
+    """Claim a held message of `session` for `lease_s`; None when it is not in that session,
+    decided, or claimed by another."""
     row: asyncpg.Record | None = await db.fetchrow(
         f"UPDATE held_messages SET claimed_by = $2, "
         f"claimed_until = now() + make_interval(secs => $3) "
-        f"WHERE id = $1 AND status = 'held' AND {_FREE} RETURNING *",
+        f"WHERE id = $1 AND session = $4 AND status = 'held' AND {_FREE} RETURNING *",
         item,
         moderator,
         lease_s,
+        session,
     )
     return row
 
 
-async def decide(db: Db, item: str, moderator: str, status: str) -> asyncpg.Record | None:
-    """Approve or reject exactly once: None when already decided or claimed by another."""
+async def decide(
+    db: Db, session: str, item: str, moderator: str, status: str
+) -> asyncpg.Record | None:
+    """Approve or reject a held message of `session` exactly once: None when it is not in that
+    session, already decided, or claimed by another."""
     row: asyncpg.Record | None = await db.fetchrow(
         f"UPDATE held_messages SET status = $3, decided_by = $2, decided_at = now() "
-        f"WHERE id = $1 AND status = 'held' AND {_FREE} RETURNING *",
+        f"WHERE id = $1 AND session = $4 AND status = 'held' AND {_FREE} RETURNING *",
         item,
         moderator,
         status,
+        session,
     )
     return row
 
@@ -196,8 +207,11 @@ async def queue(db: Db, session: str) -> list[dict[str, Any]]:
         'SELECT r."offset", count(*) AS reports, array_agg(DISTINCT r.reason) AS reasons, '
         "min(r.at) AS at, e.author, e.text, e.state FROM reports r "
         'JOIN room_events e ON e.session = r.session AND e."offset" = r."offset" '
-        "WHERE r.session = $1 AND e.state = 'visible' GROUP BY r.\"offset\", e.author, e.text, "
-        "e.state ORDER BY min(r.at)",
+        "WHERE r.session = $1 AND e.state = 'visible' AND NOT EXISTS ("
+        "SELECT 1 FROM moderation_actions m WHERE m.creator = (SELECT creator FROM sessions "
+        "WHERE id = $1) AND m.session = r.session "
+        f'AND m."offset" = r."offset" AND m.action = \'{DISMISS_REPORTS}\') '
+        'GROUP BY r."offset", e.author, e.text, e.state ORDER BY min(r.at)',
         session,
     )
     now = datetime.now().astimezone()
@@ -237,14 +251,18 @@ async def queue(db: Db, session: str) -> list[dict[str, Any]]:
 
 
 async def report(db: Db, session: str, offset: int, reporter: str, reason: str) -> bool:
-    """Record a report; False when the message does not exist (or is not chat)."""
-    exists = await db.fetchval(
-        "SELECT 1 FROM room_events WHERE session = $1 AND \"offset\" = $2 AND type = 'chat'",
+    """Record a report; False when the message does not exist (or is not chat). An author
+    reporting their own message is ignored."""
+    author = await db.fetchval(
+        "SELECT coalesce(author, '') FROM room_events "
+        "WHERE session = $1 AND \"offset\" = $2 AND type = 'chat'",
         session,
         offset,
     )
-    if not exists:
+    if author is None:
         return False
+    if author == reporter:
+        return True
     await db.execute(
         'INSERT INTO reports (session, "offset", reporter, reason) VALUES ($1,$2,$3,$4) '
         "ON CONFLICT DO NOTHING",
@@ -268,3 +286,55 @@ async def set_room_rules(
 async def first_seen(db: Db, user: str) -> float | None:
     value = await db.fetchval("SELECT first_seen FROM users WHERE id = $1", user)
     return None if value is None else float(value.timestamp())
+
+
+async def decide_reported(
+    pool: asyncpg.Pool, session: str, offset: int, moderator: str, approve: bool
+) -> tuple[str, str | None, str | None]:
+    """Decide a reported message exactly once: approve dismisses its reports (the message
+    stays), reject removes it. Concurrent decisions are serialised on the message's row.
+    Returns (outcome, author, text) with outcome `done`, `not_found` or `already <what>`."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT author, text, state FROM room_events "
+            "WHERE session = $1 AND \"offset\" = $2 AND type = 'chat' FOR UPDATE",
+            session,
+            offset,
+        )
+        if row is None or row["state"] not in ("visible", "removed"):
+            return "not_found", None, None
+        if row["state"] == "removed":
+            return "already removed", row["author"], None
+        has_reports = await conn.fetchval(
+            'SELECT 1 FROM reports WHERE session = $1 AND "offset" = $2 LIMIT 1', session, offset
+        )
+        if has_reports is None:
+            return "not_found", None, None
+        dismissed = await conn.fetchval(
+            "SELECT actor FROM moderation_actions WHERE creator = (SELECT creator FROM sessions "
+            'WHERE id = $1) AND session = $1 AND "offset" = $2 AND action = $3 LIMIT 1',
+            session,
+            offset,
+            DISMISS_REPORTS,
+        )
+        if dismissed is not None:
+            return f"already approved by {dismissed}", row["author"], row["text"]
+        if approve:
+            await conn.execute(
+                "INSERT INTO moderation_actions (creator, session, actor, action, target, "
+                '"offset", original_text) SELECT creator, $1, $3, $4, $5, $2, $6 '
+                "FROM sessions WHERE id = $1",
+                session,
+                offset,
+                moderator,
+                DISMISS_REPORTS,
+                row["author"],
+                row["text"],
+            )
+        else:
+            await conn.execute(
+                "UPDATE room_events SET state = 'removed' WHERE session = $1 AND \"offset\" = $2",
+                session,
+                offset,
+            )
+        return "done", row["author"], row["text"]
