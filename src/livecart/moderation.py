@@ -107,7 +107,6 @@ class ModerationService:
         self._matchers: dict[str, rules.TermMatcher] = {}
         self._terms: dict[str, dict[str, str]] = {}
         self._moderators: dict[str, set[str]] = {}
-        self.actions_total: dict[str, int] = {}
 
     async def start(self) -> None:
         await self.reload_terms()
@@ -300,7 +299,7 @@ class ModerationService:
                 result["claimed_until"] = row["claimed_until"].isoformat()
             case "approve" | "reject":
                 await self._decide(who, room, self._item(req), req)
-        self.actions_total[req.action] = self.actions_total.get(req.action, 0) + 1
+        self.node.metrics.moderation_actions.labels(req.action).inc()
         return result
 
     async def _decide(self, who: Identity, room: Room, item: str, req: ModerationRequest) -> None:

@@ -73,6 +73,13 @@ async def test_metrics_move_by_exactly_the_scripted_amounts(database_url: str, t
             {"type": "buy", "session": sid, "offer": offer["id"], "qty": 1, "ref": "b"}
         )
         assert (await buyer2.expect("error", ref="b"))["code"] == "sold_out"
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            r = await http.post(
+                f"/api/sessions/{sid}/moderation",
+                headers=s["headers"],
+                json={"action": "slow", "seconds": 5},
+            )
+            assert r.status_code == 200, r.text
         await guest.send({"type": "nonsense"})
         await guest.expect("error")
         for c in (viewer, buyer2, guest):
@@ -84,6 +91,7 @@ async def test_metrics_move_by_exactly_the_scripted_amounts(database_url: str, t
         assert delta(before, after, 'livecart_frames_in_total{type="buy"}') == 2
         assert delta(before, after, 'livecart_frames_in_total{type="invalid"}') == 1
         assert delta(before, after, "livecart_chat_acks_total") == 3
+        assert delta(before, after, 'livecart_moderation_actions_total{action="slow"}') == 1
         assert delta(before, after, "livecart_chat_ack_seconds_count") == 3
         assert delta(before, after, 'livecart_buy_attempts_total{outcome="reserved"}') == 1
         assert delta(before, after, 'livecart_buy_attempts_total{outcome="sold_out"}') == 1
