@@ -14,6 +14,7 @@ from . import web
 from .api import catalog as catalog_api
 from .api import commerce as commerce_api
 from .api import moderation as moderation_api
+from .api import ranking as ranking_api
 from .api.common import json
 from .api.system import ApiRoute, healthz, metrics, openapi, readyz
 from .commerce import AuctionCreate, OfferCreate, OrderCreate
@@ -32,6 +33,7 @@ from .models import (
 )
 from .moderation import ModerationRequest, ModeratorRequest, TermRequest
 from .node import Node
+from .ranking import SettingsPatch
 
 API: list[ApiRoute] = [
     ApiRoute(
@@ -267,6 +269,58 @@ API: list[ApiRoute] = [
         moderation_api.remove_term,
         "Remove a blocked term",
         TermRequest,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/feed",
+        ranking_api.feed,
+        "Personal feed (trending only for guests and opted-out viewers)",
+    ),
+    ApiRoute(
+        "GET",
+        "/api/trending",
+        ranking_api.trending,
+        "Trending products and hosts (?kind=&category=&limit=)",
+    ),
+    ApiRoute(
+        "GET",
+        "/api/creators/{id}/score",
+        ranking_api.creator_score,
+        "The creator's score with every component, weight and input",
+        None,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/me/export",
+        ranking_api.export,
+        "Everything stored about me: profile, orders, chat",
+        None,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "DELETE",
+        "/api/me/profile",
+        ranking_api.erase_profile,
+        "Erase my interest profile",
+        None,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "PATCH",
+        "/api/me/settings",
+        ranking_api.patch_settings,
+        "Personalization on or off",
+        SettingsPatch,
         None,
         200,
         True,

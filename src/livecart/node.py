@@ -21,6 +21,7 @@ from .gateway.hub import Hub, Room
 from .metrics import Metrics
 from .moderation import ModerationService
 from .protocol import CLOSE_GOING_AWAY, Failure, encode
+from .ranking import RankingService
 from .store import catalog, rooms
 from .store.db import connect_pool, migrate
 
@@ -41,6 +42,7 @@ class Node:
         self.hub: Hub
         self.commerce: CommerceService
         self.moderation: ModerationService
+        self.ranking: RankingService
         self.connections: set[Connection] = set()
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task[None]] = []
@@ -80,8 +82,11 @@ class Node:
             flood=FloodPolicy(s.flood_frames, s.flood_window_s),
         )
         await self.moderation.start()
+        self.ranking = RankingService(self)
+        await self.ranking.start()
 
     async def stop(self) -> None:
+        await self.ranking.stop()
         for task in self._tasks:
             task.cancel()
         await self.commerce.stop()
@@ -127,7 +132,15 @@ class Node:
         started = time.perf_counter()
         outcome = "reserved"
         try:
-            return await self.commerce.buy(who, offer, qty, ref, session_id=session_id)
+            order = await self.commerce.buy(who, offer, qty, ref, session_id=session_id)
+            await self.ranking.record(
+                who,
+                "purchase",
+                order.session,
+                product_id=order.product,
+                value_cents=order.total_cents,
+            )
+            return order
         except Failure as exc:
             outcome = exc.code
             raise

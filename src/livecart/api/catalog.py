@@ -90,6 +90,7 @@ async def _transition(request: Request, to: str) -> Response:
     if not any([await catalog.set_status(node.pool, session.id, s, to) for s in sources]):
         raise Failure("not_live", "the session changed state meanwhile; read it again")
     await node.append(session.id, "status", {"status": to})
+    await node.ranking.session_changed(session.id)
     return json(await _session(request))
 
 
@@ -114,6 +115,7 @@ async def add_to_showcase(request: Request) -> Response:
     if product is None or product.creator != session.creator:
         raise Failure("not_found", "no such product of this creator")
     await catalog.add_to_showcase(node.pool, session.id, product.id)
+    await node.ranking.session_changed(session.id)
     return json(await _session(request), 201)
 
 

@@ -21,10 +21,11 @@ log = logging.getLogger("livecart.gateway")
 
 
 class RoomCursor:
-    __slots__ = ("epoch", "offset", "pending", "resyncing")
+    __slots__ = ("epoch", "joined_at", "offset", "pending", "resyncing")
 
     def __init__(self) -> None:
         self.epoch = ""
+        self.joined_at = time.monotonic()
         # None while joining: live events wait in `pending` until the snapshot is out.
         self.offset: int | None = None
         self.pending: list[tuple[int, bytes]] = []

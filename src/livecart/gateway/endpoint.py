@@ -101,9 +101,9 @@ class Gateway:
             log.debug("disconnected", extra={**conn.info(), "code": conn.close_code or 1000})
             conn.closed = True
             node.connections.discard(conn)
+            node.ranking.forget(conn)
             for session_id in list(conn.rooms):
-                node.hub.remove(conn, session_id)
-            conn.rooms.clear()
+                await self._left(conn, session_id)
             if conn.writer is not None:
                 conn.writer.cancel()
             if conn.closing is not None:
@@ -156,9 +156,17 @@ class Gateway:
             case protocol.Join():
                 await self.join(conn, frame.session, frame.since)
             case protocol.Leave(session=session_id):
-                self.node.hub.remove(conn, session_id)
-                conn.rooms.pop(session_id, None)
+                await self._left(conn, session_id)
                 conn.send(encode(Left(session_id)))
+            case protocol.Signal():
+                self._participant(conn.identity)
+                room = await self.node.room(frame.session)
+                await self.node.ranking.record(
+                    conn.identity, frame.name, room.id, product_id=frame.product
+                )
+                self.node.ranking.count_viewer(room.creator, clicks=1)
+            case protocol.Feed(on=on):
+                await self.node.ranking.subscribe(conn, on)
             case protocol.Chat():
                 await self.chat(conn, frame)
             case protocol.Like():
@@ -195,6 +203,9 @@ class Gateway:
         cursor = conn.rooms.get(session_id)
         if cursor is None:
             cursor = conn.rooms[session_id] = RoomCursor()
+            if not conn.identity.is_guest:
+                await node.ranking.record(conn.identity, "join", session_id)
+                node.ranking.count_viewer(room.creator, joined=True)
         cursor.offset = None  # hold live events back until the snapshot is queued
         position = None if since is None else StreamPosition(since.epoch, since.offset)
         limit = node.settings.history_size if position is not None else RECENT_SCAN
@@ -231,6 +242,18 @@ class Gateway:
             for pub in history.publications:
                 conn.send(protocol.with_offset(pub.offset, pub.data))
         conn.position(session_id, history.position.epoch, history.position.offset)
+
+    async def _left(self, conn: Connection, session_id: str) -> None:
+        """Leave a room; the time spent in it counts as watch time."""
+        self.node.hub.remove(conn, session_id)
+        cursor = conn.rooms.pop(session_id, None)
+        room = self.node.hub.rooms.get(session_id)
+        if cursor is None or room is None or conn.identity.is_guest:
+            return
+        seconds = time.monotonic() - cursor.joined_at
+        self.node.ranking.count_viewer(room.creator, seconds=seconds)
+        with contextlib.suppress(Exception):  # a lost watch-time sample must not fail a leave
+            await self.node.ranking.record(conn.identity, "watch", session_id, minutes=seconds / 60)
 
     def _on_gap(self, conn: Connection, session_id: str) -> None:
         asyncio.get_running_loop().create_task(self._fill_gap(conn, session_id))
@@ -284,6 +307,7 @@ class Gateway:
         )
         conn.send(encode(Ack(frame.ref, offset)))
         node.metrics.chat_acks.inc()
+        await node.ranking.record(who, "chat", room.id)
         node.metrics.chat_ack_seconds.observe(time.perf_counter() - started)
 
     async def like(self, conn: Connection, frame: protocol.Like) -> None:
@@ -292,3 +316,4 @@ class Gateway:
         if room.status != "live":
             raise Failure("not_live")
         self.node.hub.add_likes(room, frame.count)
+        await self.node.ranking.record(conn.identity, "like", room.id, count=frame.count)
