@@ -1,0 +1,96 @@
+"""The ranking core: forward-decayed trending, creator scores, interest profiles, feeds.
+
+Pure code: no I/O, no clock (every time is a parameter), no globals. See docs/ranking.md.
+"""
+
+from livecart.core.ranking.creator_score import (
+    CreatorScore,
+    CreatorScoreConfig,
+    CreatorStats,
+    ScoreComponent,
+    conversion_posterior,
+    creator_score,
+    started_on_time,
+)
+from livecart.core.ranking.decay import ForwardDecay, plain_decay, rescale
+from livecart.core.ranking.feed import (
+    Candidate,
+    FeedConfig,
+    FeedItem,
+    Why,
+    build_feed,
+    feed_changed,
+)
+from livecart.core.ranking.hysteresis import ranking_changed
+from livecart.core.ranking.profile import (
+    AffinityScorer,
+    InterestProfile,
+    ProfileBuilder,
+    ProfileConfig,
+    ProfileRefused,
+    may_profile,
+)
+from livecart.core.ranking.signals import (
+    SIGNAL_KINDS,
+    DecayedCap,
+    RankingConfig,
+    Signal,
+    SignalKind,
+    SignalPolicy,
+    SignalWeights,
+    WindowCap,
+)
+from livecart.core.ranking.topk import TopK
+from livecart.core.ranking.trending import (
+    Delta,
+    ProductInfo,
+    SessionInfo,
+    Trend,
+    TrendingIndex,
+    TrendingSnapshot,
+    snapshot_changed,
+    trending_changed,
+)
+
+__all__ = [
+    "SIGNAL_KINDS",
+    "AffinityScorer",
+    "Candidate",
+    "CreatorScore",
+    "CreatorScoreConfig",
+    "CreatorStats",
+    "DecayedCap",
+    "Delta",
+    "FeedConfig",
+    "FeedItem",
+    "ForwardDecay",
+    "InterestProfile",
+    "ProductInfo",
+    "ProfileBuilder",
+    "ProfileConfig",
+    "ProfileRefused",
+    "RankingConfig",
+    "ScoreComponent",
+    "SessionInfo",
+    "Signal",
+    "SignalKind",
+    "SignalPolicy",
+    "SignalWeights",
+    "TopK",
+    "Trend",
+    "TrendingIndex",
+    "TrendingSnapshot",
+    "Why",
+    "WindowCap",
+    "build_feed",
+    "conversion_posterior",
+    "creator_score",
+    "feed_changed",
+    "may_profile",
+    "plain_decay",
+    "ranking_changed",
+    "rescale",
+    "snapshot_changed",
+    "started_on_time",
+    "trending_changed",
+]
