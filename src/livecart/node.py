@@ -12,6 +12,7 @@ import asyncpg
 from .auth import Identity
 from .bus.base import Bus
 from .bus.memory import MemoryBus
+from .bus.redis import RedisBus
 from .commerce import CommerceService
 from .config import Settings, node_name
 from .core.commerce import Order
@@ -53,9 +54,19 @@ class Node:
             self.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max
         )
         await migrate(self.pool)
-        self.bus = MemoryBus(
-            self._offset_floor, history_size=s.history_size, history_ttl_s=s.history_ttl_s
-        )
+        if s.redis_url:
+            self.bus = RedisBus(
+                s.redis_url,
+                self._offset_floor,
+                history_size=s.history_size,
+                history_ttl_s=s.history_ttl_s,
+                node_id=self.id,
+                on_epoch=lambda room, position: self.hub.on_epoch(room, position),
+            )
+        else:
+            self.bus = MemoryBus(
+                self._offset_floor, history_size=s.history_size, history_ttl_s=s.history_ttl_s
+            )
         self.archive = rooms.ArchiveWriter(self.pool)
         self.archive.start()
         self.hub = Hub(self.bus, self._load_room, coalesce_s=s.coalesce_interval_s)
@@ -184,7 +195,11 @@ class Node:
         """Append an event to a session's log: published to every viewer, then archived; returns
         its offset only once the archive has committed it."""
         data = encode({"type": kind, "session": session_id, **body})
-        position = await self.bus.publish(session_id, kind, data)
+        try:
+            position = await self.bus.publish(session_id, kind, data)
+        except Exception as exc:
+            log.warning("bus publish failed: %s", exc, extra={"session": session_id})
+            raise Failure("unavailable", "the room log is unreachable; retry") from None
         try:
             await self.archive.append(
                 rooms.ArchiveRow(session_id, position.offset, kind, author, text, data)

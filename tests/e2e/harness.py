@@ -136,12 +136,16 @@ class Client:
         self.frames += 1
         self.inbox.extend(messages)
 
-    async def expect(self, type_: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
-        """The first message (kept or new) of this type whose fields match; earlier ones stay."""
+    async def expect(
+        self, type_: str | tuple[str, ...], timeout: float = 5.0, **match: Any
+    ) -> dict[str, Any]:
+        """The first message (kept or new) of this type (or one of these types) whose fields
+        match; earlier ones stay."""
+        types = (type_,) if isinstance(type_, str) else type_
         deadline = time.monotonic() + timeout
         while True:
             for i, m in enumerate(self.inbox):
-                if m.get("type") == type_ and all(m.get(k) == v for k, v in match.items()):
+                if m.get("type") in types and all(m.get(k) == v for k, v in match.items()):
                     return self.inbox.pop(i)
             left = deadline - time.monotonic()
             if left <= 0:
@@ -155,7 +159,7 @@ class Client:
         try:
             while (left := deadline - time.monotonic()) > 0:
                 await self._read(left)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             pass
         out, self.inbox = self.inbox, []
         return out

@@ -31,8 +31,13 @@ async def test_trending_and_feed_are_pushed_when_the_top_changes(server: ServerP
     feed = await watcher.expect("feed")
     assert all({"kind", "id", "score", "why"} <= set(i) for i in feed["items"])
     await _engage(server, sid, pid, [f"rank-fan{i}" for i in range(6)])
-    pushed = await watcher.expect("trending", timeout=5)
-    assert pid in [p["id"] for p in pushed["products"]]
+    # Other sessions on this shared node may trend too: wait for the push that has ours.
+    deadline = asyncio.get_running_loop().time() + 6
+    while True:
+        pushed = await watcher.expect("trending", timeout=6)
+        if pid in [p["id"] for p in pushed["products"]]:
+            break
+        assert asyncio.get_running_loop().time() < deadline, pushed
     assert "rank-host" in [h["id"] for h in pushed["hosts"]]
     async with httpx.AsyncClient(base_url=server.url) as http:
         rest = (await http.get("/api/trending", params={"kind": "products"})).json()

@@ -173,6 +173,13 @@ class Connection:
         cursor.offset = offset
         self.send(message)
 
+    def resync(self, room: str) -> None:
+        """The room's stream changed under us (a new epoch): hold events, re-join from here."""
+        cursor = self.rooms.get(room)
+        if cursor is not None and cursor.offset is not None and not cursor.resyncing:
+            cursor.resyncing = True
+            self._on_gap(self, room)
+
     def position(self, room: str, epoch: str, offset: int) -> None:
         """Set the cursor once a snapshot or history fill is queued; release held-back events."""
         cursor = self.rooms.get(room)

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from ..bus.base import Bus, Publication
+from ..bus.base import Bus, Publication, StreamPosition
 from ..protocol import Likes, Stock, Viewers, encode, with_offset
 from .connection import Connection
 
@@ -131,6 +131,13 @@ class Hub:
         elif kind == "slow":
             room.slow = body["seconds"]
             room.shield = body.get("shield", False)
+
+    def on_epoch(self, session_id: str, position: StreamPosition) -> None:
+        """A room's history was lost and restarted: every viewer gets a fresh snapshot."""
+        room = self.rooms.get(session_id)
+        if room is not None:
+            for conn in list(room.conns):
+                conn.resync(session_id)
 
     def broadcast(self, room: Room, message: bytes) -> None:
         for conn in room.conns:

@@ -1,0 +1,124 @@
+"""Several nodes on one PostgreSQL and one Redis: one room log, recovery anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ..conftest import redis_url_or_skip
+from .harness import Client, ServerProcess, live_session, token
+
+
+@pytest.fixture(scope="module")
+def nodes(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServerProcess]]:
+    redis_url = redis_url_or_skip()
+    procs = [
+        ServerProcess(
+            database_url,
+            str(tmp_path_factory.mktemp(f"node{i}")),
+            env={"REDIS_URL": redis_url, "LIVECART_NODE_ID": f"n{i}"},
+        ).start()
+        for i in range(3)
+    ]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+
+
+async def test_every_node_sees_one_order_of_offsets(nodes: list[ServerProcess]) -> None:
+    s = await live_session(nodes[0].url, creator="cluster-host")
+    sid = s["session"]["id"]
+    viewers = [await Client.connect(n, token(f"cv{i}")) for i, n in enumerate(nodes)]
+    for v in viewers:
+        await v.send({"type": "join", "session": sid})
+        await v.expect("joined")
+    writers = [await Client.connect(nodes[i % 3], token(f"cw{i}")) for i in range(6)]
+    for round_ in range(3):
+        await asyncio.gather(
+            *(
+                w.send(
+                    {"type": "chat", "session": sid, "text": f"{i}-{round_}", "ref": f"r{round_}"}
+                )
+                for i, w in enumerate(writers)
+            )
+        )
+    acked = sorted(
+        [(await w.expect("ack", ref=f"r{r}"))["offset"] for w in writers for r in range(3)]
+    )
+    assert acked == list(range(acked[0], acked[0] + 18)), "contiguous offsets across nodes"
+    seen = []
+    for v in viewers:
+        got = [await v.expect("chat", timeout=10) for _ in range(18)]
+        seen.append([(m["offset"], m["text"]) for m in got])
+    assert seen[0] == seen[1] == seen[2]
+    assert [o for o, _ in seen[0]] == acked
+    for c in viewers + writers:
+        await c.close()
+
+
+async def test_recovery_on_another_node(nodes: list[ServerProcess]) -> None:
+    s = await live_session(nodes[1].url, creator="cluster-host2")
+    sid = s["session"]["id"]
+    v = await Client.connect(nodes[0], token("roamer"))
+    await v.send({"type": "join", "session": sid})
+    joined = await v.expect("joined")
+    await v.close()
+    w = await Client.connect(nodes[1], token("roam-writer"))
+    offsets = []
+    for i in range(4):
+        await w.send({"type": "chat", "session": sid, "text": f"while away {i}", "ref": f"a{i}"})
+        offsets.append((await w.expect("ack", ref=f"a{i}"))["offset"])
+    back = await Client.connect(nodes[2], token("roamer"))
+    await back.send(
+        {
+            "type": "join",
+            "session": sid,
+            "since": {"epoch": joined["epoch"], "offset": joined["offset"]},
+        }
+    )
+    rejoined = await back.expect("joined")
+    assert rejoined["recovered"] is True and rejoined["epoch"] == joined["epoch"]
+    missed = [m for m in await back.drain(0.5) if m.get("type") == "chat"]
+    assert [m["offset"] for m in missed] == offsets
+    await back.close()
+    await w.close()
+
+
+async def test_flash_sale_split_across_nodes_sells_exactly_the_stock(
+    nodes: list[ServerProcess],
+) -> None:
+    s = await live_session(nodes[0].url, creator="cluster-seller")
+    sid, pid = s["session"]["id"], s["product"]["id"]
+    async with httpx.AsyncClient(base_url=nodes[0].url) as http:
+        offer = (
+            await http.post(
+                f"/api/sessions/{sid}/offers",
+                headers=s["headers"],
+                json={
+                    "product_id": pid,
+                    "price_cents": 100,
+                    "quantity": 10,
+                    "per_user_limit": 1,
+                    "duration_s": 60,
+                },
+            )
+        ).json()
+    buyers = [await Client.connect(nodes[i % 3], token(f"cb{i}")) for i in range(60)]
+    await asyncio.gather(
+        *(
+            b.send({"type": "buy", "session": sid, "offer": offer["id"], "qty": 1, "ref": "x"})
+            for b in buyers
+        )
+    )
+    outcomes = [await b.expect(("order", "error"), ref="x", timeout=15) for b in buyers]
+    assert sum(1 for o in outcomes if o["type"] == "order") == 10
+    assert all(o["code"] == "sold_out" for o in outcomes if o["type"] == "error")
+    for b in buyers:
+        await b.close()
