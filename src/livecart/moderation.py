@@ -3,6 +3,7 @@ carries out decisions in PostgreSQL, the room log and the affected connections."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -107,14 +108,45 @@ class ModerationService:
         self._matchers: dict[str, rules.TermMatcher] = {}
         self._terms: dict[str, dict[str, str]] = {}
         self._moderators: dict[str, set[str]] = {}
+        self._seen_action = 0
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.reload()
+        self._task = asyncio.create_task(self._follow(), name="moderation-follow")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def reload(self) -> None:
+        """Mutes, bans, blocked terms and channel moderators from PostgreSQL."""
+        self._seen_action = await self.pool.fetchval(
+            "SELECT coalesce(max(id), 0) FROM moderation_actions"
+        )
         await self.reload_terms()
+        mutes = rules.MuteBook()
         for row in await store.active_mutes(self.pool):
             if row["kind"] == "ban":
-                self.guards.mutes.ban(row["creator"], row["user_id"])
+                mutes.ban(row["creator"], row["user_id"])
             else:
-                self.guards.mutes.timeout(row["creator"], row["user_id"], row["until"].timestamp())
+                mutes.timeout(row["creator"], row["user_id"], row["until"].timestamp())
+        self.guards.mutes = mutes
+        self._moderators.clear()
+
+    async def _follow(self, interval: float = 1.0) -> None:
+        """Every moderation change writes an audit row: when another node wrote one, reload,
+        so bans, timeouts and terms hold on every node within about a second."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                newest = await self.pool.fetchval(
+                    "SELECT coalesce(max(id), 0) FROM moderation_actions"
+                )
+                if newest != self._seen_action:
+                    await self.reload()
+            except Exception:
+                log.exception("moderation reload failed")
 
     # ------------------------------------------------------------ caches
 

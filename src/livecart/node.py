@@ -98,6 +98,7 @@ class Node:
 
     async def stop(self) -> None:
         await self.ranking.stop()
+        await self.moderation.stop()
         for task in self._tasks:
             task.cancel()
         await self.commerce.stop()

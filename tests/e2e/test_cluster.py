@@ -122,3 +122,28 @@ async def test_flash_sale_split_across_nodes_sells_exactly_the_stock(
     assert all(o["code"] == "sold_out" for o in outcomes if o["type"] == "error")
     for b in buyers:
         await b.close()
+
+
+async def test_a_ban_on_one_node_holds_on_the_others(nodes: list[ServerProcess]) -> None:
+    s = await live_session(nodes[0].url, creator="cluster-mod-host")
+    sid = s["session"]["id"]
+    async with httpx.AsyncClient(base_url=nodes[0].url) as http:
+        r = await http.post(
+            f"/api/sessions/{sid}/moderation",
+            headers=s["headers"],
+            json={"action": "ban", "user_id": "cluster-troll"},
+        )
+        assert r.status_code == 200, r.text
+    troll = await Client.connect(nodes[2], token("cluster-troll"))
+    deadline = asyncio.get_running_loop().time() + 5
+    for i in range(5):
+        await troll.send({"type": "chat", "session": sid, "text": f"let me in {i}", "ref": f"t{i}"})
+        answer = await troll.expect(("ack", "error"), ref=f"t{i}")
+        if answer["type"] == "error":
+            assert answer["code"] == "banned"
+            break
+        await asyncio.sleep(1.1)
+        assert asyncio.get_running_loop().time() < deadline
+    else:
+        raise AssertionError("the ban never reached the other node")
+    await troll.close()
