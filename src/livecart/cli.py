@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from types import FrameType
@@ -106,7 +109,11 @@ async def _run_server(settings: Settings, on_ready: Any = None) -> None:
 
 
 def _listen(settings: Settings) -> socket.socket:
-    """The listening socket; accepted sockets inherit its buffer sizes."""
+    """The listening socket; accepted sockets inherit its buffer sizes. A worker started by
+    `serve --workers N` takes the one its parent bound (LIVECART_LISTEN_FD)."""
+    inherited = os.environ.get("LIVECART_LISTEN_FD")
+    if inherited:
+        return socket.socket(fileno=int(inherited))
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -133,9 +140,73 @@ def _use_uvloop() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.setup(settings.log_level, settings.log_format, node_name(settings))
+    if settings.workers > 1:
+        return _supervise(settings)
     _use_uvloop()
     asyncio.run(_run_server(settings))
     return 0
+
+
+def _supervise(settings: Settings) -> int:
+    """`serve --workers N`: N node processes accepting on one socket (they share state through
+    PostgreSQL and Redis like any nodes); SIGTERM/SIGINT are passed on, exit 0 when all do."""
+    embedded = None
+    database_url = settings.database_url
+    if not database_url:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        database_url = embedded.start()
+    sock = _listen(settings)
+    port = sock.getsockname()[1]
+    name = node_name(settings)
+    workers = []
+    try:
+        for i in range(settings.workers):
+            env = {
+                **os.environ,
+                "LIVECART_LISTEN_FD": str(sock.fileno()),
+                "LIVECART_WORKERS": "1",
+                "LIVECART_NODE_ID": f"{name}-w{i}",
+                "DATABASE_URL": database_url,
+                "REDIS_URL": settings.redis_url,
+                "LIVECART_JWT_SECRET": config.jwt_secret(settings),
+            }
+            argv = [
+                sys.executable,
+                "-m",
+                "livecart",
+                "serve",
+                "--host",
+                settings.host,
+                "--port",
+                str(port),
+                "--data-dir",
+                settings.data_dir,
+            ]
+            workers.append(
+                subprocess.Popen(
+                    argv, env=env, pass_fds=(sock.fileno(),), stdout=subprocess.PIPE, text=True
+                )
+            )
+        for w in workers:
+            assert w.stdout is not None
+            if not any(line.startswith("livecart ready on ") for line in w.stdout):
+                raise SystemExit("livecart: a worker did not start")
+        print(f"livecart ready on http://{settings.host}:{port}", flush=True)
+
+        def forward(sig: int, frame: FrameType | None) -> None:
+            for w in workers:
+                w.send_signal(sig)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        codes = [w.wait() for w in workers]
+        return 0 if all(c == 0 for c in codes) else 1
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+        if embedded is not None:
+            embedded.stop()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -147,3 +147,27 @@ async def test_a_ban_on_one_node_holds_on_the_others(nodes: list[ServerProcess])
     else:
         raise AssertionError("the ban never reached the other node")
     await troll.close()
+
+
+async def test_serve_with_workers_shares_one_port(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    redis_url = redis_url_or_skip()
+    proc = ServerProcess(
+        database_url, str(tmp_path), env={"REDIS_URL": redis_url}, extra_args=["--workers", "2"]
+    ).start()
+    try:
+        s = await live_session(proc.url, creator="workers-host")
+        sid = s["session"]["id"]
+        clients = [await Client.connect(proc, token(f"wk{i}")) for i in range(12)]
+        nodes = {(await c.expect("hello"))["node"] for c in clients}
+        assert len(nodes) == 2, "both workers accept connections"
+        for c in clients:
+            await c.send({"type": "join", "session": sid})
+            await c.expect("joined")
+        await clients[0].send({"type": "chat", "session": sid, "text": "to all", "ref": "w"})
+        for c in clients:
+            assert (await c.expect("chat", timeout=5))["text"] == "to all"
+        for c in clients:
+            await c.close()
+        assert proc.terminate() == 0
+    finally:
+        proc.kill()
