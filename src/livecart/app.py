@@ -327,6 +327,16 @@ API: list[ApiRoute] = [
     ),
     ApiRoute(
         "GET",
+        "/api/sessions/{id}/stats",
+        catalog_api.stats,
+        "Session figures: viewers, likes, chat, orders, revenue",
+        None,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "GET",
         "/api/sessions/{id}/timeline",
         catalog_api.timeline,
         "Replay the session's log (?since=&limit=)",

@@ -87,5 +87,12 @@ async def test_offer_buy_sold_and_stock_reach_viewers(server: ServerProcess) -> 
         r = await http.post(f"/api/orders/{order['id']}/cancel", headers=headers(token("buyer1")))
         assert r.json()["status"] == "cancelled"
         assert (await watcher.expect("stock", offer=offer["id"], remaining=2))["remaining"] == 2
+        r = await http.get(f"/api/sessions/{sid}/stats", headers=s["headers"])
+        figures = r.json()
+        assert figures["orders"] == 1 and figures["units"] == 1  # buyer1's order was cancelled
+        assert figures["revenue_cents"] == 999 and figures["buyers"] == 1
+        assert figures["viewers"] == 3
+        r = await http.get(f"/api/sessions/{sid}/stats", headers=headers(token("buyer1")))
+        assert r.status_code == 403
     for c in (buyer, watcher, late):
         await c.close()

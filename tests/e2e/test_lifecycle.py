@@ -60,6 +60,10 @@ async def test_restart_keeps_products_sessions_and_chat(database_url: str, tmp_p
         await c.send({"type": "join", "session": sid})
         joined = await c.expect("joined")
         assert joined["offset"] == acked
+        # The snapshot's recent chat comes from the durable log after a restart.
+        assert [(m["offset"], m["text"]) for m in joined["state"]["chat"]] == [
+            (acked, "remember me")
+        ]
         await c.send({"type": "chat", "session": sid, "text": "after restart", "ref": "2"})
         assert (await c.expect("ack", ref="2"))["offset"] == acked + 1
         await c.close()

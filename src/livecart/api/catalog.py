@@ -147,3 +147,43 @@ async def timeline(request: Request) -> Response:
     events = await rooms.timeline(node.pool, session.id, since, limit)
     next_since = events[-1]["offset"] if events else since
     return json({"session": session.id, "events": events, "next_since": next_since})
+
+
+@endpoint
+async def stats(request: Request) -> Response:
+    """Live and cumulative figures of a session for its creator (and admins)."""
+    node = node_of(request)
+    who = signed_in(request)
+    session = await _session(request)
+    require(who, Action.MANAGE, owner=session.creator)
+    row = await node.pool.fetchrow(
+        """
+        SELECT
+          (SELECT count(*) FROM room_events WHERE session = $1 AND type = 'chat') AS chat_messages,
+          (SELECT count(DISTINCT author) FROM room_events WHERE session = $1 AND type = 'chat')
+            AS chatters,
+          (SELECT count(*) FROM room_events WHERE session = $1 AND type = 'chat'
+             AND state = 'removed') AS removed_messages,
+          (SELECT like_total FROM sessions WHERE id = $1) AS likes_saved,
+          count(o.id) FILTER (WHERE o.status IN ('reserved', 'paid')) AS orders,
+          coalesce(sum(o.qty) FILTER (WHERE o.status IN ('reserved', 'paid')), 0) AS units,
+          coalesce(sum(o.total_cents) FILTER (WHERE o.status IN ('reserved', 'paid')), 0)
+            AS revenue_cents,
+          coalesce(sum(o.total_cents) FILTER (WHERE o.status = 'paid'), 0) AS paid_cents,
+          count(DISTINCT o.user_id) FILTER (WHERE o.status IN ('reserved', 'paid')) AS buyers
+        FROM offers f LEFT JOIN orders o ON o.offer = f.id WHERE f.session = $1
+        """,
+        session.id,
+    )
+    room = node.hub.rooms.get(session.id)
+    out = {k: int(v or 0) for k, v in dict(row).items()}
+    likes = out.pop("likes_saved")
+    return json(
+        {
+            "session": session.id,
+            "status": session.status,
+            "viewers": node.hub.viewer_count(room) if room else 0,
+            "likes": room.likes if room else likes,
+            **out,
+        }
+    )

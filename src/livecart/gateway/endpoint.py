@@ -7,7 +7,6 @@ import contextlib
 import itertools
 import logging
 import time
-from typing import Any
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -29,6 +28,7 @@ from ..protocol import (
     encode,
 )
 from ..store import catalog
+from ..store import rooms as room_store
 from .connection import Connection, RoomCursor
 
 log = logging.getLogger("livecart.gateway")
@@ -210,13 +210,26 @@ class Gateway:
         position = None if since is None else StreamPosition(since.epoch, since.offset)
         limit = node.settings.history_size if position is not None else RECENT_SCAN
         history = await node.bus.history(session_id, position, limit)
-        recent: list[Any] = []
+        recent: list[bytes] = []
         if not history.recovered:
+            want = node.settings.recent_chat
             recent = [
                 protocol.with_offset(p.offset, p.data)
                 for p in history.publications
                 if p.kind == "chat"
-            ][-node.settings.recent_chat :]
+            ][-want:]
+            oldest = (
+                history.publications[0].offset
+                if history.publications
+                else (history.position.offset + 1)
+            )
+            if len(recent) < want and oldest > 1:
+                # The bus's window is short (a restart, a new epoch): older chat comes from the
+                # durable log.
+                older = await room_store.recent_chat(
+                    node.pool, session_id, oldest, want - len(recent)
+                )
+                recent = [protocol.with_offset(o, body) for o, body in older] + recent
         state = SessionState(
             status=room.status,
             pinned=room.pinned,

@@ -136,3 +136,26 @@ async def remove_chat(
         offset,
     )
     return None if row is None else (row["author"], row["text"])
+
+
+async def recent_chat(
+    pool: asyncpg.Pool, session: str, below: int, limit: int
+) -> list[tuple[int, bytes]]:
+    """The newest `limit` chat events with offset below `below`, oldest first, as wire bodies
+    without offset (a removed message as its tombstone)."""
+    rows = await pool.fetch(
+        'SELECT "offset", state, body::text AS body FROM room_events '
+        "WHERE session = $1 AND type = 'chat' AND \"offset\" < $2 "
+        'ORDER BY "offset" DESC LIMIT $3',
+        session,
+        below,
+        limit,
+    )
+    out: list[tuple[int, bytes]] = []
+    for r in reversed(rows):
+        if r["state"] == "removed":
+            body = b'{"type":"chat","session":' + json.dumps(session).encode() + b',"removed":true}'
+        else:
+            body = r["body"].encode()
+        out.append((r["offset"], body))
+    return out
