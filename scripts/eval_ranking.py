@@ -600,7 +600,7 @@ class Run:
             candidates = self.candidates(now)
             if not candidates:
                 continue
-            by_key = {(c.kind, c.id): c for c in candidates}
+            by_key: dict[tuple[str, str], Candidate] = {(c.kind, c.id): c for c in candidates}
             exposure = self.exposure() if self.policy == "feed" else {}
             n_active = sum(1 for _ in range(len(m.viewers)) if rng.random() < active_share)
             for _ in range(n_active):
@@ -693,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         f"half-life {HALF_LIFE_MIN:g} min"
     )
     results: dict[str, Metrics] = {}
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     for policy in args.policies.split(","):
         started = time.perf_counter()
         results[policy] = Run(market, policy, args.seed, feed_config).run(args.active)
@@ -728,7 +729,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{spike:>26} {r.new_impressions / max(r.impressions, 1):>17.1%} {bot:>16}"
         )
     print(
-        "\nspike: a flash deal's product reaching the run's global top 10 (median, max, and how many"
+        f"\n{len(results)} rankers in {time.perf_counter() - wall0:.0f} s "
+        f"({time.process_time() - cpu0:.0f} s CPU)."
+        " spike: a flash deal's product reaching the run's global top 10 (median, max, and how many"
         " of the deals did within one half-life); bot best rank: global list / any feed shown."
     )
     return 0

@@ -162,20 +162,20 @@ def test_trending_index_equals_offline_recomputation(
     )
     index = TrendingIndex(config)
     categories = ["a", "b", "c"]
-    for p in range(10):
-        index.put_product(ProductInfo(f"p{p}", f"cr{p % 4}", categories[p % 3]))
-    for s in range(4):
-        products = [f"p{p}" for p in range(10) if p % 4 == s]
-        index.start_session(SessionInfo(f"s{s}", f"cr{s}", categories[s % 3]), products)
+    for i in range(10):
+        index.put_product(ProductInfo(f"p{i}", f"cr{i % 4}", categories[i % 3]))
+    for i in range(4):
+        showcase = [f"p{j}" for j in range(10) if j % 4 == i]
+        index.start_session(SessionInfo(f"s{i}", f"cr{i}", categories[i % 3]), showcase)
 
     product_events: dict[str, list[tuple[float, float]]] = {}
     session_events: dict[str, list[tuple[float, float]]] = {}
     host_events: dict[str, list[tuple[float, float]]] = {}
     latest = 0.0
-    for n, (kind, s, p, when) in enumerate(events):
+    for n, (kind, s, item, when) in enumerate(events):
         t = when * half_life
         latest = max(latest, t)
-        product = None if p is None else f"p{p}"
+        product = None if item is None else f"p{item}"
         index.ingest(Signal(kind, f"u{n}", t, session=f"s{s}", product=product))  # type: ignore[arg-type]
         w = FIXED[kind]
         if product is not None:

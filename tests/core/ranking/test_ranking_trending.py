@@ -63,7 +63,7 @@ def test_a_few_accounts_alone_never_make_an_item_trend() -> None:
         for i in range(600):
             for a in range(accounts):
                 for kind in ("product_click", "add_to_cart", "share", "chat"):
-                    index.ingest(Signal(kind, f"bot{a}", T0 + i, session="sa", product="a1"))  # type: ignore[arg-type]
+                    index.ingest(Signal(kind, f"bot{a}", T0 + i, session="sa", product="a1"))
                 index.ingest(Signal("like", f"bot{a}", T0 + i, session="sa", count=50))
         now = T0 + 600
         assert bool(index.trending_products(now)) is listed
@@ -289,6 +289,8 @@ def test_config_validation() -> None:
         RankingConfig(half_life_s=0.0)
     with pytest.raises(ValueError):
         RankingConfig(user_item_cap=0.0)
+    with pytest.raises(ValueError):
+        RankingConfig(user_host_cap=-1.0)
     with pytest.raises(ValueError):
         SignalWeights(like=-1.0)
     cfg = msgspec.convert({"half_life_s": 300, "weights": {"like": 0.2}}, RankingConfig)

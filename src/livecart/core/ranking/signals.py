@@ -81,8 +81,8 @@ class RankingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     (one viewer's click, add-to-cart and share); inf disables the cap."""
     user_host_cap: float = 10.0
     """The same for one creator; the creator's sessions take the same capped weight, so this
-    also caps a user's share of any one session (about a join, half an hour of watching, likes
-    and chat)."""
+    also caps a user's share of any one session (about a join, half an hour of watching and a
+    few likes)."""
     cap_memory_s: float = 3_600.0
     """A user's contribution to an item is forgotten after this long without activity (by then
     it has decayed to 2^(−memory/half-life) of the cap: 1/64 with the defaults)."""
@@ -110,10 +110,8 @@ class RankingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
         if not (self.half_life_s > 0.0 and math.isfinite(self.half_life_s)):
             raise ValueError(f"half_life_s must be > 0, got {self.half_life_s!r}")
-        if not self.user_item_cap > 0.0:
-            raise ValueError(
-                f"user_item_cap must be > 0 (inf disables it), got {self.user_item_cap!r}"
-            )
+        if not (self.user_item_cap > 0.0 and self.user_host_cap > 0.0):
+            raise ValueError("user_item_cap and user_host_cap must be > 0 (inf disables them)")
         if not (self.cap_memory_s > 0.0 and math.isfinite(self.cap_memory_s)):
             raise ValueError(f"cap_memory_s must be > 0, got {self.cap_memory_s!r}")
         if not (self.purchase_dedupe_s > 0.0 and math.isfinite(self.purchase_dedupe_s)):

@@ -173,7 +173,8 @@ class TrendingIndex:
         """Count one signal; returns the weight its main target (product, else session) got.
 
         With `deltas`, every numerator increment is also appended there for mirroring. After
-        a landmark move (`landmark_moves` grows) mirrors must rescale by `decay.landmark`.
+        a landmark move (`landmark_moves` grows) a mirror multiplies what it holds by
+        exp(−λ(L′−L)), L′ being the new `decay.landmark`.
         """
         t = signal.at
         if not math.isfinite(t):
