@@ -7,13 +7,24 @@ import asyncio
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from livecart.store.db import EmbeddedPostgres, connect_pool, migrate
+
+T = TypeVar("T")
+
+
+def run_in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on its own loop in a worker thread: safe whatever loop this thread
+    is running (pytest-asyncio's, or Playwright's in the browser tests)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _with_database(url: str, name: str) -> str:
@@ -56,11 +67,11 @@ def database_url(pg_server_url: str) -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    run_in_thread(create())
     try:
         yield _with_database(pg_server_url, name)
     finally:
-        asyncio.run(drop())
+        run_in_thread(drop())
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,12 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from tests.conftest import run_in_thread
 from tests.e2e.harness import ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -69,7 +69,7 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -90,11 +90,9 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         proc.kill()
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Runs an async harness helper to completion on its own loop, in a worker thread (the
-    browser tests are synchronous; Playwright's sync API owns this thread)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+# The browser tests are synchronous (Playwright's sync API owns this thread): async harness
+# helpers run on their own loop in a worker thread.
+run = run_in_thread
 
 
 class Pages:
