@@ -210,6 +210,9 @@ class CommerceService:
         # One bid per auction in flight on this node, so `bid` events leave in seq order.
         self._bid_locks = _KeyedLocks()
         self.gate = rules.SoldOutGate(gate_ttl_s)
+        # Purchases of one offer in flight at once on this node (they contend for one row).
+        self._admit = max(2, min(8, pool.get_max_size() // 2))
+        self._admission: dict[str, asyncio.Semaphore] = {}
         self.deliverer: WebhookDeliverer | None = (
             WebhookDeliverer(pool, webhook_url, webhook_secret) if webhook_url else None
         )
@@ -471,28 +474,28 @@ class CommerceService:
         code = self.gate.check(offer_id, who.sub, self._clock())
         if code is not None:
             raise self._gated(code)
-        # With no entry yet, look again once a connection is ours: a burst waits for the
-        # pool, and by then the gate usually knows the answer. (Never after a probe pass.)
-        recheck = offer_id not in self.gate
-        stamp = 0
-
-        async def attempt(conn: Any) -> store.BuyOutcome:
-            nonlocal stamp
-            if recheck and (late := self.gate.check(offer_id, who.sub, self._clock())):
-                return store.BuyOutcome(failure=self._gated(late))
+        admission = self._admission.get(offer_id)
+        if admission is None:
+            admission = self._admission[offer_id] = asyncio.Semaphore(self._admit)
+        async with admission:
+            # A burst queues here, not on the pool: by the time an attempt is admitted the
+            # gate usually knows the answer, and a refusal then costs no database work.
+            late = self.gate.check(offer_id, who.sub, self._clock())
+            if late is not None:
+                raise self._gated(late)
             stamp = self.gate.stamp(offer_id)
-            return await store.buy(
-                conn,
-                who.sub,
-                offer_id,
-                qty,
-                ref,
-                self._clock(),
-                reservation_ttl_s=self.reservation_ttl_s,
-                session_id=session_id,
+            outcome = await self._db(
+                lambda conn: store.buy(
+                    conn,
+                    who.sub,
+                    offer_id,
+                    qty,
+                    ref,
+                    self._clock(),
+                    reservation_ttl_s=self.reservation_ttl_s,
+                    session_id=session_id,
+                )
             )
-
-        outcome = await self._db(attempt)
         self._observe(offer_id, outcome.observation, stamp)
         if outcome.failure is not None:
             raise outcome.failure

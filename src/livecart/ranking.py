@@ -15,6 +15,7 @@ import msgspec
 
 from .auth import Identity
 from .core.ranking import (
+    Candidate,
     CreatorStats,
     FeedItem,
     InterestProfile,
@@ -85,7 +86,6 @@ class RankingService:
         self._trending_sent: TrendingSnapshot | None = None
         self._trending_at = 0.0
         self._feed_version = 0
-        self._rng = random.Random()
         self._task: asyncio.Task[None] | None = None
         self._first_event_at: dict[Connection, float] = {}
 
@@ -304,7 +304,14 @@ class RankingService:
             "category": info.category if info else None,
         }
 
-    async def feed(self, who: Identity) -> list[FeedItem]:
+    async def feed(
+        self,
+        who: Identity,
+        *,
+        candidates: list[Candidate] | None = None,
+        exposure: dict[str, CreatorStats] | None = None,
+    ) -> list[FeedItem]:
+        """A viewer's feed; a push pass computes candidates and exposure once for everyone."""
         now = self._clock()
         profile = None
         personalization = False
@@ -312,13 +319,15 @@ class RankingService:
             viewer = await self._viewer(who)
             personalization = viewer.personalization and not viewer.minor
             profile = viewer.profile if personalization else None
+        # Exploration draws are stable for a viewer within a minute, so pushes do not flap.
+        rng = random.Random(f"{who.sub}:{int(now // 60)}")
         items = build_feed(
-            self.index.candidates(now),
+            self.index.candidates(now) if candidates is None else candidates,
             now=now,
-            rng=self._rng,
+            rng=rng,
             profile=profile,
             personalization=personalization,
-            exposure=self._exposure_stats(),
+            exposure=self._exposure_stats() if exposure is None else exposure,
         )
         return items
 
@@ -454,13 +463,18 @@ class RankingService:
                 message = encode(self._trending_msg(snapshot))
                 for conn in subscribers:
                     conn.send(message)
-        for conn in subscribers:
-            sent_at, shown = self._feeds[conn]
-            if now - sent_at < FEED_EVERY_S:
-                continue
-            current = await self.feed(conn.identity)
+        due = [c for c in subscribers if now - self._feeds[c][0] >= FEED_EVERY_S]
+        if not due:
+            return
+        candidates = self.index.candidates(now)
+        exposure = self._exposure_stats()
+        for conn in due:
+            _, shown = self._feeds[conn]
+            current = await self.feed(conn.identity, candidates=candidates, exposure=exposure)
             if feed_changed(shown, current, is_live=self.index.is_live):
                 self._feed_version += 1
                 self._feeds[conn] = (now, current)
                 self.shown(current)
                 conn.send(encode(FeedMsg(self._feed_version, current)))
+            else:
+                self._feeds[conn] = (now, shown)  # checked: next look in a second
