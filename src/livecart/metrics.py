@@ -107,7 +107,7 @@ class Metrics:
         )
         self.bus_lag = Gauge(
             "livecart_bus_lag_seconds",
-            "Publish to local delivery delay on the bus, last sample",
+            "Chat message stamped to its delivery to this node's hub (sampled), last sample",
             registry=r,
         )
         self._pool_stats: Callable[[], tuple[int, int, int]] | None = None

@@ -75,6 +75,7 @@ class Node:
         self.metrics.track_pool(
             lambda: (pool.get_size(), pool.get_size() - pool.get_idle_size(), pool.get_max_size())
         )
+        self.hub.on_bus_lag = self.metrics.bus_lag.set
         self.metrics.track_rooms(lambda: sum(1 for r in self.hub.rooms.values() if r.conns))
         self._tasks.append(asyncio.create_task(self.metrics.watch_loop_lag(), name="loop-lag"))
         await self.hub.start()

@@ -87,7 +87,8 @@ class RankingService:
         self._trending_at = 0.0
         self._feed_version = 0
         self._task: asyncio.Task[None] | None = None
-        self._first_event_at: dict[Connection, float] = {}
+        # When the oldest event not yet reflected in a trending push arrived.
+        self._unpushed_since: float | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -163,6 +164,8 @@ class RankingService:
         )
         self.index.ingest(signal)
         self.node.metrics.ranking_events.labels(kind).inc()
+        if self._unpushed_since is None:
+            self._unpushed_since = now
         viewer = await self._viewer(who)
         product = await self._product(product_id) if product_id else None
         room = self.node.hub.rooms.get(session_id)
@@ -460,6 +463,9 @@ class RankingService:
             if snapshot_changed(self._trending_sent, snapshot):
                 self._trending_sent = snapshot
                 self._trending_at = now
+                if self._unpushed_since is not None:
+                    self.node.metrics.push_seconds.observe(now - self._unpushed_since)
+                    self._unpushed_since = None
                 message = encode(self._trending_msg(snapshot))
                 for conn in subscribers:
                     conn.send(message)

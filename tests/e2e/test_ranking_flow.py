@@ -40,6 +40,14 @@ async def test_trending_and_feed_are_pushed_when_the_top_changes(server: ServerP
         assert asyncio.get_running_loop().time() < deadline, pushed
     assert "rank-host" in [h["id"] for h in pushed["hosts"]]
     async with httpx.AsyncClient(base_url=server.url) as http:
+        metrics = (await http.get("/metrics")).text
+        assert 'livecart_ranking_events_total{kind="add_to_cart"}' in metrics
+        push_count = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("livecart_ranking_push_seconds_count")
+        )
+        assert push_count >= 1, "the event-to-push latency was measured"
         rest = (await http.get("/api/trending", params={"kind": "products"})).json()
         assert pid in [p["id"] for p in rest["products"]]
         cat = (

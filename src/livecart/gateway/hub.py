@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -67,6 +68,7 @@ class Hub:
         self._loading: dict[str, asyncio.Future[Room | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self.on_likes_flush: Callable[[dict[str, int]], Awaitable[None]] | None = None
+        self.on_bus_lag: Callable[[float], None] | None = None
 
     async def start(self) -> None:
         await self.bus.start(self.on_publication)
@@ -118,6 +120,11 @@ class Hub:
             return
         if pub.kind in ("status", "pinned", "slow"):
             self._apply(room, pub.kind, _body.decode(pub.data))
+        elif pub.kind == "chat" and self.on_bus_lag is not None and pub.offset % 16 == 0:
+            # A sample of chat events: their `at` is stamped just before publishing.
+            at = _body.decode(pub.data).get("at")
+            if isinstance(at, int):
+                self.on_bus_lag(max(0.0, time.time() - at / 1000))
         message = with_offset(pub.offset, pub.data)  # encoded once for every subscriber
         for conn in room.conns:
             conn.deliver(session_id, pub.offset, message)
