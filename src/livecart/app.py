@@ -31,7 +31,7 @@ from .models import (
     ShowcaseAdd,
     TimelinePage,
 )
-from .moderation import ModerationRequest, ModeratorRequest, TermRequest
+from .moderation import AllowedDomains, ModerationRequest, ModeratorRequest, TermRequest
 from .node import Node
 from .ranking import SettingsPatch
 
@@ -331,6 +331,26 @@ API: list[ApiRoute] = [
         catalog_api.stats,
         "Session figures: viewers, likes, chat, orders, revenue",
         None,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/creators/{id}/allowed-domains",
+        moderation_api.get_allowed,
+        "Link domains allowed in the creator's chat",
+        None,
+        None,
+        200,
+        True,
+    ),
+    ApiRoute(
+        "PUT",
+        "/api/creators/{id}/allowed-domains",
+        moderation_api.put_allowed,
+        "Replace the link allow-list (other links are held)",
+        AllowedDomains,
         None,
         200,
         True,

@@ -74,6 +74,12 @@ class TermRequest(Struct, forbid_unknown_fields=True):
     action: Literal["block", "hold"] = "block"
 
 
+class AllowedDomains(Struct, forbid_unknown_fields=True):
+    domains: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=253)]], Meta(max_length=200)
+    ]
+
+
 class ModeratorRequest(Struct, forbid_unknown_fields=True):
     user_id: _Id
 
@@ -109,6 +115,7 @@ class ModerationService:
         self._terms: dict[str, dict[str, str]] = {}
         self._moderators: dict[str, set[str]] = {}
         self._seen_action = 0
+        self._allowed: dict[str, frozenset[str]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -133,6 +140,9 @@ class ModerationService:
                 mutes.timeout(row["creator"], row["user_id"], row["until"].timestamp())
         self.guards.mutes = mutes
         self._moderators.clear()
+        self._allowed = {
+            r["id"]: frozenset(r["domains"]) for r in await store.allowed_domains(self.pool)
+        }
 
     async def _follow(self, interval: float = 1.0) -> None:
         """Every moderation change writes an audit row: when another node wrote one, reload,
@@ -209,7 +219,11 @@ class ModerationService:
             channel_moderator=who.sub in await self.channel_moderators(room.creator),
             connection=conn.id,
             first_seen=conn.first_seen,
-            rules=rules.RoomRules(slow_seconds=float(room.slow), shield=shield),
+            rules=rules.RoomRules(
+                slow_seconds=float(room.slow),
+                allowed_domains=self._allowed.get(room.creator, frozenset()),
+                shield=shield,
+            ),
             global_terms=self._matchers.get(GLOBAL),
             creator_terms=creator_terms,
         )
@@ -466,6 +480,25 @@ class ModerationService:
                 raise Failure("forbidden", "global terms are kept by platform staff")
         else:
             await self.require_moderator(who, scope)
+
+    def allowed_of(self, creator: str) -> list[str]:
+        return sorted(self._allowed.get(creator, frozenset()))
+
+    async def set_allowed(self, who: Identity, creator: str, domains: list[str]) -> list[str]:
+        """Replace the creator's link allow-list (links elsewhere are held for review)."""
+        await self.require_moderator(who, creator)
+        clean = sorted({d.strip().lower().lstrip(".") for d in domains if d.strip()})
+        await store.set_allowed_domains(self.pool, creator, clean)
+        await store.audit(
+            self.pool,
+            creator=creator,
+            session=None,
+            actor=who.sub,
+            action="allowed_domains",
+            reason=", ".join(clean),
+        )
+        self._allowed[creator] = frozenset(clean)
+        return clean
 
     async def appoint(self, who: Identity, creator: str, moderator: str, on: bool) -> None:
         if who.is_guest:

@@ -628,6 +628,25 @@ async def test_a_link_is_held_for_review(server: ServerProcess) -> None:
         assert [r.startswith("link to") and "bag-deals.com" in r for r in items[0]["reasons"]] == [
             True
         ]
+        # The creator allow-lists a domain: links to it (and its subdomains) pass.
+        h = headers(token(host, "creator"))
+        r = await http.put(
+            f"/api/creators/{host}/allowed-domains",
+            headers=h,
+            json={"domains": ["Shop.Example", " "]},
+        )
+        assert r.json()["domains"] == ["shop.example"]
+        assert (await http.get(f"/api/creators/{host}/allowed-domains", headers=h)).json()[
+            "domains"
+        ] == ["shop.example"]
+        r = await http.put(
+            f"/api/creators/{host}/allowed-domains",
+            headers=headers(token("mlink-poster")),
+            json={"domains": ["evil.example"]},
+        )
+        assert r.status_code == 403
+    assert code(await say(c, sid, "official: https://www.shop.example/mug")) == "ack"
+    assert code(await say(c, sid, "or here: https://evil.example/mug")) == "held"
     await close_all(c, w)
 
 

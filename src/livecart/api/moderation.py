@@ -6,7 +6,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..auth import Action
-from ..moderation import GLOBAL, ModerationRequest, ModeratorRequest, TermRequest
+from ..moderation import (
+    GLOBAL,
+    AllowedDomains,
+    ModerationRequest,
+    ModeratorRequest,
+    TermRequest,
+)
 from ..protocol import Failure
 from ..store import moderation as store
 from .common import body, endpoint, json, node_of, query_int, require, signed_in
@@ -85,3 +91,21 @@ async def remove_term(request: Request) -> Response:
     scope = request.path_params["id"]
     await node_of(request).moderation.remove_term(who, scope, req.term)
     return json({"scope": scope, "term": req.term})
+
+
+@endpoint
+async def get_allowed(request: Request) -> Response:
+    node = node_of(request)
+    who = signed_in(request)
+    creator = request.path_params["id"]
+    await node.moderation.require_moderator(who, creator)
+    return json({"creator": creator, "domains": node.moderation.allowed_of(creator)})
+
+
+@endpoint
+async def put_allowed(request: Request) -> Response:
+    who = signed_in(request)
+    data = await body(request, AllowedDomains)
+    creator = request.path_params["id"]
+    domains = await node_of(request).moderation.set_allowed(who, creator, data.domains)
+    return json({"creator": creator, "domains": domains})

@@ -338,3 +338,25 @@ async def decide_reported(
                 offset,
             )
         return "done", row["author"], row["text"]
+
+
+async def allowed_domains(db: Db) -> list[Any]:
+    """Creators' link allow-lists (kept in the creator's user settings)."""
+    rows: list[Any] = await db.fetch(
+        "SELECT id, settings->'allowed_domains' AS domains FROM users "
+        "WHERE settings ? 'allowed_domains'"
+    )
+    return rows
+
+
+async def set_allowed_domains(db: Db, creator: str, domains: list[str]) -> None:
+    await db.execute(
+        "INSERT INTO users (id, name, role) VALUES ($1, $1, 'creator') ON CONFLICT DO NOTHING",
+        creator,
+    )
+    await db.execute(
+        "UPDATE users SET settings = settings || jsonb_build_object('allowed_domains', $2::jsonb) "
+        "WHERE id = $1",
+        creator,
+        domains,
+    )
