@@ -46,6 +46,7 @@ class Node:
         self.ranking: RankingService
         self.connections: set[Connection] = set()
         self.metrics = Metrics()
+        self._sold_out: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -134,8 +135,12 @@ class Node:
         return checks
 
     def _on_stock(self, session_id: str, offer: str, remaining: int) -> None:
-        if remaining == 0:
+        # Count an offer once each time it goes from some stock to none.
+        if remaining == 0 and offer not in self._sold_out:
+            self._sold_out.add(offer)
             self.metrics.offers_sold_out.inc()
+        elif remaining > 0:
+            self._sold_out.discard(offer)
         self.hub.set_stock(session_id, offer, remaining)
 
     async def buy(

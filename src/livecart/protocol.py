@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta, Raw, Struct
 
 # ---------------------------------------------------------------- error codes
 
-ERROR_CODES = (
-    "bad_frame",
-    "unknown_type",
-    "too_large",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "not_live",
-    "rate_limited",
-    "slow_mode",
-    "duplicate",
-    "muted",
-    "banned",
-    "blocked",
-    "held",
-    "sold_out",
-    "limit_reached",
-    "offer_closed",
-    "bid_too_low",
-    "auction_closed",
-    "unavailable",
-)
 ErrorCode = Literal[
     "bad_frame",
     "unknown_type",
@@ -53,6 +31,7 @@ ErrorCode = Literal[
     "auction_closed",
     "unavailable",
 ]
+ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNAUTHORIZED = 4001

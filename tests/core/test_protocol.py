@@ -49,3 +49,10 @@ def test_server_frames_are_arrays_and_offsets_are_spliced() -> None:
         "session": "s",
         "removed": True,
     }
+
+
+def test_every_error_code_has_an_http_status() -> None:
+    from livecart.api.common import HTTP_STATUS
+
+    assert set(HTTP_STATUS) == set(protocol.ERROR_CODES)
+    assert len(protocol.ERROR_CODES) == 20

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -196,3 +197,20 @@ async def live_session(base: str, creator: str = "creator1") -> dict[str, Any]:
         r = await http.post(f"/api/sessions/{session['id']}/start", headers=h)
         assert r.status_code == 200, r.text
         return {"session": r.json(), "product": product, "creator": creator, "headers": h}
+
+
+_refs = itertools.count(1)
+
+
+async def say(c: Client, sid: str, text: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Send a chat message and return its answer: `ack`, `held` or `error` (with `_ref`)."""
+    ref = f"s{next(_refs)}"
+    await c.send({"type": "chat", "session": sid, "text": text, "ref": ref})
+    reply = await c.expect(("ack", "held", "error"), timeout, ref=ref)
+    reply["_ref"] = ref
+    return reply
+
+
+def code(reply: dict[str, Any]) -> str:
+    """`ack`, `held`, or the error code."""
+    return str(reply["code"]) if reply["type"] == "error" else str(reply["type"])

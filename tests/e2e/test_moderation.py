@@ -7,7 +7,6 @@ and creator-scoped mutes never leak from one test into another on the shared nod
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 from typing import Any
@@ -17,10 +16,7 @@ import httpx
 import pytest
 import websockets
 
-from .harness import Client, ServerProcess, headers, live_session, token
-
-_refs = itertools.count(1)
-
+from .harness import Client, ServerProcess, code, headers, live_session, say, token
 
 # --------------------------------------------------------------------------- helpers
 
@@ -43,32 +39,6 @@ async def viewer(server: ServerProcess, sub: str, sid: str, role: str = "viewer"
     c = await connect(server, sub, role)
     await join(c, sid)
     return c
-
-
-async def answer(c: Client, ref: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The reply to a client frame with this ref: `ack`, `held` or `error`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for i, m in enumerate(c.inbox):
-            if m.get("ref") == ref and m.get("type") in ("ack", "held", "error"):
-                return c.inbox.pop(i)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"no answer to {ref} within {timeout}s; inbox={c.inbox[-10:]}")
-        await c._read(left)
-
-
-async def say(c: Client, sid: str, text: str) -> dict[str, Any]:
-    ref = f"m{next(_refs)}"
-    await c.send({"type": "chat", "session": sid, "text": text, "ref": ref})
-    reply = await answer(c, ref)
-    reply["_ref"] = ref
-    return reply
-
-
-def code(reply: dict[str, Any]) -> str:
-    """`ack`, `held`, or the error code."""
-    return str(reply["code"]) if reply["type"] == "error" else str(reply["type"])
 
 
 async def moderate(
@@ -344,7 +314,7 @@ async def test_sixth_message_of_a_burst_is_rate_limited(server: ServerProcess) -
     refs = [f"burst{i}" for i in range(6)]
     for i, ref in enumerate(refs):
         await c.send({"type": "chat", "session": sid, "text": f"deal {i}?", "ref": ref})
-    replies = [await answer(c, ref) for ref in refs]
+    replies = [await c.expect(("ack", "held", "error"), ref=ref) for ref in refs]
     assert [code(r) for r in replies] == ["ack"] * 5 + ["rate_limited"]
     wait_ms = replies[-1]["retry_after_ms"]
     assert 0 < wait_ms <= 1000

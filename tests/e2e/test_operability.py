@@ -98,6 +98,7 @@ async def test_metrics_move_by_exactly_the_scripted_amounts(database_url: str, t
         assert delta(before, after, "livecart_order_seconds_count") == 2
         assert delta(before, after, "livecart_offers_sold_out_total") == 1
         assert delta(before, after, 'livecart_closes_total{code="1000"}') == 3
+        assert delta(before, after, "livecart_offers_sold_out_total") == 1, "counted once"
         assert delta(before, after, 'livecart_connections{role="viewer"}') == 0
         assert after["livecart_db_pool_size"] >= 1
         assert "livecart_event_loop_lag_seconds" in after

@@ -10,9 +10,7 @@ changes: the message stays, the user can still chat, no audit row is written.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .harness import Client, ServerProcess, headers, token
+from .harness import Client, ServerProcess, code, headers, say, token
 
 ROLES = [
     "guest",
@@ -45,8 +43,6 @@ MODERATE = {"owner", "channel_mod", "platform_mod", "admin"}
 APPOINT = {"owner", "admin"}  # appoint moderators, read the audit log
 STAFF = {"platform_mod", "admin"}  # the global blocked-term list
 PARTICIPATE = set(ROLES) - {"guest"}
-
-_refs = itertools.count(1)
 
 
 # --------------------------------------------------------------------------- the world
@@ -133,30 +129,6 @@ class World:
         items = await self.queue()
         assert len(items) == 1
         return items[0]["id"], reply["_ref"]
-
-
-async def answer(c: Client, ref: str, timeout: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        for i, m in enumerate(c.inbox):
-            if m.get("ref") == ref and m.get("type") in ("ack", "held", "error"):
-                return c.inbox.pop(i)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"no answer to {ref} within {timeout}s; inbox={c.inbox[-10:]}")
-        await c._read(left)
-
-
-async def say(c: Client, sid: str, text: str) -> dict[str, Any]:
-    ref = f"p{next(_refs)}"
-    await c.send({"type": "chat", "session": sid, "text": text, "ref": ref})
-    reply = await answer(c, ref)
-    reply["_ref"] = ref
-    return reply
-
-
-def code(reply: dict[str, Any]) -> str:
-    return str(reply["code"]) if reply["type"] == "error" else str(reply["type"])
 
 
 def refused(r: httpx.Response, role: str) -> None:

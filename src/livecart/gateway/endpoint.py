@@ -52,6 +52,7 @@ class Gateway:
         token = ws.query_params.get("token")
         if node.draining:
             await ws.close(protocol.CLOSE_GOING_AWAY)
+            node.metrics.closes.labels(str(protocol.CLOSE_GOING_AWAY)).inc()
             return
         try:
             identity = auth.verify(node.jwt_secret, token) if token else auth.guest(conn_id)
@@ -60,6 +61,7 @@ class Gateway:
             err = protocol.ErrorMsg("unauthorized", f"invalid token: {exc}")
             await ws.send_text(protocol.frame([encode(err)]).decode())
             await ws.close(protocol.CLOSE_UNAUTHORIZED, "unauthorized")
+            node.metrics.closes.labels(str(protocol.CLOSE_UNAUTHORIZED)).inc()
             return
         await ws.accept()
         s = node.settings
