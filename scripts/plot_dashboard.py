@@ -1136,7 +1136,7 @@ def registry_families() -> set[str]:
     from livecart.metrics import Metrics
 
     metrics = Metrics()
-    metrics.track_pool(lambda: (1, 0, 10))
+    metrics.track_pool(lambda: (1, 0, 10, 0))
     metrics.track_rooms(lambda: 0)
     return {family.name for family in metrics.registry.collect()}
 

@@ -110,12 +110,19 @@ class Metrics:
             "Chat message stamped to its delivery to this node's hub (sampled), last sample",
             registry=r,
         )
-        self._pool_stats: Callable[[], tuple[int, int, int]] | None = None
+        self.db_seconds = Histogram(
+            "livecart_db_query_seconds",
+            "Database statements, and connections held for a transaction, by kind",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._pool_stats: Callable[[], tuple[int, int, int, int]] | None = None
         self._rooms: Callable[[], int] | None = None
         r.register(_Callback(self._collect))
 
-    def track_pool(self, stats: Callable[[], tuple[int, int, int]]) -> None:
-        """`stats()` returns (size, in use, max size) of the database pool."""
+    def track_pool(self, stats: Callable[[], tuple[int, int, int, int]]) -> None:
+        """`stats()` returns (size, in use, max size, waiting) of the database pool."""
         self._pool_stats = stats
 
     def track_rooms(self, count: Callable[[], int]) -> None:
@@ -123,10 +130,13 @@ class Metrics:
 
     def _collect(self) -> Iterable[GaugeMetricFamily]:
         if self._pool_stats is not None:
-            size, in_use, max_size = self._pool_stats()
+            size, in_use, max_size, waiting = self._pool_stats()
             yield GaugeMetricFamily("livecart_db_pool_size", "Open database connections", size)
             yield GaugeMetricFamily("livecart_db_pool_in_use", "Connections checked out", in_use)
             yield GaugeMetricFamily("livecart_db_pool_max", "Pool size limit", max_size)
+            yield GaugeMetricFamily(
+                "livecart_db_pool_waiting", "Tasks waiting for a free connection", waiting
+            )
         if self._rooms is not None:
             yield GaugeMetricFamily(
                 "livecart_joined_sessions", "Sessions with viewers on this node", self._rooms()

@@ -24,7 +24,7 @@ from .moderation import ModerationService
 from .protocol import CLOSE_GOING_AWAY, Failure, encode
 from .ranking import RankingService
 from .store import catalog, rooms
-from .store.db import connect_pool, migrate
+from .store.db import MeasuredPool, connect_pool, migrate
 
 log = logging.getLogger("livecart.node")
 
@@ -51,9 +51,12 @@ class Node:
 
     async def start(self) -> None:
         s = self.settings
-        self.pool = await connect_pool(
+        raw_pool = await connect_pool(
             self.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max
         )
+        db_seconds = self.metrics.db_seconds
+        measured = MeasuredPool(raw_pool, lambda kind, s: db_seconds.labels(kind).observe(s))
+        self.pool = measured
         await migrate(self.pool)
         if s.redis_url:
             self.bus = RedisBus(
@@ -72,9 +75,13 @@ class Node:
         self.archive.start()
         self.hub = Hub(self.bus, self._load_room, coalesce_s=s.coalesce_interval_s)
         self.hub.on_likes_flush = lambda counts: catalog.add_likes(self.pool, counts)
-        pool = self.pool
         self.metrics.track_pool(
-            lambda: (pool.get_size(), pool.get_size() - pool.get_idle_size(), pool.get_max_size())
+            lambda: (
+                raw_pool.get_size(),
+                raw_pool.get_size() - raw_pool.get_idle_size(),
+                raw_pool.get_max_size(),
+                measured.waiting(),
+            )
         )
         self.hub.on_bus_lag = self.metrics.bus_lag.set
         self.metrics.track_rooms(lambda: sum(1 for r in self.hub.rooms.values() if r.conns))

@@ -31,7 +31,7 @@ def load() -> dict[str, Any]:
 def families() -> list[Any]:
     """The metric families of a node's registry, the callback gauges (pool, rooms) included."""
     metrics = Metrics()
-    metrics.track_pool(lambda: (1, 0, 10))
+    metrics.track_pool(lambda: (1, 0, 10, 0))
     metrics.track_rooms(lambda: 0)
     return list(metrics.registry.collect())
 

@@ -101,6 +101,9 @@ async def test_metrics_move_by_exactly_the_scripted_amounts(database_url: str, t
         assert delta(before, after, "livecart_offers_sold_out_total") == 1, "counted once"
         assert delta(before, after, 'livecart_connections{role="viewer"}') == 0
         assert after["livecart_db_pool_size"] >= 1
+        assert after["livecart_db_pool_waiting"] >= 0
+        assert delta(before, after, 'livecart_db_query_seconds_count{kind="transaction"}') >= 1
+        assert delta(before, after, 'livecart_db_query_seconds_count{kind="statement"}') >= 3
         assert "livecart_event_loop_lag_seconds" in after
         assert delta(before, after, "livecart_frames_out_total") >= 1
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,68 @@ class EmbeddedPostgres:
 
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)
+
+
+class MeasuredPool:
+    """An asyncpg pool that reports how long each statement (or each held connection, for
+    transactions) takes: `observe(kind, seconds)` with kind "statement" or "transaction"."""
+
+    def __init__(self, pool: asyncpg.Pool, observe: Any) -> None:
+        self._pool = pool
+        self._observe = observe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    async def _timed(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await getattr(self._pool, method)(*args, **kwargs)
+        finally:
+            self._observe("statement", time.perf_counter() - started)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._timed("execute", *args, **kwargs)
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._timed("executemany", *args, **kwargs)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._timed("fetch", *args, **kwargs)
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._timed("fetchrow", *args, **kwargs)
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._timed("fetchval", *args, **kwargs)
+
+    def acquire(self, *args: Any, **kwargs: Any) -> _Acquire:
+        return _Acquire(self._pool.acquire(*args, **kwargs), self._observe)
+
+    def waiting(self) -> int:
+        """Tasks waiting for a free connection (read from asyncpg's pool queue)."""
+        queue = getattr(self._pool, "_queue", None)
+        getters = getattr(queue, "_getters", ())
+        return sum(1 for f in getters if not f.done())
+
+
+class _Acquire:
+    """Like asyncpg's acquire context: awaitable (the caller releases), or an async context
+    manager whose hold time is reported as one transaction."""
+
+    def __init__(self, inner: Any, observe: Any) -> None:
+        self._inner = inner
+        self._observe = observe
+        self._started = 0.0
+
+    def __await__(self) -> Any:
+        return self._inner.__await__()
+
+    async def __aenter__(self) -> Any:
+        conn = await self._inner.__aenter__()
+        self._started = time.perf_counter()
+        return conn
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._observe("transaction", time.perf_counter() - self._started)
+        await self._inner.__aexit__(*exc)
