@@ -84,6 +84,48 @@ class ModeratorRequest(Struct, forbid_unknown_fields=True):
     user_id: _Id
 
 
+_TAKE_TOKEN = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens, ts = tonumber(b[1]), tonumber(b[2])
+if tokens == nil then tokens, ts = burst, now_ms end
+tokens = math.min(burst, tokens + math.max(0, now_ms - ts) / 1000 * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate * 1000) end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', now_ms)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return wait
+"""
+
+
+class GlobalRateLimiter:
+    """The chat token bucket of `core.moderation.take_token`, kept in Redis so that a user
+    spread over several nodes gets one budget. Redis's clock is the only clock used."""
+
+    def __init__(self, url: str, policy: rules.RatePolicy) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(url)
+        self._script = self._redis.register_script(_TAKE_TOKEN)
+        self._policy = policy
+
+    async def take(self, user: str) -> int:
+        """0 when a message may go now, else the milliseconds until it may."""
+        try:
+            wait = await self._script(
+                keys=[f"lc:rate:{{{user}}}"], args=[self._policy.rate_per_s, self._policy.burst]
+            )
+        except Exception as exc:  # Redis away: this node's own limiter still applies
+            log.warning("global rate limit unavailable: %s", exc)
+            return 0
+        return int(wait)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -110,6 +152,9 @@ class ModerationService:
         self.node = node
         self.pool: asyncpg.Pool = node.pool
         self.guards = rules.ChatGuards(rate=rate, flood=flood)
+        self.global_rate: GlobalRateLimiter | None = (
+            GlobalRateLimiter(node.settings.redis_url, rate) if node.settings.redis_url else None
+        )
         self._clock = clock
         self._matchers: dict[str, rules.TermMatcher] = {}
         self._terms: dict[str, dict[str, str]] = {}
@@ -125,6 +170,8 @@ class ModerationService:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self.global_rate is not None:
+            await self.global_rate.close()
 
     async def reload(self) -> None:
         """Mutes, bans, blocked terms and channel moderators from PostgreSQL."""
@@ -228,6 +275,11 @@ class ModerationService:
             creator_terms=creator_terms,
         )
         decision = rules.decide_chat(ctx, self.guards, now)
+        if decision.verdict in ("accept", "hold") and self.global_rate is not None:
+            # Passed this node's checks: the user's bucket shared by all nodes has the last word.
+            wait_ms = await self.global_rate.take(who.sub)
+            if wait_ms:
+                raise Failure("rate_limited", "slow down", retry_after_ms=wait_ms)
         match decision.verdict:
             case "accept":
                 return False

@@ -171,3 +171,25 @@ async def test_serve_with_workers_shares_one_port(database_url: str, tmp_path) -
         assert proc.terminate() == 0
     finally:
         proc.kill()
+
+
+async def test_a_burst_from_one_user_over_three_nodes_is_rate_limited_globally(
+    nodes: list[ServerProcess],
+) -> None:
+    s = await live_session(nodes[0].url, creator="cluster-rate-host")
+    sid = s["session"]["id"]
+    same_user = [await Client.connect(n, token("cluster-burster")) for n in nodes]
+    frames = [
+        c.send({"type": "chat", "session": sid, "text": f"burst {i}-{j}", "ref": f"b{j}"})
+        for i, c in enumerate(same_user)
+        for j in range(3)
+    ]
+    await asyncio.gather(*frames)
+    replies = [await c.expect(("ack", "error"), ref=f"b{j}") for c in same_user for j in range(3)]
+    acked = [r for r in replies if r["type"] == "ack"]
+    limited = [r for r in replies if r["type"] == "error"]
+    # Each node alone would accept all three (burst 5); together the user gets one budget.
+    assert 5 <= len(acked) <= 6, replies
+    assert limited and all(r["code"] == "rate_limited" and r["retry_after_ms"] > 0 for r in limited)
+    for c in same_user:
+        await c.close()
