@@ -21,6 +21,7 @@ from .gateway.connection import Connection
 from .gateway.hub import Hub, Room
 from .metrics import Metrics
 from .moderation import ModerationService
+from .presence import RedisPresence
 from .protocol import CLOSE_GOING_AWAY, Failure, encode
 from .ranking import RankingService
 from .store import catalog, rooms
@@ -75,6 +76,9 @@ class Node:
         self.archive.start()
         self.hub = Hub(self.bus, self._load_room, coalesce_s=s.coalesce_interval_s)
         self.hub.on_likes_flush = lambda counts: catalog.add_likes(self.pool, counts)
+        self.presence = RedisPresence(s.redis_url, self.id) if s.redis_url else None
+        if self.presence is not None:
+            self.hub.sync_viewers = self.presence.report
         self.metrics.track_pool(
             lambda: (
                 raw_pool.get_size(),
@@ -112,6 +116,8 @@ class Node:
             task.cancel()
         await self.commerce.stop()
         await self.hub.stop()
+        if self.presence is not None:
+            await self.presence.close()
         await self.archive.close()
         await self.pool.close()
 

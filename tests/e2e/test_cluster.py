@@ -193,3 +193,20 @@ async def test_a_burst_from_one_user_over_three_nodes_is_rate_limited_globally(
     assert limited and all(r["code"] == "rate_limited" and r["retry_after_ms"] > 0 for r in limited)
     for c in same_user:
         await c.close()
+
+
+async def test_viewer_counts_are_summed_over_nodes(nodes: list[ServerProcess]) -> None:
+    s = await live_session(nodes[0].url, creator="cluster-count-host")
+    sid = s["session"]["id"]
+    viewers = [await Client.connect(nodes[i % 3], token(f"cc{i}")) for i in range(6)]
+    for v in viewers:
+        await v.send({"type": "join", "session": sid})
+        await v.expect("joined")
+    # Two viewers per node; each node reports once a second and gets the total back.
+    counts = [(await v.expect("viewers", timeout=5, count=6))["count"] for v in viewers]
+    assert counts == [6] * 6
+    for v in viewers[:3]:
+        await v.close()
+    assert (await viewers[3].expect("viewers", timeout=5, count=3))["count"] == 3
+    for v in viewers[3:]:
+        await v.close()

@@ -35,6 +35,7 @@ class Room:
         "stock",
         "tags",
         "viewers_sent",
+        "viewers_total",
     )
 
     def __init__(self, row: dict[str, Any], pinned: dict[str, Any] | None) -> None:
@@ -49,6 +50,7 @@ class Room:
         self.pinned = pinned
         self.conns: set[Connection] = set()
         self.viewers_sent = -1
+        self.viewers_total: int | None = None  # over all nodes, when a cluster reports it
         self.likes_sent = self.likes
         self.likes_unsaved = 0
         self.stock: dict[str, int] = {}  # offer -> remaining, not yet sent
@@ -69,6 +71,9 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self.on_likes_flush: Callable[[dict[str, int]], Awaitable[None]] | None = None
         self.on_bus_lag: Callable[[float], None] | None = None
+        # Cluster mode: report local viewer counts, get totals over nodes (once a second).
+        self.sync_viewers: Callable[[dict[str, int]], Awaitable[dict[str, int]]] | None = None
+        self._reported: set[str] = set()
 
     async def start(self) -> None:
         await self.bus.start(self.on_publication)
@@ -162,7 +167,8 @@ class Hub:
             room.stock[offer] = remaining
 
     def viewer_count(self, room: Room) -> int:
-        return len(room.conns)
+        local = len(room.conns)
+        return local if room.viewers_total is None else max(local, room.viewers_total)
 
     def tick(self) -> None:
         """Send what changed since the last tick: at most one of each per room per interval."""
@@ -191,8 +197,22 @@ class Hub:
                 ticks += 1
                 if ticks % 10 == 0:
                     await self._flush_likes()
+                if self.sync_viewers is not None and ticks % 5 == 0:
+                    await self._sync_viewers(self.sync_viewers)
             except Exception:
                 log.exception("coalesce tick failed")
+
+    async def _sync_viewers(
+        self, sync: Callable[[dict[str, int]], Awaitable[dict[str, int]]]
+    ) -> None:
+        counts = {
+            r.id: len(r.conns) for r in self.rooms.values() if r.conns or r.id in self._reported
+        }
+        if not counts:
+            return
+        self._reported = {room for room, n in counts.items() if n}
+        for room_id, total in (await sync(counts)).items():
+            self.rooms[room_id].viewers_total = total
 
     async def _flush_likes(self) -> None:
         counts = {r.id: r.likes_unsaved for r in self.rooms.values() if r.likes_unsaved}

@@ -1,0 +1,64 @@
+"""Viewer counts summed over nodes: each node reports its own count per room with a heartbeat;
+counts of nodes silent for longer than the TTL are ignored (and dropped)."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("livecart.presence")
+
+_REPORT = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local node, count, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if count > 0 then
+  redis.call('HSET', KEYS[1], node, count)
+  redis.call('HSET', KEYS[2], node, now_ms)
+else
+  redis.call('HDEL', KEYS[1], node)
+  redis.call('HDEL', KEYS[2], node)
+end
+local total = 0
+local seen = redis.call('HGETALL', KEYS[2])
+for i = 1, #seen, 2 do
+  if now_ms - tonumber(seen[i + 1]) <= ttl then
+    total = total + tonumber(redis.call('HGET', KEYS[1], seen[i]) or '0')
+  else
+    redis.call('HDEL', KEYS[1], seen[i])
+    redis.call('HDEL', KEYS[2], seen[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ttl * 4)
+redis.call('PEXPIRE', KEYS[2], ttl * 4)
+return total
+"""
+
+
+class RedisPresence:
+    def __init__(self, url: str, node_id: str, *, ttl_s: float = 5.0) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(url)
+        self._script = self._redis.register_script(_REPORT)
+        self._node = node_id
+        self._ttl_ms = int(ttl_s * 1000)
+
+    async def report(self, counts: dict[str, int]) -> dict[str, int]:
+        """Report this node's count per room; returns the total over live nodes per room."""
+        totals: dict[str, int] = {}
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for room, count in counts.items():
+                    await self._script(
+                        keys=[f"lc:{{{room}}}:viewers", f"lc:{{{room}}}:viewers_seen"],
+                        args=[self._node, count, self._ttl_ms],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+            totals = {room: int(n) for room, n in zip(counts, results, strict=True)}
+        except Exception as exc:  # the local counts stand in until Redis answers again
+            log.warning("viewer count sync failed: %s", exc)
+        return totals
+
+    async def close(self) -> None:
+        await self._redis.aclose()
