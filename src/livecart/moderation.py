@@ -16,6 +16,7 @@ from msgspec import Meta, Struct
 from . import auth
 from .auth import Action, Identity
 from .core import moderation as rules
+from .core.normalize import normalize
 from .ids import new_id
 from .protocol import (
     CLOSE_FLOODING,
@@ -314,6 +315,10 @@ class ModerationService:
                     until = None if decision.until is None else int(decision.until * 1000)
                     conn.send(encode(Muted(room.id, until)))
                 raise Failure(code, message, retry_after_ms=decision.retry_after_ms)
+
+    def not_published(self, user: str, text: str) -> None:
+        """A message passed the checks but failed to publish: a retry is not a duplicate."""
+        self.guards.duplicates.forget(user, normalize(text))
 
     async def report(self, who: Identity, room: Room, offset: int, reason: str) -> None:
         if who.is_guest:

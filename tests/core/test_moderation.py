@@ -852,3 +852,14 @@ def test_privileged_users_skip_content_rules_but_not_the_rate_limit(who: dict[st
 def test_another_creators_role_gives_no_privilege_here() -> None:
     decision = decide_chat(ctx("scam", role="creator", user="other-creator"), ChatGuards(), 1.0)
     assert decision.code == "blocked"
+
+
+def test_a_forgotten_text_is_no_longer_a_duplicate() -> None:
+    from livecart.core.moderation import DuplicateFilter
+
+    f: DuplicateFilter[str] = DuplicateFilter(30.0)
+    f.record("u", "hello there", 0.0)
+    assert f.seen("u", "hello there", 1.0)
+    f.forget("u", "hello there")
+    assert not f.seen("u", "hello there", 1.0)
+    f.forget("nobody", "x")  # unknown keys are fine

@@ -548,6 +548,12 @@ class DuplicateFilter(Generic[K]):
             texts.popitem(last=False)
         self._seen.put(key, texts, now)
 
+    def forget(self, key: K, normalized: str) -> None:
+        """Drop a recorded text (its message was accepted but could not be published)."""
+        texts = self._seen.get(key)
+        if texts is not None:
+            texts.pop(hash(duplicate_key(normalized)), None)
+
     def __len__(self) -> int:
         return len(self._seen)
 

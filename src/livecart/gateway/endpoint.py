@@ -313,13 +313,17 @@ class Gateway:
         if await node.moderation.check_chat(conn, room, text, frame.ref):
             node.metrics.chat_refused.labels("held").inc()
             return  # held for review: only the author is told, with `held`
-        offset = await node.append(
-            room.id,
-            "chat",
-            {"user": who.sub, "name": who.name, "text": text, "at": _now_ms()},
-            author=who.sub,
-            text=text,
-        )
+        try:
+            offset = await node.append(
+                room.id,
+                "chat",
+                {"user": who.sub, "name": who.name, "text": text, "at": _now_ms()},
+                author=who.sub,
+                text=text,
+            )
+        except Failure:
+            node.moderation.not_published(who.sub, text)
+            raise
         conn.send(encode(Ack(frame.ref, offset)))
         node.metrics.chat_acks.inc()
         await node.ranking.record(who, "chat", room.id)
