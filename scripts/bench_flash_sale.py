@@ -39,15 +39,15 @@ import resource
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from livecart.process import NodeProcess
 
 TARGET_RATIO = 3.0
 TARGET_P99_MS = 250.0
@@ -314,54 +314,28 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- our server
 
 
-class Server:
-    """`python -m livecart serve --port 0` in a child process."""
+class Server(NodeProcess):
+    """`python -m livecart serve --port 0` in a child process, with its own temporary data dir."""
 
     def __init__(self, database_url: str, secret: str) -> None:
-        self.database_url = database_url
-        self.secret = secret
-        self.data_dir = tempfile.mkdtemp(prefix="livecart-bench-node-")
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.output: list[str] = []
-
-    def start(self, timeout: float = 60) -> str:
-        env = {**os.environ, "LIVECART_JWT_SECRET": self.secret}
-        args = [sys.executable, "-m", "livecart", "serve", "--host", "127.0.0.1"]
-        args += ["--port", "0", "--data-dir", self.data_dir, "--database-url", self.database_url]
-        self.proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        super().__init__(
+            tempfile.mkdtemp(prefix="livecart-bench-node-"),
+            database_url=database_url,
+            env={"LIVECART_JWT_SECRET": secret},
         )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith("livecart ready on "):
-                self.url = line.split()[-1]
-                threading.Thread(target=self._drain, daemon=True).start()
-                return self.url
-        self.stop()
-        raise SystemExit("bench_flash_sale: the server did not start:\n" + "".join(self.output))
 
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
+    def start(self, port: int = 0, timeout: float = 60) -> Server:
+        try:
+            super().start(port, timeout)
+        except RuntimeError as exc:
+            raise SystemExit(f"bench_flash_sale: {exc}") from None
+        return self
 
     def cpu_s(self) -> float:
         return process_cpu_s(self.proc.pid) if self.proc is not None else float("nan")
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+    def stop(self, timeout: float = 15) -> None:
+        super().stop(timeout)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
@@ -726,7 +700,7 @@ async def amain(args: argparse.Namespace) -> int:
         else:
             secret = secrets.token_urlsafe(32)
             server = Server(database_url, secret)
-            base_url = await asyncio.to_thread(server.start)
+            base_url = (await asyncio.to_thread(server.start)).url
         pool = await asyncpg.create_pool(database_url, min_size=pool_size, max_size=pool_size)
         pg_version = await pool.fetchval("SHOW server_version")
 

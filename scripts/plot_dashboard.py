@@ -34,17 +34,16 @@ import random
 import resource
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from livecart.process import NodeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "img" / "dashboard.png"
@@ -166,62 +165,21 @@ def require() -> None:
 # ---------------------------------------------------------------- the server
 
 
-class Server:
-    """`python -m livecart serve --port 0` in a child process."""
+class Server(NodeProcess):
+    """`python -m livecart serve --port 0` in a child process, logging JSON at warning level."""
 
     def __init__(self, database_url: str, data_dir: str, secret: str) -> None:
-        self.database_url = database_url
-        self.data_dir = data_dir
-        self.secret = secret
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.output: deque[str] = deque(maxlen=20_000)
-
-    def start(self, timeout: float = 60) -> Server:
-        env = {
-            **os.environ,
-            "LIVECART_JWT_SECRET": self.secret,
-            "LIVECART_NODE_ID": "plot-node",
-            "LIVECART_LOG_FORMAT": "json",
-            "LIVECART_LOG_LEVEL": "warning",
-        }
-        args = [sys.executable, "-m", "livecart", "serve", "--host", HOST, "--port", "0"]
-        args += ["--data-dir", self.data_dir]
-        if self.database_url:
-            args += ["--database-url", self.database_url]
-        else:
-            env.pop("DATABASE_URL", None)
-        self.proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        super().__init__(
+            data_dir,
+            database_url=database_url,
+            env={
+                "LIVECART_JWT_SECRET": secret,
+                "LIVECART_NODE_ID": "plot-node",
+                "LIVECART_LOG_FORMAT": "json",
+                "LIVECART_LOG_LEVEL": "warning",
+            },
+            host=HOST,
         )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith("livecart ready on "):
-                self.url = line.split()[-1]
-                threading.Thread(target=self._drain, daemon=True).start()
-                return self
-        self.stop()
-        raise RuntimeError("the server did not become ready:\n" + "".join(self.output))
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 # ---------------------------------------------------------------- scraping

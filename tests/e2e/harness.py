@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -16,12 +12,13 @@ import httpx
 import websockets
 
 from livecart import auth
+from livecart.process import NodeProcess
 
 SECRET = "e2e-secret-" + "x" * 32
 
 
-class ServerProcess:
-    """`python -m livecart serve` in a child process, on a free port."""
+class ServerProcess(NodeProcess):
+    """A node for a test: the tests' JWT secret, the given database (embedded when empty)."""
 
     def __init__(
         self,
@@ -31,76 +28,16 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
     ) -> None:
-        self.database_url = database_url
-        self.data_dir = data_dir
-        self.env = env or {}
-        self.extra_args = extra_args or []
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.output: list[str] = []
-        self.ready_after_s = 0.0
+        super().__init__(
+            data_dir,
+            database_url=database_url,
+            env={"LIVECART_JWT_SECRET": SECRET, **(env or {})},
+            extra_args=extra_args,
+        )
 
     def start(self, port: int = 0, timeout: float = 30) -> ServerProcess:
-        env = {**os.environ, "LIVECART_JWT_SECRET": SECRET, **self.env}
-        if not self.database_url:  # the embedded default
-            env.pop("DATABASE_URL", None)
-        args = [
-            sys.executable,
-            "-m",
-            "livecart",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            self.data_dir,
-            *self.extra_args,
-        ]
-        if self.database_url:
-            args += ["--database-url", self.database_url]
-        started = time.monotonic()
-        self.proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith("livecart ready on "):
-                self.url = line.split()[-1]
-                self.ready_after_s = time.monotonic() - started
-                # Keep draining output so the child never blocks on a full pipe.
-                import threading
-
-                threading.Thread(target=self._drain, daemon=True).start()
-                return self
-        self.kill()
-        raise RuntimeError("server did not become ready:\n" + "".join(self.output))
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/ws"
-
-    def terminate(self, timeout: float = 15) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        super().start(port, timeout)
+        return self
 
 
 def token(sub: str, role: str = "viewer", **kw: Any) -> str:
