@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from . import web
 from .api import catalog as catalog_api
@@ -386,10 +389,26 @@ def create_app(settings: Settings, database_url: str, jwt_secret: str) -> Starle
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi_json),
-        WebSocketRoute("/ws", Gateway(node).handle),
         *[Route(r.path, r.handler, methods=[r.method]) for r in API],
         *web.routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = App(Gateway(node), routes=routes, lifespan=lifespan)
     app.state.node = node
     return app
+
+
+class App(Starlette):
+    """Starlette for HTTP; `/ws` goes straight to the gateway with the server's own
+    `receive`/`send` (no router or middleware layers on every frame), which lets the gateway
+    reach the socket for its shared-frame fast path."""
+
+    def __init__(self, gateway: Gateway, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            scope["app"] = self
+            await self.gateway.handle(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)

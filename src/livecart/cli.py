@@ -79,6 +79,7 @@ async def _run_server(settings: Settings, on_ready: Any = None) -> None:
             host=settings.host,
             port=settings.port,
             ws="websockets-sansio",
+            ws_per_message_deflate=settings.ws_deflate,
             ws_max_size=max(1 << 20, settings.max_frame_bytes * 4),
             ws_ping_interval=20,
             ws_ping_timeout=20,

@@ -49,6 +49,15 @@ class Settings(msgspec.Struct, kw_only=True):
     """Largest client frame accepted (larger gets too_large)."""
     coalesce_interval_s: float = 0.2
     """Interval of coalesced state events (viewers, likes, stock) per session."""
+    fanout_tick_s: float = 0.05
+    """A busy room sends its events at most once per tick, as one frame shared by all its
+    viewers; an idle room sends at once."""
+    chat_display_budget: float = 30.0
+    """Chat messages per second a viewer is shown; above it a huge room sends each viewer a
+    fair sample, announced with chat_sampled (0 turns sampling off)."""
+    ws_deflate: bool = False
+    """Offer permessage-deflate to WebSocket clients. Compression is per connection, so
+    frames to such clients leave the shared fast path (see docs/scaling.md for its cost)."""
     reservation_ttl_s: float = 600.0
     """How long a reserved order holds stock before it expires unless confirmed."""
     webhook_url: str = ""
@@ -111,6 +120,10 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("flood_frames must be >= 2 and flood_window_s > 0")
         if not 0 <= self.drain_grace_s <= 5:
             problems.append("drain_grace_s must be between 0 and 5 (exit stays within 10 s)")
+        if not 0 <= self.fanout_tick_s <= 1:
+            problems.append(f"fanout_tick_s must be between 0 and 1, got {self.fanout_tick_s}")
+        if self.chat_display_budget < 0:
+            problems.append("chat_display_budget must be >= 0 (0 turns sampling off)")
         if self.reservation_ttl_s <= 0:
             problems.append(f"reservation_ttl_s must be > 0, got {self.reservation_ttl_s}")
         if self.webhook_url and not self.webhook_secret:

@@ -43,7 +43,8 @@ class Metrics:
         self.bytes_out = Counter("livecart_bytes_out_total", "Bytes of frames sent", registry=r)
         self.outbox_depth = Histogram(
             "livecart_outbox_depth_bytes",
-            "Bytes queued in a connection's outbox when its writer takes a batch",
+            "Bytes waiting for a client in its socket's write buffer, sampled whenever a frame "
+            "of personal messages is written",
             buckets=BYTES_BUCKETS,
             registry=r,
         )
@@ -53,6 +54,11 @@ class Metrics:
         self.drops = Counter(
             "livecart_dropped_messages_total",
             "Messages dropped with a connection closed for being too slow",
+            registry=r,
+        )
+        self.chat_sampled = Counter(
+            "livecart_chat_sampled_total",
+            "Chat messages skipped by huge-room sampling (per frame shared by a room)",
             registry=r,
         )
         self.chat_acks = Counter(

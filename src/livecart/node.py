@@ -74,7 +74,14 @@ class Node:
             )
         self.archive = rooms.ArchiveWriter(self.pool)
         self.archive.start()
-        self.hub = Hub(self.bus, self._load_room, coalesce_s=s.coalesce_interval_s)
+        self.hub = Hub(
+            self.bus,
+            self._load_room,
+            coalesce_s=s.coalesce_interval_s,
+            tick_s=s.fanout_tick_s,
+            chat_budget=s.chat_display_budget,
+            metrics=self.metrics,
+        )
         self.hub.on_likes_flush = lambda counts: catalog.add_likes(self.pool, counts)
         self.presence = RedisPresence(s.redis_url, self.id) if s.redis_url else None
         if self.presence is not None:

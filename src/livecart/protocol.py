@@ -246,6 +246,13 @@ class Stock(Struct, tag="stock", tag_field="type"):
     remaining: int
 
 
+class ChatSampled(Struct, tag="chat_sampled", tag_field="type"):
+    """Huge-room chat sampling: `skipped` chat messages were not sent to this viewer."""
+
+    session: str
+    skipped: int
+
+
 # Room log events: encoded without an offset; the offset is spliced in per delivery.
 
 
@@ -290,6 +297,17 @@ def encode(message: Any) -> bytes:
 def frame(messages: list[bytes]) -> bytes:
     """A server frame: always a JSON array of already-encoded messages."""
     return b"[" + b",".join(messages) + b"]"
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """`payload` as one unmasked, final WebSocket text frame (RFC 6455 §5.2), the bytes a
+    server writes to the socket; built once and written to every subscriber of a room."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 1 << 16:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
 def with_offset(offset: int, body: bytes) -> bytes:

@@ -239,6 +239,9 @@ async def test_viewer_and_like_counts_are_coalesced(server: ServerProcess) -> No
     await b.close()
 
 
+ROUNDS = 120
+
+
 async def test_slow_consumer_is_closed_with_4009(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     node = ServerProcess(
         database_url,
@@ -248,6 +251,7 @@ async def test_slow_consumer_is_closed_with_4009(database_url: str, tmp_path) ->
             "LIVECART_CHAT_RATE_PER_S": "1000",
             "LIVECART_CHAT_BURST": "1000",
             "LIVECART_FLOOD_FRAMES": "100000",
+            "LIVECART_CHAT_DISPLAY_BUDGET": "0",  # every message reaches every viewer
         },
     ).start()
     try:
@@ -273,15 +277,15 @@ async def test_slow_consumer_is_closed_with_4009(database_url: str, tmp_path) ->
 
         async def read_all() -> int:
             got = 0
-            while got < 1600:
+            while got < ROUNDS * 20:
                 await healthy.expect("chat", timeout=15)
                 got += 1
             return got
 
         reader = asyncio.create_task(read_all())
         text = "y" * 480
-        # About 0.9 MB over 3 s: more than the sleeper's socket buffers and outbox age allow.
-        for rnd in range(80):
+        # About 1.4 MB over 5 s: more than the sleeper's socket buffers and outbox age allow.
+        for rnd in range(ROUNDS):
             for i, w in enumerate(writers):
                 await w.send(
                     {"type": "chat", "session": sid, "text": f"{rnd}-{i}{text}", "ref": f"{rnd}"}
@@ -292,7 +296,7 @@ async def test_slow_consumer_is_closed_with_4009(database_url: str, tmp_path) ->
         except Exception:
             print("".join(node.output))
             raise
-        assert reader.result() == 1600, "a reading client keeps receiving everything"
+        assert reader.result() == ROUNDS * 20, "a reading client keeps receiving everything"
         # The sleeper was cut off: once it reads, what was sent ends in a 4009 close frame.
         sock.setblocking(False)
         data = bytearray()

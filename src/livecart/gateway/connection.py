@@ -1,4 +1,4 @@
-"""One WebSocket client: a bounded outbox drained by one writer task, and per-room cursors
+"""One WebSocket client: bounded output written straight to its socket, and per-room cursors
 that keep each room's log events in offset order with no gaps and no duplicates."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket
 
 from ..auth import Identity
 from ..metrics import Metrics
-from ..protocol import CLOSE_TOO_SLOW, ErrorMsg, encode, frame
+from ..protocol import CLOSE_TOO_SLOW, ErrorMsg, encode, frame, ws_text_frame
 
 log = logging.getLogger("livecart.gateway")
 
@@ -32,7 +32,27 @@ class RoomCursor:
         self.resyncing = False
 
 
+def raw_socket(ws: WebSocket) -> Any | None:
+    """uvicorn's `websockets-sansio` protocol object behind `ws`, when frames may be written
+    to its transport directly: the server's fast path (one `transport.write` of bytes built
+    once per room, no task per connection). None under any other ASGI server, or when the
+    client negotiated permessage-deflate (then every frame goes through the ASGI `send`,
+    which compresses it for that connection)."""
+    proto = getattr(getattr(ws, "_send", None), "__self__", None)
+    if proto is None or not all(
+        hasattr(proto, a) for a in ("transport", "close_sent", "disconnected", "conn")
+    ):
+        return None
+    if getattr(proto.conn, "extensions", None):
+        return None
+    return proto
+
+
 class Connection:
+    """Output goes out in frames, each a JSON array of messages. Personal messages (acks,
+    errors, snapshots) queue here and leave together at the end of the current event-loop
+    step; room events arrive as whole frames shared by the room (`write_shared`)."""
+
     def __init__(
         self,
         ws: WebSocket,
@@ -53,44 +73,43 @@ class Connection:
         self.first_seen: float | None = None
         self.closed = False
         self.close_code: int | None = None
-        self._queue: deque[bytes] = deque()
+        self._queue: list[bytes] = []
         self._queued_bytes = 0
-        self._oldest = 0.0
+        self._scheduled = False
         self._max_bytes = max_bytes
         self._max_age = max_age_s
         self._clock = clock
         self._on_gap = on_gap
         self._metrics = metrics
+        self._loop = asyncio.get_running_loop()
+        self._raw = raw_socket(ws)
+        # Since when the socket's write buffer has been non-empty (the client is behind).
+        self._behind_since: float | None = None
+        # The ASGI path (no raw socket): frames wait here for the writer task.
+        self._frames: deque[bytes] = deque()
+        self._frames_bytes = 0
         self._wakeup = asyncio.Event()
         self.writer: asyncio.Task[None] | None = None
+        if self._raw is None:
+            self.writer = self._loop.create_task(self._run_writer(), name=f"writer-{conn_id}")
         # The close frame's send; the endpoint waits for it before the ASGI call ends.
         self.closing: asyncio.Task[None] | None = None
 
-    # ------------------------------------------------------------ outbox
+    # ------------------------------------------------------------ output
 
     def send(self, message: bytes) -> None:
-        """Queue one encoded message; the writer batches whatever is queued into one frame."""
+        """Queue one encoded personal message; everything queued in this loop step leaves
+        as one frame."""
         if self.closed:
             return
-        now = self._clock()
-        if self._queue:
-            if (
-                self._queued_bytes + len(message) > self._max_bytes
-                or now - self._oldest > self._max_age
-            ):
-                log.warning(
-                    "closing slow consumer: %d bytes queued, oldest %.1fs",
-                    self._queued_bytes,
-                    now - self._oldest,
-                    extra=self.info(),
-                )
-                self.close(CLOSE_TOO_SLOW, "too slow to keep up")
-                return
-        else:
-            self._oldest = now
+        if self._queued_bytes + len(message) > self._max_bytes:
+            self._too_slow()
+            return
         self._queue.append(message)
         self._queued_bytes += len(message)
-        self._wakeup.set()
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
 
     def send_error(
         self,
@@ -107,46 +126,103 @@ class Connection:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
-    async def run_writer(self) -> None:
+    def flush(self) -> None:
+        """Send the queued personal messages now, as one frame."""
+        self._scheduled = False
+        if not self._queue or self.closed:
+            return
+        batch, self._queue = self._queue, []
+        self._queued_bytes = 0
+        payload = frame(batch)
+        behind = self._write(payload, None)
+        if self._metrics is not None:
+            self._metrics.frames_out.inc()
+            self._metrics.messages_out.inc(len(batch))
+            self._metrics.bytes_out.inc(len(payload))
+            self._metrics.outbox_depth.observe(behind)
+
+    def write_shared(self, payload: bytes, framed: bytes) -> bool:
+        """Write a frame built once for many connections (`framed` is `payload` as WebSocket
+        bytes); personal messages queued before it go first. False when closed."""
+        if self._queue:
+            self.flush()
+        if self.closed:
+            return False
+        self._write(payload, framed)
+        return not self.closed
+
+    def _write(self, payload: bytes, framed: bytes | None) -> int:
+        """Write one frame; returns the bytes now waiting for this client."""
+        raw = self._raw
+        if raw is None:
+            self._frames.append(payload)
+            self._frames_bytes += len(payload)
+            if self._frames_bytes > self._max_bytes:
+                self._too_slow(self._frames_bytes)
+            self._wakeup.set()
+            return self._frames_bytes
+        if raw.close_sent or raw.disconnected:
+            self.closed = True
+            return 0
+        transport = raw.transport
+        transport.write(framed if framed is not None else ws_text_frame(payload))
+        # Bound what waits for this client: bytes in the socket's buffer, and how long it
+        # has been behind. The kernel's send buffer (socket_send_buffer) comes first.
+        behind: int = transport.get_write_buffer_size()
+        if not behind:
+            self._behind_since = None
+        elif behind > self._max_bytes:
+            self._too_slow(behind)
+        elif self._behind_since is None:
+            self._behind_since = self._clock()
+        elif self._clock() - self._behind_since > self._max_age:
+            self._too_slow(behind)
+        return behind
+
+    def _too_slow(self, behind: int = 0) -> None:
+        log.warning(
+            "closing slow consumer: %d bytes waiting",
+            behind + self._queued_bytes,
+            extra=self.info(),
+        )
+        self.close(CLOSE_TOO_SLOW, "too slow to keep up")
+
+    async def _run_writer(self) -> None:
         try:
             while not self.closed:
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                while self._queue and not self.closed:
-                    batch = list(self._queue)
-                    self._queue.clear()
-                    depth, self._queued_bytes = self._queued_bytes, 0
-                    data = frame(batch)
-                    await self.ws.send({"type": "websocket.send", "text": data.decode()})
-                    if self._metrics is not None:
-                        self._metrics.frames_out.inc()
-                        self._metrics.messages_out.inc(len(batch))
-                        self._metrics.bytes_out.inc(len(data))
-                        self._metrics.outbox_depth.observe(depth)
+                while self._frames and not self.closed:
+                    payload = self._frames.popleft()
+                    self._frames_bytes -= len(payload)
+                    await self.ws.send({"type": "websocket.send", "text": payload.decode()})
         except Exception:
             self.closed = True
 
     def close(self, code: int, reason: str = "") -> None:
-        """Close at once (pending output is dropped); safe to call more than once."""
+        """Close at once (queued output is dropped); safe to call more than once."""
         if self.closed:
             return
         self.closed = True
         self.close_code = code
-        if self._metrics is not None and self._queue:
-            self._metrics.drops.inc(len(self._queue))
+        dropped = len(self._queue) + len(self._frames)
+        if self._metrics is not None and dropped:
+            self._metrics.drops.inc(dropped)
         self._queue.clear()
-        self._queued_bytes = 0
+        self._frames.clear()
+        self._frames_bytes = self._queued_bytes = 0
         self._wakeup.set()
-        self.closing = asyncio.get_running_loop().create_task(self._close(code, reason))
+        self.closing = self._loop.create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self.ws.close(code, reason)
 
     async def flush_and_close(self, code: int, reason: str, timeout: float = 1.0) -> None:
-        """Let the writer send what is queued (bounded by `timeout`), then close."""
+        """Send what is queued (waiting at most `timeout` for the ASGI path), then close."""
+        self.flush()
         deadline = self._clock() + timeout
-        while self._queue and not self.closed and self._clock() < deadline:
+        while self._frames and not self.closed and self._clock() < deadline:
             await asyncio.sleep(0.01)
         if not self.closed:
             self.closed = True

@@ -77,7 +77,6 @@ class Gateway:
         node.metrics.connections.labels(identity.role).inc()
         log.debug("connected", extra=conn.info())
         node.connections.add(conn)
-        conn.writer = asyncio.create_task(conn.run_writer(), name=f"writer-{conn_id}")
         conn.send(
             encode(
                 Hello(

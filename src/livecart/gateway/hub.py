@@ -6,25 +6,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
 from ..bus.base import Bus, Publication, StreamPosition
-from ..protocol import Likes, Stock, Viewers, encode, with_offset
+from ..metrics import Metrics
+from ..protocol import (
+    ChatSampled,
+    Likes,
+    Stock,
+    Viewers,
+    encode,
+    frame,
+    with_offset,
+    ws_text_frame,
+)
 from .connection import Connection
 
 log = logging.getLogger("livecart.gateway")
 
+# What waits in a room for its next frame: (offset, or None for state events; the encoded
+# message; whether it is a chat message, the only kind sampling may skip).
+Entry = tuple[int | None, bytes, bool]
+
 
 class Room:
     __slots__ = (
+        "batch",
         "category",
+        "chat_kept",
+        "chat_seen",
         "conns",
         "creator",
+        "flush_at",
         "id",
+        "last_flush",
         "likes",
         "likes_sent",
         "likes_unsaved",
@@ -54,6 +75,13 @@ class Room:
         self.likes_sent = self.likes
         self.likes_unsaved = 0
         self.stock: dict[str, int] = {}  # offer -> remaining, not yet sent
+        # Fan-out: what waits for the next frame: (offset or None, message, is chat).
+        self.batch: list[Entry] = []
+        self.flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.last_flush = 0.0
+        # When the chat messages of the last second were published, and when those shown were.
+        self.chat_seen: deque[float] = deque()
+        self.chat_kept: deque[float] = deque()
 
 
 _body = msgspec.json.Decoder(dict[str, Any])
@@ -62,10 +90,23 @@ RoomLoader = Callable[[str], Awaitable[Room | None]]
 
 
 class Hub:
-    def __init__(self, bus: Bus, load: RoomLoader, *, coalesce_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        load: RoomLoader,
+        *,
+        coalesce_s: float = 0.2,
+        tick_s: float = 0.05,
+        chat_budget: float = 30.0,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.bus = bus
         self._load = load
         self._coalesce_s = coalesce_s
+        self._tick_s = tick_s
+        self._chat_budget = chat_budget
+        self._metrics = metrics
+        self._random = random.Random()
         self.rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room | None]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -130,9 +171,125 @@ class Hub:
             at = _body.decode(pub.data).get("at")
             if isinstance(at, int):
                 self.on_bus_lag(max(0.0, time.time() - at / 1000))
-        message = with_offset(pub.offset, pub.data)  # encoded once for every subscriber
-        for conn in room.conns:
-            conn.deliver(session_id, pub.offset, message)
+        room.batch.append((pub.offset, with_offset(pub.offset, pub.data), pub.kind == "chat"))
+        self._schedule(room)
+
+    def broadcast(self, room: Room, message: bytes) -> None:
+        """A message for every viewer of the room that is not a log event (no offset)."""
+        room.batch.append((None, message, False))
+        self._schedule(room)
+
+    def _schedule(self, room: Room) -> None:
+        """An idle room sends at once (after this loop step, so that what arrives together
+        leaves together); a busy one at most once per tick."""
+        if room.flush_at is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = room.last_flush + self._tick_s - loop.time()
+        if wait > 0:
+            room.flush_at = loop.call_later(wait, self.flush, room)
+        else:
+            room.flush_at = loop.call_soon(self.flush, room)
+
+    def flush(self, room: Room) -> None:
+        """Send the room's batch: one frame, encoded once, written to every viewer whose
+        position is exactly where the batch starts; the others take the careful path."""
+        room.flush_at = None
+        batch, room.batch = room.batch, []
+        room.last_flush = asyncio.get_running_loop().time()
+        if not batch or not room.conns:
+            return
+        offsets = [o for o, _, _ in batch if o is not None]
+        messages, skipped, own = self._sample(room, batch)
+        payload = frame(messages)
+        framed = ws_text_frame(payload)
+        first = offsets[0] - 1 if offsets else None
+        last = offsets[-1] if offsets else None
+        shared = 0
+        for conn in list(room.conns):
+            cursor = conn.rooms.get(room.id)
+            if cursor is None or conn.closed:
+                continue
+            if first is not None:
+                if cursor.offset != first or cursor.resyncing:
+                    self._deliver_each(conn, room.id, batch)
+                    continue
+                cursor.offset = last
+            mine = own.get(conn.identity.sub) if own else None
+            if mine is not None:
+                self._deliver_sampled(conn, room.id, batch, skipped, mine)
+            elif conn.write_shared(payload, framed):
+                shared += 1
+        if self._metrics is not None and shared:
+            self._metrics.frames_out.inc(shared)
+            self._metrics.messages_out.inc(shared * len(messages))
+            self._metrics.bytes_out.inc(shared * len(framed))
+
+    def _sample(
+        self, room: Room, batch: list[Entry]
+    ) -> tuple[list[bytes], set[int], dict[str, set[int]]]:
+        """Huge rooms: when more chat messages were published in the last second than the
+        display budget, keep each with probability budget/rate (a fair share, the same for
+        every viewer so the frame stays shared), never more than the budget in any second,
+        and announce what was skipped. Non-chat events are never sampled. Returns the
+        messages to send, the skipped offsets and, per author of a skipped message, the
+        offsets that author still gets (their own)."""
+        messages = [m for _, m, _ in batch]
+        budget = self._chat_budget
+        if budget <= 0:
+            return messages, set(), {}
+        now = asyncio.get_running_loop().time()
+        seen, shown = room.chat_seen, room.chat_kept
+        while seen and seen[0] <= now - 1.0:
+            seen.popleft()
+        while shown and shown[0] <= now - 1.0:
+            shown.popleft()
+        chats = sum(1 for _, _, chat in batch if chat)
+        seen.extend([now] * chats)
+        if len(seen) <= budget:
+            shown.extend([now] * chats)
+            return messages, set(), {}
+        keep = budget / len(seen)
+        skipped: set[int] = set()
+        own: dict[str, set[int]] = {}
+        kept: list[bytes] = []
+        for offset, message, chat in batch:
+            if not chat or offset is None:
+                kept.append(message)
+            elif len(shown) < budget and self._random.random() < keep:
+                shown.append(now)
+                kept.append(message)
+            else:
+                skipped.add(offset)
+                author = _body.decode(message).get("user")
+                if isinstance(author, str):
+                    own.setdefault(author, set()).add(offset)
+        if not skipped:
+            return messages, skipped, own
+        kept.append(encode(ChatSampled(room.id, len(skipped))))
+        if self._metrics is not None:
+            self._metrics.chat_sampled.inc(len(skipped))
+        return kept, skipped, own
+
+    @staticmethod
+    def _deliver_each(conn: Connection, room_id: str, batch: list[Entry]) -> None:
+        for offset, message, _ in batch:
+            if offset is None:
+                conn.send(message)
+            else:
+                conn.deliver(room_id, offset, message)
+
+    @staticmethod
+    def _deliver_sampled(
+        conn: Connection, room_id: str, batch: list[Entry], skipped: set[int], mine: set[int]
+    ) -> None:
+        """The sampled frame plus this author's own skipped messages, in offset order."""
+        for offset, message, _ in batch:
+            if offset not in skipped or offset in mine:
+                conn.send(message)
+        if len(skipped) > len(mine):
+            conn.send(encode(ChatSampled(room_id, len(skipped) - len(mine))))
+        conn.flush()
 
     @staticmethod
     def _apply(room: Room, kind: str, body: dict[str, Any]) -> None:
@@ -150,10 +307,6 @@ class Hub:
         if room is not None:
             for conn in list(room.conns):
                 conn.resync(session_id)
-
-    def broadcast(self, room: Room, message: bytes) -> None:
-        for conn in room.conns:
-            conn.send(message)
 
     # ------------------------------------------------------------ coalesced state
 
