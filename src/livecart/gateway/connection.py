@@ -200,9 +200,12 @@ class Connection:
             self.closed = True
 
     def close(self, code: int, reason: str = "") -> None:
-        """Close at once (queued output is dropped); safe to call more than once."""
+        """Close at once; safe to call more than once. Answers already queued go out first,
+        except to a client closed for being too slow (its queued output is dropped)."""
         if self.closed:
             return
+        if code != CLOSE_TOO_SLOW and self._queue:
+            self.flush()
         self.closed = True
         self.close_code = code
         dropped = len(self._queue) + len(self._frames)
