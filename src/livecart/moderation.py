@@ -4,7 +4,9 @@ carries out decisions in PostgreSQL, the room log and the affected connections."
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -85,45 +87,134 @@ class ModeratorRequest(Struct, forbid_unknown_fields=True):
     user_id: _Id
 
 
-_TAKE_TOKEN = """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+# Steps 3–5 of `core.moderation.decide_chat` for the whole cluster, in one round trip.
+# KEYS: the user's token bucket, slow-mode stamp (this session), duplicate-window entry.
+# ARGV: rate per s, burst, slow mode ms (0: off), duplicate window ms, mode, slow stamp ttl ms;
+# mode 0: exempt (rate limit only), 1: check and charge, 2: check only (a blocked message).
+# Returns {0, 0} to go on, {1, wait ms} rate limited, {2, wait ms} slow mode, {3, 0} duplicate.
+# Only a message that goes through charges slow mode and the window (the bucket, like the
+# per-node one, is charged by every attempt that passes it). Redis's clock is the only clock.
+_CHAT_LIMITS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local b = redis.call('HMGET', KEYS[1], 't', 'ts')
 local tokens, ts = tonumber(b[1]), tonumber(b[2])
-if tokens == nil then tokens, ts = burst, now_ms end
-tokens = math.min(burst, tokens + math.max(0, now_ms - ts) / 1000 * rate)
+if tokens == nil then tokens, ts = burst, now end
+tokens = math.min(burst, tokens + math.max(0, now - ts) / 1000 * rate)
 local wait = 0
 if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate * 1000) end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', now_ms)
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return wait
+if wait > 0 then return {1, wait} end
+local mode = ARGV[5]
+if mode == '0' then return {0, 0} end
+local slow = tonumber(ARGV[3])
+if slow > 0 then
+  local last = tonumber(redis.call('GET', KEYS[2]))
+  if last ~= nil and now - last < slow then return {2, last + slow - now} end
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {3, 0} end
+if mode == '1' then
+  if slow > 0 then redis.call('SET', KEYS[2], now, 'PX', ARGV[6]) end
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
+end
+return {0, 0}
 """
 
 
-class GlobalRateLimiter:
-    """The chat token bucket of `core.moderation.take_token`, kept in Redis so that a user
-    spread over several nodes gets one budget. Redis's clock is the only clock used."""
+class SharedChatLimits:
+    """The per-user chat limits of a cluster, kept in Redis so that a user spread over several
+    nodes meets one of each: the token bucket of `core.moderation.take_token`, slow mode per
+    (session, user) and the duplicate window per (user, text). One script checks all three in
+    the order of `decide_chat` and charges slow mode and the window only when the message
+    goes through, so a refused message changes nothing there.
 
-    def __init__(self, url: str, policy: rules.RatePolicy) -> None:
+    Keys carry the user as hash tag (one slot per user, so the script also runs on Redis
+    Cluster) and the deployment's namespace: one deployment is one PostgreSQL database, whose
+    user ids are its own.
+
+        lc:<ns>:{user}:rate                  hash t (tokens), ts (ms)
+        lc:<ns>:{user}:slow:<session>        the user's last message in slow mode (ms)
+        lc:<ns>:{user}:dup:<digest>          a text the user said within the window
+    """
+
+    def __init__(
+        self,
+        url: str,
+        policy: rules.RatePolicy,
+        *,
+        namespace: str,
+        duplicate_window_s: float,
+        max_slow_s: float,
+    ) -> None:
         import redis.asyncio as aioredis
 
-        self._redis = aioredis.Redis.from_url(url)
-        self._script = self._redis.register_script(_TAKE_TOKEN)
+        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+        self._script = self._redis.register_script(_CHAT_LIMITS)
         self._policy = policy
+        self._prefix = f"lc:{namespace}:"
+        self._dup_ms = max(1, round(duplicate_window_s * 1000))
+        self._slow_ttl_ms = max(1, round(max_slow_s * 1000))
+        self._pending: set[asyncio.Task[None]] = set()
 
-    async def take(self, user: str) -> int:
-        """0 when a message may go now, else the milliseconds until it may."""
+    def keys(self, user: str, session: str, normalized: str) -> list[str]:
+        base = f"{self._prefix}{{{user}}}:"
+        return [
+            base + "rate",
+            f"{base}slow:{session}",
+            f"{base}dup:{rules.duplicate_digest(normalized)}",
+        ]
+
+    async def check(self, c: rules.ChatCandidate) -> rules.ChatDecision | None:
+        """The final decision on a screened message, or None when Redis does not answer (the
+        caller then falls back on this node's own state)."""
+        mode = 0 if c.exempt else 1 if c.charges else 2
         try:
-            wait = await self._script(
-                keys=[f"lc:rate:{{{user}}}"], args=[self._policy.rate_per_s, self._policy.burst]
+            code, wait_ms = await self._script(
+                keys=self.keys(c.user, c.session, c.normalized),
+                args=[
+                    self._policy.rate_per_s,
+                    self._policy.burst,
+                    max(0, math.ceil(c.slow_seconds * 1000)),
+                    self._dup_ms,
+                    mode,
+                    self._slow_ttl_ms,
+                ],
             )
-        except Exception as exc:  # Redis away: this node's own limiter still applies
-            log.warning("global rate limit unavailable: %s", exc)
-            return 0
-        return int(wait)
+        except Exception as exc:
+            log.warning("shared chat limits unavailable: %s", exc)
+            return None
+        match int(code):
+            case 0:
+                return c.outcome
+            case 1:
+                return rules.ChatDecision(
+                    "reject", code="rate_limited", retry_after_ms=max(1, int(wait_ms))
+                )
+            case 2:
+                return rules.ChatDecision(
+                    "reject", code="slow_mode", retry_after_ms=max(1, int(wait_ms))
+                )
+            case _:
+                return rules.ChatDecision("reject", code="duplicate", normalized=c.normalized)
+
+    async def forget(self, user: str, normalized: str) -> None:
+        """Drop a text from the user's duplicate window (its message could not be published)."""
+        try:
+            await self._redis.delete(self.keys(user, "", normalized)[2])
+        except Exception as exc:
+            log.warning("could not clear a duplicate-window entry: %s", exc)
+
+    def forget_soon(self, user: str, normalized: str) -> None:
+        """`forget` from synchronous code: started now, before the caller answers the client."""
+        task = asyncio.get_running_loop().create_task(self.forget(user, normalized))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def close(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
         await self._redis.aclose()
 
 
@@ -153,9 +244,9 @@ class ModerationService:
         self.node = node
         self.pool: asyncpg.Pool = node.pool
         self.guards = rules.ChatGuards(rate=rate, flood=flood)
-        self.global_rate: GlobalRateLimiter | None = (
-            GlobalRateLimiter(node.settings.redis_url, rate) if node.settings.redis_url else None
-        )
+        self._rate = rate
+        self.shared: SharedChatLimits | None = None
+        """Set in `start` when Redis is configured: the cluster's per-user limits."""
         self._clock = clock
         self._matchers: dict[str, rules.TermMatcher] = {}
         self._terms: dict[str, dict[str, str]] = {}
@@ -166,13 +257,22 @@ class ModerationService:
 
     async def start(self) -> None:
         await self.reload()
+        if self.node.settings.redis_url:
+            database = await self.pool.fetchval("SELECT current_database()")
+            self.shared = SharedChatLimits(
+                self.node.settings.redis_url,
+                self._rate,
+                namespace=hashlib.blake2b(database.encode(), digest_size=4).hexdigest(),
+                duplicate_window_s=self.guards.duplicates.window_s,
+                max_slow_s=self.guards.slow.max_seconds,
+            )
         self._task = asyncio.create_task(self._follow(), name="moderation-follow")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        if self.global_rate is not None:
-            await self.global_rate.close()
+        if self.shared is not None:
+            await self.shared.close()
 
     async def reload(self) -> None:
         """Mutes, bans, blocked terms and channel moderators from PostgreSQL."""
@@ -275,12 +375,16 @@ class ModerationService:
             global_terms=self._matchers.get(GLOBAL),
             creator_terms=creator_terms,
         )
-        decision = rules.decide_chat(ctx, self.guards, now)
-        if decision.verdict in ("accept", "hold") and self.global_rate is not None:
-            # Passed this node's checks: the user's bucket shared by all nodes has the last word.
-            wait_ms = await self.global_rate.take(who.sub)
-            if wait_ms:
-                raise Failure("rate_limited", "slow down", retry_after_ms=wait_ms)
+        screened = rules.screen_chat(ctx, self.guards, now)
+        if isinstance(screened, rules.ChatDecision):
+            decision = screened
+        else:
+            # Past this node's flood, mute and rate checks: the per-user limits shared by all
+            # nodes decide (this node's own state only while Redis does not answer).
+            shared = None if self.shared is None else await self.shared.check(screened)
+            if shared is None:
+                shared = rules.limit_chat(screened, self.guards, self._clock())
+            decision = shared
         match decision.verdict:
             case "accept":
                 return False
@@ -318,7 +422,10 @@ class ModerationService:
 
     def not_published(self, user: str, text: str) -> None:
         """A message passed the checks but failed to publish: a retry is not a duplicate."""
-        self.guards.duplicates.forget(user, normalize(text))
+        normalized = normalize(text)
+        self.guards.duplicates.forget(user, normalized)
+        if self.shared is not None:
+            self.shared.forget_soon(user, normalized)
 
     async def report(self, who: Identity, room: Room, offset: int, reason: str) -> None:
         if who.is_guest:

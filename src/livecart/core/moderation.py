@@ -9,6 +9,7 @@ See docs/moderation.md for the semantics chosen where the specification is silen
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import unicodedata
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_SHIELD",
     "Action",
     "BlockedTerm",
+    "ChatCandidate",
     "ChatContext",
     "ChatDecision",
     "ChatErrorCode",
@@ -60,12 +62,15 @@ __all__ = [
     "decide_chat",
     "disallowed_domain",
     "domain_allowed",
+    "duplicate_digest",
     "duplicate_key",
     "find_domains",
     "first_hit",
     "item_id",
+    "limit_chat",
     "match_forms",
     "normalize",
+    "screen_chat",
     "take_token",
 ]
 
@@ -899,6 +904,36 @@ class ChatGuards:
         self.mutes = MuteBook()
 
 
+class ChatCandidate(msgspec.Struct, frozen=True):
+    """A message past flooding, mutes and this node's rate limit, its content already judged
+    (steps 6–8 of `decide_chat`). Left are the per-user limits of steps 4–5, slow mode and
+    the duplicate window: `limit_chat` runs them on this node's state, a cluster runs the
+    same checks on state shared in Redis. Their refusals come before `outcome`."""
+
+    user: str
+    session: str
+    normalized: str
+    """The message's matching form; its `duplicate_digest` names it in the duplicate window."""
+    slow_seconds: float
+    """Slow mode in force for this message (shield folded in, capped); 0 when off."""
+    exempt: bool
+    """Privileged: no slow mode, no duplicate check."""
+    outcome: ChatDecision
+    """What the message gets when slow mode and the duplicate window let it through:
+    accept, hold, or the `blocked` refusal."""
+
+    @property
+    def charges(self) -> bool:
+        """Going through (accepted or held) starts the slow-mode interval and the duplicate
+        window; a blocked message charges neither."""
+        return not self.exempt and self.outcome.verdict in ("accept", "hold")
+
+
+def duplicate_digest(normalized: str) -> str:
+    """A stable name (the same in every process) for the duplicate window's entry."""
+    return hashlib.blake2b(duplicate_key(normalized).encode(), digest_size=10).hexdigest()
+
+
 def decide_chat(ctx: ChatContext, guards: ChatGuards, now: float) -> ChatDecision:
     """Decide one chat message. Order, first match wins:
 
@@ -914,8 +949,21 @@ def decide_chat(ctx: ChatContext, guards: ChatGuards, now: float) -> ChatDecisio
 
     Privileged users (see `ChatContext.privileged`) skip 2 and 4–7; flooding and the
     rate limit protect the service and apply to everyone. Slow mode and the duplicate
-    window are charged only by messages that are accepted or held.
+    window are charged only by messages that are accepted or held, slow mode only while
+    it is on.
+
+    This is `screen_chat` followed by `limit_chat`; a cluster puts its shared checks of
+    steps 3–5 between the two instead of `limit_chat`.
     """
+    screened = screen_chat(ctx, guards, now)
+    if isinstance(screened, ChatDecision):
+        return screened
+    return limit_chat(screened, guards, now)
+
+
+def screen_chat(ctx: ChatContext, guards: ChatGuards, now: float) -> ChatDecision | ChatCandidate:
+    """Steps 1–3 on this node's state (a refusal is final), then the content verdict of
+    steps 6–8, which reads no state. Charges only the flood counter and the rate limit."""
     flood_key = ctx.connection or ctx.user
     if guards.flood.hit(flood_key, now):
         return ChatDecision("close", close_code=CLOSE_FLOODING)
@@ -930,28 +978,45 @@ def decide_chat(ctx: ChatContext, guards: ChatGuards, now: float) -> ChatDecisio
     forms = match_forms(ctx.text)
     normalized = forms.leet
     if privileged:
-        return ChatDecision("accept", normalized=normalized)
-
+        return ChatCandidate(
+            ctx.user,
+            ctx.session,
+            normalized,
+            0.0,
+            True,
+            ChatDecision("accept", normalized=normalized),
+        )
     rules = apply_shield(ctx.rules)
-    slow_key = (ctx.session, ctx.user)
-    wait_ms = guards.slow.retry_after_ms(slow_key, rules.slow_seconds, now)
-    if wait_ms:
-        return ChatDecision("reject", code="slow_mode", retry_after_ms=wait_ms)
-    if guards.duplicates.seen(ctx.user, normalized, now):
-        return ChatDecision("reject", code="duplicate", normalized=normalized)
-
+    slow_seconds = max(0.0, min(rules.slow_seconds, guards.slow.max_seconds))
     hit = first_hit(forms, (ctx.global_terms, ctx.creator_terms), original=ctx.text)
     if hit is not None and hit.action == "block":
-        return ChatDecision(
+        outcome = ChatDecision(
             "reject", code="blocked", reasons=(hit.reason,), hit=hit, normalized=normalized
         )
-    reasons = _hold_reasons(ctx, rules, hit, now)
+    elif reasons := _hold_reasons(ctx, rules, hit, now):
+        outcome = ChatDecision("hold", code="held", reasons=reasons, hit=hit, normalized=normalized)
+    else:
+        outcome = ChatDecision("accept", normalized=normalized)
+    return ChatCandidate(ctx.user, ctx.session, normalized, slow_seconds, False, outcome)
 
-    guards.slow.record(slow_key, now)
-    guards.duplicates.record(ctx.user, normalized, now)
-    if reasons:
-        return ChatDecision("hold", code="held", reasons=reasons, hit=hit, normalized=normalized)
-    return ChatDecision("accept", normalized=normalized)
+
+def limit_chat(candidate: ChatCandidate, guards: ChatGuards, now: float) -> ChatDecision:
+    """Steps 4–5 on this node's state: slow mode, then the duplicate window. Only a message
+    that goes through charges them; a refused one changes nothing."""
+    c = candidate
+    if c.exempt:
+        return c.outcome
+    slow_key = (c.session, c.user)
+    wait_ms = guards.slow.retry_after_ms(slow_key, c.slow_seconds, now)
+    if wait_ms:
+        return ChatDecision("reject", code="slow_mode", retry_after_ms=wait_ms)
+    if guards.duplicates.seen(c.user, c.normalized, now):
+        return ChatDecision("reject", code="duplicate", normalized=c.normalized)
+    if c.charges:
+        if c.slow_seconds > 0:
+            guards.slow.record(slow_key, now)
+        guards.duplicates.record(c.user, c.normalized, now)
+    return c.outcome
 
 
 def _hold_reasons(
