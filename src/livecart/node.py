@@ -86,6 +86,7 @@ class Node:
         self.presence = RedisPresence(s.redis_url, self.id) if s.redis_url else None
         if self.presence is not None:
             self.hub.sync_viewers = self.presence.report
+            self.hub.sync_likes = self.presence.add_likes
         self.metrics.track_pool(
             lambda: (
                 raw_pool.get_size(),

@@ -1,5 +1,7 @@
-"""Viewer counts summed over nodes: each node reports its own count per room with a heartbeat;
-counts of nodes silent for longer than the TTL are ignored (and dropped)."""
+"""State shared live across nodes through Redis. Viewer counts: each node reports its own
+count per room with a heartbeat; counts of nodes silent for longer than the TTL are ignored
+(and dropped). Like totals: each node adds the likes it took since its last sync to one
+counter per room and reads the total back (PostgreSQL keeps the durable total)."""
 
 from __future__ import annotations
 
@@ -34,12 +36,23 @@ return total
 """
 
 
+# KEYS[1]: the room's like counter. ARGV: likes taken since the last sync, and the total this
+# node knew before them: it seeds a counter that Redis lost (a restart without persistence).
+_LIKES = """
+redis.call('SET', KEYS[1], ARGV[2], 'NX')
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], 86400)
+return total
+"""
+
+
 class RedisPresence:
     def __init__(self, url: str, node_id: str, *, ttl_s: float = 5.0) -> None:
         import redis.asyncio as aioredis
 
         self._redis = aioredis.Redis.from_url(url)
         self._script = self._redis.register_script(_REPORT)
+        self._likes = self._redis.register_script(_LIKES)
         self._node = node_id
         self._ttl_ms = int(ttl_s * 1000)
 
@@ -59,6 +72,15 @@ class RedisPresence:
         except Exception as exc:  # the local counts stand in until Redis answers again
             log.warning("viewer count sync failed: %s", exc)
         return totals
+
+    async def add_likes(self, rooms: dict[str, tuple[int, int]]) -> dict[str, int]:
+        """`rooms`: room -> (likes taken here since the last sync, the total known before
+        them). Returns the total over all nodes per room; raises when Redis fails."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room, (delta, known) in rooms.items():
+                await self._likes(keys=[f"lc:{{{room}}}:likes"], args=[delta, known], client=pipe)
+            results = await pipe.execute()
+        return {room: int(n) for room, n in zip(rooms, results, strict=True)}
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -210,3 +210,26 @@ async def test_viewer_counts_are_summed_over_nodes(nodes: list[ServerProcess]) -
     assert (await viewers[3].expect("viewers", timeout=5, count=3))["count"] == 3
     for v in viewers[3:]:
         await v.close()
+
+
+async def test_like_totals_are_shared_live_over_nodes(nodes: list[ServerProcess]) -> None:
+    s = await live_session(nodes[0].url, creator="cluster-like-host")
+    sid = s["session"]["id"]
+    viewers = [await Client.connect(nodes[i], token(f"cl{i}")) for i in range(3)]
+    for v in viewers:
+        await v.send({"type": "join", "session": sid})
+        await v.expect("joined")
+    for i, v in enumerate(viewers):
+        await v.send({"type": "like", "session": sid, "count": 10 * (i + 1)})
+    # Every node shows the total of all three within a few coalescing intervals.
+    for v in viewers:
+        assert (await v.expect("likes", timeout=5, total=60))["total"] == 60
+    await viewers[2].send({"type": "like", "session": sid, "count": 5})
+    for v in viewers[:2]:
+        assert (await v.expect("likes", timeout=5, total=65))["total"] == 65
+    # A newcomer's snapshot on a node that took none of the last likes has the same total.
+    late = await Client.connect(nodes[1], token("cl-late"))
+    await late.send({"type": "join", "session": sid})
+    assert (await late.expect("joined"))["state"]["likes"] == 65
+    for v in [*viewers, late]:
+        await v.close()

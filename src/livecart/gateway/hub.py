@@ -49,6 +49,7 @@ class Room:
         "likes",
         "likes_sent",
         "likes_unsaved",
+        "likes_unsynced",
         "pinned",
         "shield",
         "slow",
@@ -73,7 +74,8 @@ class Room:
         self.viewers_sent = -1
         self.viewers_total: int | None = None  # over all nodes, when a cluster reports it
         self.likes_sent = self.likes
-        self.likes_unsaved = 0
+        self.likes_unsaved = 0  # not yet added to PostgreSQL's total
+        self.likes_unsynced = 0  # not yet added to the cluster's total (Redis)
         self.stock: dict[str, int] = {}  # offer -> remaining, not yet sent
         # Fan-out: what waits for the next frame: (offset or None, message, is chat).
         self.batch: list[Entry] = []
@@ -114,6 +116,10 @@ class Hub:
         self.on_bus_lag: Callable[[float], None] | None = None
         # Cluster mode: report local viewer counts, get totals over nodes (once a second).
         self.sync_viewers: Callable[[dict[str, int]], Awaitable[dict[str, int]]] | None = None
+        # Cluster mode: add this node's new likes, get totals over nodes (every tick).
+        self.sync_likes: (
+            Callable[[dict[str, tuple[int, int]]], Awaitable[dict[str, int]]] | None
+        ) = None
         self._reported: set[str] = set()
 
     async def start(self) -> None:
@@ -313,6 +319,7 @@ class Hub:
     def add_likes(self, room: Room, count: int) -> None:
         room.likes += count
         room.likes_unsaved += count
+        room.likes_unsynced += count
 
     def set_stock(self, session_id: str, offer: str, remaining: int) -> None:
         room = self.rooms.get(session_id)
@@ -346,6 +353,8 @@ class Hub:
         while True:
             await asyncio.sleep(self._coalesce_s)
             try:
+                if self.sync_likes is not None:
+                    await self._sync_likes(self.sync_likes)
                 self.tick()
                 ticks += 1
                 if ticks % 10 == 0:
@@ -366,6 +375,29 @@ class Hub:
         self._reported = {room for room, n in counts.items() if n}
         for room_id, total in (await sync(counts)).items():
             self.rooms[room_id].viewers_total = total
+
+    async def _sync_likes(
+        self, sync: Callable[[dict[str, tuple[int, int]]], Awaitable[dict[str, int]]]
+    ) -> None:
+        rooms = {
+            r.id: (r.likes_unsynced, r.likes - r.likes_unsynced)
+            for r in self.rooms.values()
+            if r.conns or r.likes_unsynced
+        }
+        if not rooms:
+            return
+        for room_id in rooms:
+            self.rooms[room_id].likes_unsynced = 0
+        try:
+            totals = await sync(rooms)
+        except Exception as exc:  # the local total stands in until Redis answers again
+            log.warning("like total sync failed: %s", exc)
+            for room_id, (delta, _) in rooms.items():
+                self.rooms[room_id].likes_unsynced += delta
+            return
+        for room_id, total in totals.items():
+            room = self.rooms[room_id]
+            room.likes = total + room.likes_unsynced  # plus what came in meanwhile
 
     async def _flush_likes(self) -> None:
         counts = {r.id: r.likes_unsaved for r in self.rooms.values() if r.likes_unsaved}
