@@ -18,24 +18,34 @@ then timed through:
 Figures are events per second of process CPU time (robust to other load on the machine)
 and of wall time; the best of `--repeat` runs is reported, with the median.
 
-With `--server URL` it measures instead the push latency of a running server (SPEC §5):
-`--subscribers` WebSocket clients send `feed {on: true}`; background load of `--load` signals
-per second (likes and product clicks from many viewers, each connection under the flood
-limit) runs from a separate process; then, every `--interval` seconds, a burst of
-`--burst-users` distinct viewers (20 % more each round) click, add to cart and share a
-product nobody touched before.
-The latency of a round, per subscriber, is from the burst's first frame to the first
-`trending` (and `feed`) message listing that product; p50/p95/p99 over all subscribers and
-rounds are printed with the CPU the load generator itself used (client processes run on the
-same machine as the server and compete with it).
+With `--server URL` (or `--spawn N`, which starts N nodes itself) it measures instead the
+push latency of running nodes (SPEC §5): `--subscribers` clients send `feed {on: true}`;
+background load of `--load` signals per second (likes, product clicks and add-to-carts) comes
+from a separate process over `--load / --per-connection` connections, each sending evenly
+spaced frames well under the flood limit (20 frames per 2 s), with a lean WebSocket client
+that writes pre-encoded frames (so the generator does not measure itself); then, every
+`--interval` seconds, a burst of `--burst-users` distinct viewers (20 % more each round)
+click, add to cart and share a product nobody touched before. Every client connects before
+the load starts. The latency of a round, per subscriber, is from the burst's first frame to
+the first `trending` (and `feed`) message listing that product; p50/p95/p99 over all
+subscribers and rounds are printed, with the first subscriber's latency and the fan-out
+spread, the rate the server accepted (from its /metrics), the closes it made (a 4008 means
+the flood limit, not the server, limited the load), the server's CPU, the CPU the clients
+used and the load average (clients run on the same machine and compete with the server).
+With several nodes, load and bursts go to all but the last node and subscribers to the last.
+`--adapter` times the node's ranking adapter alone, per signal.
 
 Usage: python scripts/bench_ranking.py [--events N] [--repeat R] [--read-every N]
+       python scripts/bench_ranking.py --adapter
        python scripts/bench_ranking.py --server http://127.0.0.1:8000 --data-dir .livecart
+       python scripts/bench_ranking.py --spawn 1 --database-url postgresql://... [--lean-subscribers]
+       python scripts/bench_ranking.py --spawn 3 --database-url postgresql://... --redis-url redis://...
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import heapq
 import math
 import platform
@@ -220,6 +230,8 @@ def timed(
 
 # -- server push latency (SPEC §5) ---------------------------------------------------------
 
+SECRET_ENV = "LIVECART_JWT_SECRET"
+
 
 def _token(secret: str, sub: str, role: str) -> str:
     import jwt
@@ -233,75 +245,253 @@ def _ws_url(server: str, token: str) -> str:
     return f"{base}/ws?token={token}"
 
 
+def _masked(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One final client frame (RFC 6455 §5.2), masked as clients must."""
+    import os
+
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + body
+
+
+class LeanClient:
+    """A WebSocket client that costs the load generator almost nothing per frame: it writes
+    frames encoded (and masked) once in advance, answers pings, and counts what it receives
+    without decoding it. The `websockets` client would spend more CPU than the server's
+    gateway on the same frames (ANCHORS: a generator must not measure itself)."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buffer = b""
+        self.open = False
+        self.close_code: int | None = None
+        self.received = 0
+        self.on_message: Callable[[bytes], None] | None = None
+        self._fragments: list[bytes] = []
+
+    @classmethod
+    async def connect(cls, server: str, token: str) -> LeanClient:
+        import base64
+        import os
+        from urllib.parse import urlsplit
+
+        url = urlsplit(server)
+        host, port = url.hostname or "127.0.0.1", url.port or 80
+        client = cls()
+        await asyncio.get_running_loop().create_connection(
+            lambda: _LeanProtocol(client), host, port
+        )
+        key = base64.b64encode(os.urandom(16)).decode()
+        client.transport.write(
+            (
+                f"GET /ws?token={token} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        await asyncio.wait_for(client.ready, 60)
+        return client
+
+    def write(self, data: bytes) -> None:
+        if self.open:
+            self.transport.write(data)
+
+    def data(self, data: bytes) -> None:
+        buf = self.buffer + data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buf
+                return
+            head, buf = buf[:end], buf[end + 4 :]
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(ConnectionError(head.split(b"\r\n", 1)[0].decode()))
+                return
+            self.open = True
+            self.ready.set_result(None)
+        while len(buf) >= 2:
+            n, at = buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, at = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, at = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < at + n:
+                break
+            buf_fin = bool(buf[0] & 0x80)
+            opcode, payload, buf = buf[0] & 0x0F, buf[at : at + n], buf[at + n :]
+            if opcode == 0x9:  # ping
+                self.transport.write(_masked(payload, 0xA))
+            elif opcode == 0x8:  # close
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.open = False
+                self.transport.close()
+            elif self.on_message is not None:
+                self._fragments.append(payload)
+                if buf_fin:
+                    self.on_message(b"".join(self._fragments))
+                    self._fragments.clear()
+                    self.received += 1
+            else:
+                self.received += 1
+        self.buffer = buf
+
+    def close(self) -> None:
+        if self.transport is not None:
+            if self.open:
+                self.transport.write(_masked((1000).to_bytes(2, "big"), 0x8))
+            self.open = False
+            self.transport.close()
+
+
+class _LeanProtocol(asyncio.Protocol):
+    def __init__(self, client: LeanClient) -> None:
+        self.client = client
+
+    def connection_made(self, transport: Any) -> None:
+        self.client.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.client.data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.open = False
+        if not self.client.ready.done():
+            self.client.ready.set_exception(exc or ConnectionError("closed"))
+
+    def eof_received(self) -> bool:
+        return False
+
+
 def _producer(
-    server: str,
+    servers: list[str],
     secret: str,
     session: str,
     products: list[str],
     rate: float,
     per_connection: float,
-    seconds: float,
+    first: int,
+    ready: Any,
+    go: Any,
     out: Any,
 ) -> None:
-    """Background load: `rate` signals/s from rate/per_connection viewers (one process)."""
-    import asyncio
+    """Background load: `rate` signals/s, round-robin over rate/per_connection viewers (so each
+    connection sends at `per_connection`/s, evenly spaced), spread over `servers`."""
     import json
 
-    from websockets.asyncio.client import connect
-
-    async def one(i: int, counter: list[int], stop: float) -> None:
-        rng = random.Random(i)
-        async with connect(_ws_url(server, _token(secret, f"bench-load-{i}", "viewer"))) as ws:
-            due = time.time() + rng.random() / per_connection
-            while time.time() < stop:
-                # An absolute schedule, so time spent sending does not lower the rate.
-                due += 1.0 / per_connection
-                await asyncio.sleep(max(0.0, due - time.time()))
-                if rng.random() < 0.7:
-                    frame = {"type": "like", "session": session, "count": rng.randint(1, 5)}
-                else:
-                    name = "product_click" if rng.random() < 0.7 else "add_to_cart"
-                    frame = {
-                        "type": "signal",
-                        "session": session,
-                        "name": name,
-                        "product": rng.choice(products),
-                    }
-                await ws.send(json.dumps(frame))
-                counter[0] += 1
+    n = max(1, math.ceil(rate / per_connection))
+    rng = random.Random(first)
+    frames = [
+        _masked(json.dumps({"type": "like", "session": session, "count": c}).encode())
+        for c in range(1, 6)
+    ] * 3
+    frames += [
+        _masked(
+            json.dumps({"type": "signal", "session": session, "name": name, "product": p}).encode()
+        )
+        for p in products
+        for name in ("product_click", "product_click", "add_to_cart")
+    ]
 
     async def run() -> None:
-        counter = [0]
-        n = max(1, math.ceil(rate / per_connection))
-        stop = time.time() + seconds
+        sem = asyncio.Semaphore(100)
+
+        async def one(i: int) -> LeanClient:
+            async with sem:
+                server = servers[i % len(servers)]
+                return await LeanClient.connect(
+                    server, _token(secret, f"bench-load-{first + i}", "viewer")
+                )
+
+        conns = await asyncio.gather(*(one(i) for i in range(n)))
+        ready.put(("load", n))
+        while not go.is_set():
+            await asyncio.sleep(0.01)
+        start_at, stop_at = go_times(go)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
         c0, t0 = time.process_time(), time.time()
-        await asyncio.gather(*(one(i, counter, stop) for i in range(n)), return_exceptions=True)
-        out.put((counter[0] / max(time.time() - t0, 1e-9), time.process_time() - c0, n))
+        sent = 0
+        k = 0
+        while (now := time.time()) < stop_at:
+            due = int((now - t0) * rate) - sent
+            for _ in range(due):
+                conns[k].write(frames[rng.randrange(len(frames))])
+                k = (k + 1) % n
+            sent += due
+            await asyncio.sleep(0.005)
+        elapsed = time.time() - t0
+        closes: dict[int, int] = {}
+        for c in conns:
+            if c.close_code is not None:
+                closes[c.close_code] = closes.get(c.close_code, 0) + 1
+            c.close()
+        out.put((sent / max(elapsed, 1e-9), time.process_time() - c0, elapsed, n, closes))
 
     asyncio.run(run())
 
 
+def go_times(go: Any) -> tuple[float, float]:
+    """The load's start and stop times, published with the `go` event."""
+    return go.start.value, go.stop.value
+
+
+class _Go:
+    """An event plus the start and stop times every process uses."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.event = ctx.Event()
+        self.start = ctx.Value("d", 0.0)
+        self.stop = ctx.Value("d", 0.0)
+
+    def is_set(self) -> bool:
+        return bool(self.event.is_set())
+
+    def set(self, start: float, stop: float) -> None:
+        self.start.value, self.stop.value = start, stop
+        self.event.set()
+
+
 def _subscribers(
-    server: str, secret: str, first: int, count: int, out: Any, stop_at: float
+    server: str, secret: str, first: int, count: int, ready: Any, go: Any, out: Any
 ) -> None:
     """`count` feed subscribers; records when each first saw every product id, per message type."""
-    import asyncio
     import json
 
     from websockets.asyncio.client import connect
 
     seen: list[dict[tuple[str, str], float]] = [{} for _ in range(count)]
+    closes: dict[int, int] = {}
 
-    async def one(i: int) -> None:
+    async def one(i: int, sem: asyncio.Semaphore, connected: list[int]) -> None:
         token = _token(secret, f"bench-sub-{first + i}", "viewer")
-        async with connect(_ws_url(server, token), max_queue=None) as ws:
+        async with sem:
+            ws = await connect(_ws_url(server, token), max_queue=None, open_timeout=60)
             await ws.send(json.dumps({"type": "feed", "on": True}))
-            mine = seen[i]
-            while time.time() < stop_at:
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout=max(0.1, stop_at - time.time()))
-                except TimeoutError:
+        connected[0] += 1
+        if connected[0] == count:
+            ready.put(("subscribers", count))
+        mine = seen[i]
+        try:
+            while True:
+                stop_at = go.stop.value if go.is_set() else time.time() + 3600
+                left = stop_at - time.time()
+                if left <= 0:
                     break
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=min(left, 1.0))
+                except TimeoutError:
+                    continue
                 now = time.time()
                 for message in json.loads(raw):
                     kind = message.get("type")
@@ -313,11 +503,73 @@ def _subscribers(
                         continue
                     for item in ids:
                         mine.setdefault((kind, item), now)
+        except Exception:
+            code = ws.close_code or 1006
+            closes[code] = closes.get(code, 0) + 1
+        finally:
+            await ws.close()
 
     async def run() -> None:
+        sem = asyncio.Semaphore(100)
+        connected = [0]
         c0 = time.process_time()
-        await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
-        out.put((seen, time.process_time() - c0))
+        await asyncio.gather(
+            *(one(i, sem, connected) for i in range(count)), return_exceptions=True
+        )
+        out.put((seen, time.process_time() - c0, closes))
+
+    asyncio.run(run())
+
+
+def _lean_subscribers(
+    server: str, secret: str, first: int, count: int, ready: Any, go: Any, out: Any
+) -> None:
+    """The same as `_subscribers` with `LeanClient` and msgspec: no compression is negotiated
+    and decoding is cheap, so the figures show the server more than the client."""
+    import msgspec
+
+    seen: list[dict[tuple[str, str], float]] = [{} for _ in range(count)]
+    closes: dict[int, int] = {}
+    decode = msgspec.json.Decoder(list[dict[str, Any]]).decode
+    feed_on = _masked(b'{"type": "feed", "on": true}')
+
+    def handler(mine: dict[tuple[str, str], float]) -> Callable[[bytes], None]:
+        def on_message(raw: bytes) -> None:
+            now = time.time()
+            for message in decode(raw):
+                kind = message.get("type")
+                if kind == "trending":
+                    ids = [p["id"] for p in message.get("products", [])]
+                elif kind == "feed":
+                    ids = [item["id"] for item in message.get("items", [])[:10]]
+                else:
+                    continue
+                for item in ids:
+                    mine.setdefault((kind, item), now)
+
+        return on_message
+
+    async def run() -> None:
+        sem = asyncio.Semaphore(100)
+        c0 = time.process_time()
+
+        async def one(i: int) -> LeanClient:
+            async with sem:
+                token = _token(secret, f"bench-sub-{first + i}", "viewer")
+                client = await LeanClient.connect(server, token)
+            client.on_message = handler(seen[i])
+            client.write(feed_on)
+            return client
+
+        clients = await asyncio.gather(*(one(i) for i in range(count)))
+        ready.put(("subscribers", count))
+        while not go.is_set() or time.time() < go.stop.value:
+            await asyncio.sleep(0.2)
+        for client in clients:
+            if client.close_code is not None:
+                closes[client.close_code] = closes.get(client.close_code, 0) + 1
+            client.close()
+        out.put((seen, time.process_time() - c0, closes))
 
     asyncio.run(run())
 
@@ -329,20 +581,85 @@ def _quantile(ordered: list[float]) -> Callable[[float], float]:
     return q
 
 
-def bench_server(args: argparse.Namespace) -> int:
-    import asyncio
-    import multiprocessing as mp
-
+def _scrape(servers: list[str]) -> dict[str, float]:
+    """Sums over the nodes of the counters the report needs."""
     import httpx
-    import msgspec
-    from websockets.asyncio.client import connect
 
-    secret = args.secret or (Path(args.data_dir) / "jwt_secret").read_text().strip()
-    server = args.server.rstrip("/")
+    totals: dict[str, float] = {}
+    for server in servers:
+        for line in httpx.get(f"{server}/metrics", timeout=30).text.splitlines():
+            if line.startswith(("livecart_ranking_events_total", "livecart_closes_total")):
+                name, value = line.rsplit(" ", 1)
+                totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load_average() -> str:
+    import os
+
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _spawn(args: argparse.Namespace, secret: str) -> list[Any]:
+    """Start `--spawn` nodes on one PostgreSQL (and one Redis for more than one)."""
+    import tempfile
+
+    from livecart.process import NodeProcess
+
+    if args.spawn > 1 and not args.redis_url:
+        raise SystemExit("--spawn N > 1 needs --redis-url (nodes share ranking through Redis)")
+    env = {SECRET_ENV: secret, "LIVECART_LOG_LEVEL": "warning"}
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+    if args.flood_frames:
+        env["LIVECART_FLOOD_FRAMES"] = str(args.flood_frames)
+    nodes = []
+    for i in range(args.spawn):
+        node = NodeProcess(
+            tempfile.mkdtemp(prefix=f"bench-ranking-n{i}-"),
+            database_url=args.database_url or "",
+            env={**env, "LIVECART_NODE_ID": f"bench{i}"},
+        )
+        nodes.append(node.start())
+    return nodes
+
+
+def bench_server(args: argparse.Namespace) -> int:
+    import secrets as secrets_mod
+
+    nodes: list[Any] = []
+    if args.spawn:
+        secret = args.secret or secrets_mod.token_hex(32)
+        nodes = _spawn(args, secret)
+        servers = [n.url for n in nodes]
+        pids = [n.proc.pid for n in nodes]
+    else:
+        secret = args.secret or (Path(args.data_dir) / "jwt_secret").read_text().strip()
+        servers = [s.rstrip("/") for s in args.server.split(",")]
+        pids = [int(p) for p in args.server_pid.split(",")] if args.server_pid else []
+    try:
+        return _bench_servers(args, secret, servers, pids)
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _bench_servers(
+    args: argparse.Namespace, secret: str, servers: list[str], pids: list[int]
+) -> int:
+    import httpx
+
     creator = _token(secret, "bench-creator", "creator")
     headers = {"Authorization": f"Bearer {creator}"}
     background, targets = 5, args.rounds
-    with httpx.Client(base_url=server, headers=headers, timeout=30) as http:
+    with httpx.Client(base_url=servers[0], headers=headers, timeout=30) as http:
         product_ids = []
         for i in range(background + targets):
             body = {"title": f"bench product {i}", "price_cents": 1000, "stock": 100}
@@ -359,12 +676,36 @@ def bench_server(args: argparse.Namespace) -> int:
             ).raise_for_status()
         http.post(f"/api/sessions/{session}/start").raise_for_status()
     background_ids, target_ids = product_ids[:background], product_ids[background:]
+    try:
+        return _run_load(args, secret, servers, pids, session, background_ids, target_ids)
+    finally:
+        with httpx.Client(base_url=servers[0], headers=headers, timeout=30) as http:
+            http.post(f"/api/sessions/{session}/end")  # the next run starts from a clean market
 
-    warmup = 10.0
-    total = warmup + args.rounds * args.interval + 10.0
-    start = time.time()
+
+def _run_load(
+    args: argparse.Namespace,
+    secret: str,
+    servers: list[str],
+    pids: list[int],
+    session: str,
+    background_ids: list[str],
+    target_ids: list[str],
+) -> int:
+    import multiprocessing as mp
+
+    import msgspec
+
+    # With several nodes: load and bursts go to all but the last, subscribers to the last,
+    # so every push a subscriber sees was caused by signals counted on other nodes.
+    load_servers = servers[:-1] if len(servers) > 1 else servers
+    watch_server = servers[-1]
+    run_id = f"{int(time.time()) % 100000}"
     ctx = mp.get_context("spawn")
+    ready: Any = ctx.Queue()
     results: Any = ctx.Queue()
+    load_out: Any = ctx.Queue()
+    go = _Go(ctx)
     procs = []
     per_proc = math.ceil(args.subscribers / args.client_procs)
     for k in range(args.client_procs):
@@ -372,66 +713,156 @@ def bench_server(args: argparse.Namespace) -> int:
         if n > 0:
             procs.append(
                 ctx.Process(
-                    target=_subscribers,
-                    args=(server, secret, k * per_proc, n, results, start + total),
+                    target=_lean_subscribers if args.lean_subscribers else _subscribers,
+                    args=(watch_server, secret, k * per_proc, n, ready, go, results),
                 )
             )
-    load_out: Any = ctx.Queue()
-    producer = ctx.Process(
-        target=_producer,
-        args=(server, secret, session, background_ids, args.load, 8.0, total - 5.0, load_out),
-    )
-    for p in [*procs, producer]:
+    load_procs = []
+    for k in range(args.load_procs):
+        load_procs.append(
+            ctx.Process(
+                target=_producer,
+                args=(
+                    load_servers,
+                    secret,
+                    session,
+                    background_ids,
+                    args.load / args.load_procs,
+                    args.per_connection,
+                    k * 1_000_000,
+                    ready,
+                    go,
+                    load_out,
+                ),
+            )
+        )
+    t_setup = time.time()
+    for p in [*procs, *load_procs]:
         p.start()
+    for _ in range(len(procs) + len(load_procs)):
+        ready.get(timeout=600)
+    setup_s = time.time() - t_setup
 
     # Each burst is 20 % larger than the one before, so its product clearly leads every
     # earlier target (near-ties are held back by the push hysteresis, by design).
     sizes = [round(args.burst_users * args.burst_growth**r) for r in range(args.rounds)]
+    warmup = args.warmup
 
-    async def bursts() -> list[float]:
-        conns = [
-            await connect(_ws_url(server, _token(secret, f"bench-burst-{i}", "viewer")))
-            for i in range(max(sizes))
-        ]
+    async def bursts() -> tuple[list[float], float, float]:
+        sem = asyncio.Semaphore(100)
+
+        async def one(i: int) -> LeanClient:
+            async with sem:
+                token = _token(secret, f"bench-burst-{run_id}-{i}", "viewer")
+                return await LeanClient.connect(load_servers[i % len(load_servers)], token)
+
+        conns = await asyncio.gather(*(one(i) for i in range(max(sizes))))
+        start = time.time() + 1.0
+        stop = start + warmup + args.rounds * args.interval + 3.0
+        go.set(start, stop)
         await asyncio.sleep(max(0.0, start + warmup - time.time()))
+        measured_from = time.time()
+        before = await asyncio.to_thread(_scrape, servers)
+        cpu_before = [_cpu_seconds(p) for p in pids]
         sent_at = []
         for target, size in zip(target_ids, sizes, strict=True):
+            frames = [
+                _masked(
+                    msgspec.json.encode(
+                        {"type": "signal", "session": session, "name": name, "product": target}
+                    )
+                )
+                for name in ("product_click", "add_to_cart", "share")
+            ]
             sent_at.append(time.time())
-            for name in ("product_click", "add_to_cart", "share"):
-                frame = {"type": "signal", "session": session, "name": name, "product": target}
-                text = msgspec.json.encode(frame).decode()
-                await asyncio.gather(*(ws.send(text) for ws in conns[:size]))
+            for frame in frames:
+                for ws in conns[:size]:
+                    ws.write(frame)
+                await asyncio.sleep(0)
             await asyncio.sleep(args.interval)
+        after = await asyncio.to_thread(_scrape, servers)
+        cpu_after = [_cpu_seconds(p) for p in pids]
+        measured_s = time.time() - measured_from
         for ws in conns:
-            await ws.close()
-        return sent_at
+            ws.close()
+        burst_signals = 3 * sum(sizes)
+        events = sum(v for k, v in after.items() if k.startswith("livecart_ranking_events"))
+        events -= sum(v for k, v in before.items() if k.startswith("livecart_ranking_events"))
+        print(f"  measured window {measured_s:.1f} s; load average {_load_average()}")
+        closes = {
+            k.split('"')[1]: after[k] - before.get(k, 0.0)
+            for k in after
+            if k.startswith("livecart_closes_total") and after[k] - before.get(k, 0.0) > 0
+        }
+        accepted = (events - burst_signals) / measured_s
+        cpu = [(b - a) / measured_s for a, b in zip(cpu_before, cpu_after, strict=True)]
+        print(
+            f"  server accepted {accepted:,.0f} background signals/s over the window "
+            f"(asked {args.load:,.0f}); closes during it: {closes or 'none'}"
+        )
+        if cpu:
+            per_signal = sum(cpu) / max(events / measured_s, 1e-9) * 1e6
+            print(
+                "  server CPU: "
+                + ", ".join(f"{c:.0%}" for c in cpu)
+                + f" of a core ({per_signal:,.0f} µs of CPU per accepted signal, pushes included)"
+            )
+        return sent_at, accepted, measured_s
 
-    sent_at = asyncio.run(bursts())
+    print(
+        f"servers {', '.join(servers)}: {args.subscribers} feed subscribers ({'lean client' if args.lean_subscribers else 'websockets client, permessage-deflate'}) on {watch_server}, "
+        f"load {args.load:,.0f} signals/s over {math.ceil(args.load / args.per_connection)} "
+        f"connections ({args.per_connection:g}/s each; flood limit 20 frames/2 s unless changed) "
+        f"to {', '.join(load_servers)}; {args.rounds} bursts of {sizes[0]}–{sizes[-1]} viewers; "
+        f"clients connected in {setup_s:.0f} s; load average {_load_average()}"
+    )
+    sent_at, _, _ = asyncio.run(bursts())
     seen_all: list[dict[tuple[str, str], float]] = []
     client_cpu = 0.0
+    sub_closes: dict[int, int] = {}
     for _ in procs:
-        seen, cpu = results.get()
+        seen, cpu, closes = results.get()
         seen_all += seen
         client_cpu += cpu
-    achieved, load_cpu, load_conns = load_out.get()
-    for p in [*procs, producer]:
+        for code, n in closes.items():
+            sub_closes[code] = sub_closes.get(code, 0) + n
+    load_rate = load_cpu = load_elapsed = 0.0
+    load_conns = 0
+    load_closes: dict[int, int] = {}
+    for _ in load_procs:
+        rate, cpu, elapsed, n, closes = load_out.get()
+        load_rate += rate
+        load_cpu += cpu
+        load_elapsed = max(load_elapsed, elapsed)
+        load_conns += n
+        for code, c in closes.items():
+            load_closes[code] = load_closes.get(code, 0) + c
+    for p in [*procs, *load_procs]:
         p.join()
 
     print(
-        f"server {server}: {len(seen_all)} feed subscribers, background load {achieved:,.0f} "
-        f"signals/s from {load_conns} viewers (asked {args.load:,.0f}), {args.rounds} bursts of "
-        f"{sizes[0]}–{sizes[-1]} viewers"
+        f"  load generator sent {load_rate:,.0f} signals/s from {load_conns} connections "
+        f"(closed by the server: {load_closes or 'none'}); subscribers closed: "
+        f"{sub_closes or 'none'}"
     )
     for kind in ("trending", "feed"):
         latencies = []
+        firsts = []  # per burst: the first subscriber to see it (decision + one delivery)
+        spreads = []  # per burst: from the first subscriber to the 99th percentile (fan-out)
         missed = 0
         for target, t0 in zip(target_ids, sent_at, strict=True):
+            burst = []
             for seen in seen_all:
                 at = seen.get((kind, target))
                 if at is None or at < t0:
                     missed += 1
                 else:
-                    latencies.append(at - t0)
+                    burst.append(at - t0)
+            if burst:
+                burst.sort()
+                firsts.append(burst[0])
+                spreads.append(_quantile(burst)(0.99) - burst[0])
+            latencies += burst
         latencies.sort()
         if latencies:
             q = _quantile(latencies)
@@ -440,14 +871,75 @@ def bench_server(args: argparse.Namespace) -> int:
                 f"  p99 {q(0.99) * 1000:,.0f} ms  max {latencies[-1] * 1000:,.0f} ms"
                 f"  ({len(latencies):,} deliveries, {missed:,} never seen)"
             )
+            print(
+                f"  {'':<8} first subscriber: median {statistics.median(firsts) * 1000:,.0f} ms, "
+                f"worst {max(firsts) * 1000:,.0f} ms; first → 99th percentile subscriber "
+                f"(fan-out): median {statistics.median(spreads) * 1000:,.0f} ms, "
+                f"worst {max(spreads) * 1000:,.0f} ms"
+            )
         else:
             print(f"  {kind:<8} no push listed a burst product ({missed:,} expected)")
-    elapsed = time.time() - start
     print(
-        f"  load generator CPU: subscribers {client_cpu / elapsed:.0%}, load {load_cpu / elapsed:.0%}"
-        " of a core (same machine as the server)"
+        f"  load generator CPU: subscribers {client_cpu / load_elapsed:.0%}, "
+        f"load {load_cpu / load_elapsed:.0%} of a core (same machine as the server)"
     )
     print("  target: p99 ≤ 1 s at 10,000 signals/s with 2,000 subscribers")
+    return 0
+
+
+def bench_adapter(args: argparse.Namespace) -> int:
+    """CPU per signal in the node's ranking adapter (`RankingService.record`), alone.
+
+    No server and no database: a stub node with the catalog, the viewers and the room already
+    cached, as on a node in steady state. What the gateway spends on a frame (WebSocket
+    parsing, decoding, flood check, dispatch) is not included: compare with the server's CPU
+    per signal that `--server`/`--spawn` prints.
+    """
+    from types import SimpleNamespace
+
+    from livecart.auth import Identity
+    from livecart.config import Settings
+    from livecart.metrics import Metrics
+    from livecart.ranking import RankingService, _Viewer
+
+    node: Any = SimpleNamespace(
+        metrics=Metrics(), settings=Settings(), pool=None, hub=SimpleNamespace(rooms={})
+    )
+    service = RankingService(node)
+    session = SessionInfo("s1", "cr1", "bench")
+    products = [ProductInfo(f"p{i}", "cr1", "bench") for i in range(5)]
+    for p in products:
+        service._products[p.id] = p
+        service.index.put_product(p)
+    service.index.start_session(session, [p.id for p in products])
+    node.hub.rooms["s1"] = SimpleNamespace(category="bench", tags=[], creator="cr1")
+    users = [Identity(f"u{i}", f"u{i}", "viewer", False) for i in range(2_500)]
+    for who in users:
+        service._viewers[who.sub] = _Viewer(False, True, None)
+    rng = random.Random(args.seed)
+    n = args.adapter_signals
+    plan: list[tuple[Identity, SignalKind, str | None, int]] = []
+    for i in range(n):
+        who = users[i % len(users)]
+        if rng.random() < 0.7:
+            plan.append((who, "like", None, rng.randint(1, 5)))
+        else:
+            kind: SignalKind = "product_click" if rng.random() < 0.7 else "add_to_cart"
+            plan.append((who, kind, rng.choice(products).id, 1))
+
+    async def run() -> float:
+        record = service.record
+        c0 = time.process_time()
+        for who, kind, product, count in plan:
+            await record(who, kind, "s1", product_id=product, count=count)
+        return time.process_time() - c0
+
+    best = min(asyncio.run(run()) for _ in range(args.repeat))
+    print(
+        f"ranking adapter: {n:,} signals (70 % likes, 30 % clicks and add-to-carts from 2,500 "
+        f"viewers) in {best:.3f} s CPU: {best / n * 1e6:.1f} µs per signal "
+        f"({n / best:,.0f} signals/s on one core)"
+    )
     return 0
 
 
@@ -464,20 +956,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-events", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
-    server = parser.add_argument_group("server push latency (only with --server)")
-    server.add_argument("--server", help="base URL of a running livecart node")
+    server = parser.add_argument_group("server push latency (with --server or --spawn)")
+    server.add_argument(
+        "--server", help="base URL of a running livecart node (several: comma-separated)"
+    )
+    server.add_argument("--server-pid", help="its process id(s), to report the server's CPU")
+    server.add_argument(
+        "--spawn", type=int, default=0, help="start this many nodes instead (needs --database-url)"
+    )
+    server.add_argument("--database-url", help="PostgreSQL for --spawn (embedded when omitted)")
+    server.add_argument("--redis-url", help="Redis for --spawn (needed with more than one node)")
+    server.add_argument(
+        "--flood-frames", type=int, default=0, help="LIVECART_FLOOD_FRAMES for --spawn (default 20)"
+    )
     server.add_argument("--data-dir", default=".livecart", help="where the node keeps jwt_secret")
     server.add_argument("--secret", help="the node's JWT secret (instead of --data-dir)")
     server.add_argument("--subscribers", type=int, default=2_000)
+    server.add_argument(
+        "--lean-subscribers",
+        action="store_true",
+        help="subscribers without the websockets library (no compression, cheap decoding)",
+    )
     server.add_argument("--client-procs", type=int, default=2)
     server.add_argument("--load", type=float, default=10_000.0, help="background signals/s")
+    server.add_argument("--load-procs", type=int, default=1)
+    server.add_argument(
+        "--per-connection",
+        type=float,
+        default=4.0,
+        help="signals/s per load connection (the flood limit is 20 frames per 2 s)",
+    )
+    server.add_argument("--warmup", type=float, default=5.0)
     server.add_argument("--rounds", type=int, default=10)
     server.add_argument("--interval", type=float, default=5.0)
     server.add_argument("--burst-users", type=int, default=100)
     server.add_argument("--burst-growth", type=float, default=1.2)
+    parser.add_argument(
+        "--adapter", action="store_true", help="time the node's ranking adapter per signal"
+    )
+    parser.add_argument("--adapter-signals", type=int, default=200_000)
     args = parser.parse_args(argv)
-    if args.server:
+    if args.server or args.spawn:
         return bench_server(args)
+    if args.adapter:
+        return bench_adapter(args)
 
     world = World(args.sessions, args.products_per_session, 12, args.seed)
     stream = make_stream(world, args.events, args.users, args.rate, args.seed)
@@ -558,8 +1080,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target ≥ {target:,} signals/s on one core: {verdict} ({best_core:,.0f}/s CPU)")
     print(
         f"landmark moves during the run: {index.landmark_moves} "
-        f"(one every ~{config.max_exponent / math.log(2.0) * config.half_life_s / 86_400:.1f} days "
-        "of event time)"
+        f"(one every {index.landmark_period / 86_400:.1f} days of event time, at period "
+        "boundaries)"
     )
     return 0
 

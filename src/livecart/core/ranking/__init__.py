@@ -17,9 +17,12 @@ from livecart.core.ranking.feed import (
     Candidate,
     FeedConfig,
     FeedItem,
+    TrendDigest,
     Why,
     build_feed,
     feed_changed,
+    trend_digest,
+    trends_moved,
 )
 from livecart.core.ranking.hysteresis import ranking_changed
 from livecart.core.ranking.profile import (
@@ -78,6 +81,7 @@ __all__ = [
     "SignalWeights",
     "TopK",
     "Trend",
+    "TrendDigest",
     "TrendingIndex",
     "TrendingSnapshot",
     "Why",
@@ -92,5 +96,7 @@ __all__ = [
     "rescale",
     "snapshot_changed",
     "started_on_time",
+    "trend_digest",
     "trending_changed",
+    "trends_moved",
 ]

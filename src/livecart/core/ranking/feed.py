@@ -40,13 +40,13 @@ class Candidate(msgspec.Struct, frozen=True, gc=False):
     trend: float = 0.0
 
 
-class Why(msgspec.Struct, frozen=True):
+class Why(msgspec.Struct, frozen=True, gc=False):
     trend: float
     affinity: float
     explore: float
 
 
-class FeedItem(msgspec.Struct, frozen=True):
+class FeedItem(msgspec.Struct, frozen=True, gc=False):
     kind: FeedKind
     id: str
     score: float
@@ -287,3 +287,26 @@ def feed_changed(
     if not organic_shown:
         return bool(organic_current)
     return ranking_changed(organic_shown, organic_current, top_n=len(organic_shown), margin=margin)
+
+
+TrendDigest = dict[tuple[str, str], float]
+
+
+def trend_digest(candidates: Sequence[Candidate], unit: float = 1.0) -> TrendDigest:
+    """Each candidate's trend as a feed scores it (normalised per kind), keyed by (kind, id)."""
+    trends = _normalised_trends(candidates, unit)
+    return {(c.kind, c.id): t for c, t in zip(candidates, trends, strict=True)}
+
+
+def trends_moved(
+    before: Mapping[tuple[str, str], float], after: TrendDigest, tolerance: float
+) -> bool:
+    """Whether feeds computed from `before` may be stale: the live candidates differ, or one
+    normalised trend moved by more than `tolerance` (a feed's trend term is in [0, 1]).
+
+    A feed recomputed after a smaller move could only differ by near-ties, which the push rule
+    (`feed_changed`, 10 % margin) holds back anyway; so adapters skip recomputing it.
+    """
+    if before.keys() != after.keys():
+        return True
+    return any(abs(value - before[key]) > tolerance for key, value in after.items())

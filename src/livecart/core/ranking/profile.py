@@ -142,11 +142,20 @@ def _trim(entries: dict[str, float], limit: int) -> None:
 class ProfileBuilder:
     """Creates and updates interest profiles; refuses minors and opted-out viewers."""
 
-    __slots__ = ("config", "rate")
+    __slots__ = ("_per_kind", "config", "rate")
 
     def __init__(self, config: ProfileConfig | None = None) -> None:
         self.config = config or ProfileConfig()
         self.rate = LN2 / self.config.half_life_s
+        w = self.config.weights
+        self._per_kind: dict[str, float] = {
+            "join": w.join,
+            "chat": w.chat,
+            "product_click": w.product_click,
+            "add_to_cart": w.add_to_cart,
+            "share": w.share,
+            "purchase": w.purchase,
+        }
 
     def create(
         self, user: str, *, minor: bool, personalization: bool, now: float
@@ -168,15 +177,7 @@ class ProfileBuilder:
             return w.like * max(0, min(count, c.max_likes_per_event))
         if kind == "watch":
             return w.watch_per_minute * max(0.0, min(minutes, c.max_minutes_per_event))
-        per_kind: dict[str, float] = {
-            "join": w.join,
-            "chat": w.chat,
-            "product_click": w.product_click,
-            "add_to_cart": w.add_to_cart,
-            "share": w.share,
-            "purchase": w.purchase,
-        }
-        return per_kind.get(kind, 0.0)
+        return self._per_kind.get(kind, 0.0)
 
     def record(
         self,
@@ -221,7 +222,7 @@ class ProfileBuilder:
         if creator:
             profile.creators[creator] = profile.creators.get(creator, 0.0) + increment
             _trim(profile.creators, c.max_creators)
-        unique_tags = [t for t in dict.fromkeys(tags) if t]
+        unique_tags = [t for t in dict.fromkeys(tags) if t] if tags else ()
         if unique_tags:
             # Split so an item with many tags does not outweigh one with a single tag.
             share = increment / len(unique_tags)

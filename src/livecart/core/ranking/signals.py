@@ -95,7 +95,10 @@ class RankingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     top_k: int = 50
     """Length of each maintained top list (global, per category, hosts)."""
     max_exponent: float = 300.0
-    """Landmark moves when λ(t−L) exceeds this (doubles overflow near 709)."""
+    """Largest λ(t−L) a numerator increment may carry (doubles overflow near 709)."""
+    landmark_period_s: float = 86_400.0
+    """The landmark is L = floor(t / P)·P with P = min(this, max_exponent / λ): a function of
+    time alone, so every node of a cluster agrees on it without talking to the others."""
     forget_below: float = 1e-6
     """At a landmark move or compaction, items that are not live and score below this are dropped."""
 
@@ -120,6 +123,13 @@ class RankingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if not 0.0 < self.max_exponent <= 700.0:
             raise ValueError(f"max_exponent must be in (0, 700], got {self.max_exponent!r}")
+        if not (self.landmark_period_s > 0.0 and math.isfinite(self.landmark_period_s)):
+            raise ValueError(f"landmark_period_s must be > 0, got {self.landmark_period_s!r}")
+
+    @property
+    def landmark_period(self) -> float:
+        """P: the landmark moves to floor(t / P)·P, which keeps λ(t−L) <= max_exponent."""
+        return min(self.landmark_period_s, self.max_exponent * self.half_life_s / math.log(2.0))
 
 
 class WindowCap:

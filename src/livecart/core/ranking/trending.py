@@ -9,8 +9,8 @@ catalog changes, `ingest` for every signal, and read `snapshot`/`candidates`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 import msgspec
 
@@ -37,7 +37,7 @@ class SessionInfo(msgspec.Struct, frozen=True):
     tags: tuple[str, ...] = ()
 
 
-class Trend(msgspec.Struct, frozen=True):
+class Trend(msgspec.Struct, frozen=True, gc=False):
     id: str
     score: float
 
@@ -48,12 +48,24 @@ class TrendingSnapshot(msgspec.Struct, frozen=True):
     hosts: list[Trend]
 
 
-class Delta(NamedTuple):
-    """One numerator increment, for mirroring into Redis with `ZINCRBY <scope key> increment member`."""
+class Delta(msgspec.Struct, frozen=True, gc=False):
+    """One numerator increment against `landmark`, for a shared store (a Redis mirror applies
+    `ZINCRBY <scope key for landmark> increment member`).
+
+    An increment under a per-user cap names the `user` and the `budget` it is charged to (the
+    product, or the creator for a host and its sessions, which share one budget) with the cap
+    in score units, so a store shared by several nodes can keep the cap across all of them.
+    """
 
     scope: Scope
     member: str
     increment: float
+    landmark: float = 0.0
+    at: float = 0.0
+    user: str | None = None
+    """None when the increment is under no per-user cap (purchases: distinct buyers)."""
+    budget: str = ""
+    cap: float = math.inf
 
 
 class TrendingIndex:
@@ -63,6 +75,8 @@ class TrendingIndex:
         self.config = config or RankingConfig()
         c = self.config
         self.decay = ForwardDecay(c.half_life_s, landmark=landmark, max_exponent=c.max_exponent)
+        self.landmark_period = c.landmark_period
+        self._next_landmark = self.landmark_for(landmark) + self.landmark_period
         self.policy = SignalPolicy(c)
         self._item_cap = c.user_item_cap
         self._host_cap = c.user_host_cap
@@ -169,12 +183,17 @@ class TrendingIndex:
 
     # -- events ------------------------------------------------------------------------
 
+    def landmark_for(self, t: float) -> float:
+        """floor(t / P)·P: the landmark for events at `t`, the same on every node."""
+        period = self.landmark_period
+        return math.floor(t / period) * period
+
     def ingest(self, signal: Signal, deltas: list[Delta] | None = None) -> float:
         """Count one signal; returns the weight its main target (product, else session) got.
 
-        With `deltas`, every numerator increment is also appended there for mirroring. After
-        a landmark move (`landmark_moves` grows) a mirror multiplies what it holds by
-        exp(−λ(L′−L)), L′ being the new `decay.landmark`.
+        With `deltas`, every numerator increment is also appended there for mirroring, against
+        the landmark it was computed with. The landmark only moves when time crosses a period
+        boundary (`landmark_for`); a mirror then multiplies what it holds by exp(−λ(L′−L)).
         """
         t = signal.at
         if not math.isfinite(t):
@@ -184,11 +203,10 @@ class TrendingIndex:
         if base <= 0.0:
             return 0.0
         decay = self.decay
-        x = decay.rate * (t - decay.landmark)
-        if x > decay.max_exponent:
-            self.move_landmark(t)
-            x = 0.0
-        factor = math.exp(x)
+        if t >= self._next_landmark:
+            self.move_landmark(self.landmark_for(t))
+        landmark = decay.landmark
+        factor = math.exp(decay.rate * (t - landmark))
         user = signal.user
 
         product_id = signal.product
@@ -203,6 +221,7 @@ class TrendingIndex:
             return 0.0
         # Paying buyers are counted once each (see SignalPolicy); engagement is capped per user.
         capped = signal.kind != "purchase"
+        capped_user = user if capped else None
         # One budget per (user, creator) serves the host and its sessions: a session's share
         # from a user is a subset of the host's share, so both stay under the same cap.
         inc_host = base * factor
@@ -229,7 +248,18 @@ class TrendingIndex:
                     if numerator > top.floor:
                         top.offer(product_id, numerator)
                 if deltas is not None:
-                    deltas.append(Delta("product", product_id, inc))
+                    deltas.append(
+                        Delta(
+                            "product",
+                            product_id,
+                            inc,
+                            landmark,
+                            t,
+                            capped_user,
+                            product_id,
+                            self._item_cap,
+                        )
+                    )
 
         if inc_host <= 0.0:
             return applied
@@ -238,7 +268,18 @@ class TrendingIndex:
                 applied = inc_host / factor
             self._session_scores[session_id] += inc_host
             if deltas is not None:
-                deltas.append(Delta("session", session_id, inc_host))
+                deltas.append(
+                    Delta(
+                        "session",
+                        session_id,
+                        inc_host,
+                        landmark,
+                        t,
+                        capped_user,
+                        creator,
+                        self._host_cap,
+                    )
+                )
         scores = self._host_scores
         numerator = scores.get(creator, 0.0) + inc_host
         scores[creator] = numerator
@@ -247,12 +288,15 @@ class TrendingIndex:
             if numerator > top.floor:
                 top.offer(creator, numerator)
         if deltas is not None:
-            deltas.append(Delta("host", creator, inc_host))
+            deltas.append(
+                Delta("host", creator, inc_host, landmark, t, capped_user, creator, self._host_cap)
+            )
         return applied
 
     def move_landmark(self, landmark: float) -> None:
-        """Rescale every numerator to a new landmark (automatic in `ingest`; rare)."""
+        """Rescale every numerator to a new landmark (automatic in `ingest`; once a period)."""
         factor = self.decay.move_landmark(landmark)
+        self._next_landmark = self.landmark_for(landmark) + self.landmark_period
         self.landmark_moves += 1
         for scores in (self._product_scores, self._session_scores, self._host_scores):
             for key, numerator in scores.items():
@@ -264,14 +308,65 @@ class TrendingIndex:
         for top in (self._product_top, self._host_top, *self._category_tops.values()):
             top.rebuild()
 
+    def live_members(self) -> tuple[list[str], list[str], list[str]]:
+        """The live products, sessions and hosts: what a node reads back from a shared store."""
+        return list(self._live_products), list(self._sessions), list(self._live_hosts)
+
+    def absorb(self, landmark: float, numerators: Mapping[Scope, Mapping[str, float]]) -> None:
+        """Take these members' numerators from a store shared by several nodes.
+
+        The values replace this index's own (they already hold what this node sent, plus what
+        every other node did). A store ahead of this index moves its landmark first; values
+        against an older landmark are converted. Numerators normally only grow between two
+        reads; when one shrank (the store lost data, a shared cap refused what this node had
+        granted) the lists are rebuilt.
+        """
+        decay = self.decay
+        if landmark > decay.landmark:
+            self.move_landmark(landmark)
+        convert = 1.0
+        if landmark < decay.landmark:
+            convert = math.exp(-decay.rate * (decay.landmark - landmark))
+        shrank = False
+        for scope, values in numerators.items():
+            scores = self._scores_of(scope)
+            for member, value in values.items():
+                numerator = value * convert
+                old = scores.get(member, 0.0)
+                if numerator == old:
+                    continue
+                scores[member] = numerator
+                if numerator < old:
+                    shrank = True
+                elif not shrank:
+                    self._offer(scope, member, numerator)
+        if shrank:
+            for top in (self._product_top, self._host_top, *self._category_tops.values()):
+                top.rebuild()
+
+    def _scores_of(self, scope: Scope) -> dict[str, float]:
+        if scope == "product":
+            return self._product_scores
+        if scope == "session":
+            return self._session_scores
+        return self._host_scores
+
+    def _offer(self, scope: Scope, member: str, numerator: float) -> None:
+        if scope == "product":
+            if member in self._live_products:
+                self._product_top.offer(member, numerator)
+                self._category_tops[self._products[member].category].offer(member, numerator)
+        elif scope == "host" and member in self._live_hosts:
+            self._host_top.offer(member, numerator)
+
     def compact(self, now: float) -> int:
         """Drop items that are not live and whose score fell below `forget_below`; returns how many.
 
         Optional housekeeping for memory (the landmark move does it too); scores are unaffected.
         """
-        if self.decay.needs_move(now):
+        if now >= self._next_landmark:
             before = len(self._product_scores) + len(self._host_scores)
-            self.move_landmark(now)
+            self.move_landmark(self.landmark_for(now))
             return before - len(self._product_scores) - len(self._host_scores)
         return self._forget(self.config.forget_below * self.decay.factor(now))
 
