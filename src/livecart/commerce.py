@@ -351,7 +351,9 @@ class CommerceService:
         self.stats["gate_refusals"] += 1
         return Failure(code, "sold out" if code == "sold_out" else "this offer has ended")
 
-    def _stock_changed(self, session: str, offer: str) -> None:
+    def stock_changed(self, session: str, offer: str) -> None:
+        """Read the offer's remaining stock on the next sweep and send `stock` to viewers
+        here (also called for sales made on other nodes, seen as `sold` events)."""
         self._stock_dirty[offer] = session
 
     def _webhooks_written(self) -> None:
@@ -376,7 +378,7 @@ class CommerceService:
         for r in releases:
             if r.offer_status == "open":
                 self.gate.reopen(r.offer)
-                self._stock_changed(r.session, r.offer)
+                self.stock_changed(r.session, r.offer)
         if releases:
             self._webhooks_written()
 
@@ -504,7 +506,7 @@ class CommerceService:
         if not outcome.replay:
             self.stats["orders_reserved"] += 1
             self._emit(order.session, "sold", {"offer": offer_id, "qty": order.qty})
-            self._stock_changed(order.session, offer_id)
+            self.stock_changed(order.session, offer_id)
             self._webhooks_written()
         return order
 

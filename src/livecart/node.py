@@ -108,6 +108,7 @@ class Node:
             webhook_secret=s.webhook_secret,
         )
         await self.commerce.start()
+        self.hub.on_sold = self.commerce.stock_changed
         self.moderation = ModerationService(
             self,
             rate=RatePolicy(s.chat_rate_per_s, s.chat_burst),

@@ -110,7 +110,11 @@ async def test_flash_sale_split_across_nodes_sells_exactly_the_stock(
                 },
             )
         ).json()
-    buyers = [await Client.connect(nodes[i % 3], token(f"cb{i}")) for i in range(60)]
+    watcher = await Client.connect(nodes[2], token("cb-watch"))
+    await watcher.send({"type": "join", "session": sid})
+    await watcher.expect("joined")
+    # Buyers on nodes 0 and 1 only: the watcher's node sells nothing itself.
+    buyers = [await Client.connect(nodes[i % 2], token(f"cb{i}")) for i in range(60)]
     await asyncio.gather(
         *(
             b.send({"type": "buy", "session": sid, "offer": offer["id"], "qty": 1, "ref": "x"})
@@ -120,7 +124,9 @@ async def test_flash_sale_split_across_nodes_sells_exactly_the_stock(
     outcomes = [await b.expect(("order", "error"), ref="x", timeout=15) for b in buyers]
     assert sum(1 for o in outcomes if o["type"] == "order") == 10
     assert all(o["code"] == "sold_out" for o in outcomes if o["type"] == "error")
-    for b in buyers:
+    # Coalesced stock reaches viewers on every node, not only where the sales were made.
+    assert (await watcher.expect("stock", timeout=5, remaining=0))["offer"] == offer["id"]
+    for b in [*buyers, watcher]:
         await b.close()
 
 

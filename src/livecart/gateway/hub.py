@@ -114,6 +114,8 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self.on_likes_flush: Callable[[dict[str, int]], Awaitable[None]] | None = None
         self.on_bus_lag: Callable[[float], None] | None = None
+        # A sale on any node: this node's viewers get the offer's new `stock`.
+        self.on_sold: Callable[[str, str], None] | None = None
         # Cluster mode: report local viewer counts, get totals over nodes (once a second).
         self.sync_viewers: Callable[[dict[str, int]], Awaitable[dict[str, int]]] | None = None
         # Cluster mode: add this node's new likes, get totals over nodes (every tick).
@@ -172,6 +174,10 @@ class Hub:
             return
         if pub.kind in ("status", "pinned", "slow"):
             self._apply(room, pub.kind, _body.decode(pub.data))
+        elif pub.kind == "sold" and self.on_sold is not None:
+            offer = _body.decode(pub.data).get("offer")
+            if isinstance(offer, str):
+                self.on_sold(session_id, offer)
         elif pub.kind == "chat" and self.on_bus_lag is not None and pub.offset % 16 == 0:
             # A sample of chat events: their `at` is stamped just before publishing.
             at = _body.decode(pub.data).get("at")
