@@ -30,6 +30,7 @@ from ..protocol import (
 from ..store import catalog
 from ..store import rooms as room_store
 from .connection import Connection, RoomCursor
+from .hub import Room
 
 log = logging.getLogger("livecart.gateway")
 
@@ -208,6 +209,21 @@ class Gateway:
                 await node.ranking.record(conn.identity, "join", session_id)
                 node.ranking.count_viewer(room.creator, joined=True)
         cursor.offset = None  # hold live events back until the snapshot is queued
+        try:
+            await self._snapshot(conn, room, since)
+        except BaseException:
+            # No snapshot went out: do not keep holding events for this room (the client
+            # got an error and may join again).
+            if cursor.offset is None:
+                self.node.hub.remove(conn, session_id)
+                conn.rooms.pop(session_id, None)
+            raise
+
+    async def _snapshot(
+        self, conn: Connection, room: Room, since: protocol.Position | None
+    ) -> None:
+        node = self.node
+        session_id = room.id
         position = None if since is None else StreamPosition(since.epoch, since.offset)
         limit = node.settings.history_size if position is not None else RECENT_SCAN
         history = await node.bus.history(session_id, position, limit)
