@@ -41,7 +41,8 @@ from .core.ranking.creator_score import CreatorScore, started_on_time
 from .core.ranking.shared import batch_deltas, ledger_period, store_numerators, unsynced
 from .core.ranking.signals import SignalKind
 from .core.ranking.trending import Scope
-from .protocol import Failure, encode
+from .protocol import Failure, encode, ws_text_frame
+from .protocol import frame as protocol_frame
 from .store.catalog import upsert_user
 
 if TYPE_CHECKING:
@@ -1013,10 +1014,12 @@ class RankingService:
         if self._unpushed_since is not None:
             self.node.metrics.push_seconds.observe(now - self._unpushed_since)
             self._unpushed_since = None
-        message = self._trending_frame(snapshot)
+        # One frame, framed once, written to every subscriber's socket.
+        payload = protocol_frame([self._trending_frame(snapshot)])
+        framed = ws_text_frame(payload)
         for sub in self._subs.values():
             if not sub.conn.closed and sub.conn.feed_on:
-                sub.conn.send(message)
+                sub.conn.write_shared(payload, framed)
 
     async def _push_feeds(self, now: float, due: list[_Subscriber]) -> None:
         candidates = self._fresh_candidates(now)
@@ -1024,7 +1027,7 @@ class RankingService:
         self._feed_version += 1
         version = self._feed_version
         changed: dict[tuple[int, int], bool] = {}
-        frames: dict[int, bytes] = {}
+        frames: dict[int, tuple[bytes, bytes]] = {}
         pushed: dict[int, tuple[list[FeedItem], int]] = {}
         computed = 0
         for sub in due:
@@ -1041,10 +1044,11 @@ class RankingService:
             if push is None:
                 push = changed[key] = feed_changed(sub.shown, current, is_live=self.index.is_live)
             if push and not conn.closed and conn.feed_on:
-                frame = frames.get(id(current))
-                if frame is None:
-                    frame = frames[id(current)] = encode(FeedMsg(version, current))
-                conn.send(frame)
+                shared = frames.get(id(current))
+                if shared is None:
+                    payload = protocol_frame([encode(FeedMsg(version, current))])
+                    shared = frames[id(current)] = (payload, ws_text_frame(payload))
+                conn.write_shared(*shared)
                 sub.shown, sub.pushed_at = current, now
                 items, times = pushed.get(id(current), (current, 0))
                 pushed[id(current)] = (items, times + 1)
