@@ -182,3 +182,22 @@ async def test_a_burst_under_the_budget_is_not_sampled() -> None:
     await settle(0.1)
     assert [m["offset"] for m in rec.messages()] == list(range(1, 31))
     assert not [m for m in rec.messages() if m["type"] == "chat_sampled"]
+
+
+async def test_a_hanging_cluster_sync_does_not_hold_up_state_events() -> None:
+    hub = make_hub()
+    hub._coalesce_s = 0.05
+    _, rec = viewer(hub, "v")
+
+    async def hang(rooms: dict[str, tuple[int, int]]) -> dict[str, int]:
+        await asyncio.Event().wait()
+        return {}
+
+    hub.sync_likes = hang
+    hub.add_likes(hub.rooms[SID], 3)
+    loop_task = asyncio.create_task(hub._coalesce_loop())
+    try:
+        await settle(1.6)
+    finally:
+        loop_task.cancel()
+    assert {"type": "likes", "session": SID, "total": 3} in rec.messages()

@@ -30,6 +30,9 @@ from .connection import Connection
 
 log = logging.getLogger("livecart.gateway")
 
+# A cluster sync that takes longer must not hold up the coalesced state events.
+SYNC_TIMEOUT_S = 1.0
+
 # What waits in a room for its next frame: (offset, or None for state events; the encoded
 # message; whether it is a chat message, the only kind sampling may skip).
 Entry = tuple[int | None, bytes, bool]
@@ -379,7 +382,12 @@ class Hub:
         if not counts:
             return
         self._reported = {room for room, n in counts.items() if n}
-        for room_id, total in (await sync(counts)).items():
+        try:
+            totals = await asyncio.wait_for(sync(counts), SYNC_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("viewer count sync timed out")
+            return
+        for room_id, total in totals.items():
             self.rooms[room_id].viewers_total = total
 
     async def _sync_likes(
@@ -395,7 +403,7 @@ class Hub:
         for room_id in rooms:
             self.rooms[room_id].likes_unsynced = 0
         try:
-            totals = await sync(rooms)
+            totals = await asyncio.wait_for(sync(rooms), SYNC_TIMEOUT_S)
         except Exception as exc:  # the local total stands in until Redis answers again
             log.warning("like total sync failed: %s", exc)
             for room_id, (delta, _) in rooms.items():
