@@ -55,7 +55,6 @@ import multiprocessing as mp
 import os
 import platform
 import re
-import resource
 import secrets
 import shutil
 import signal
@@ -67,10 +66,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchlib import (
+    cpu_model,
+    loadavg,
+    mem_total_gib,
+    percentile,
+    process_cpu_s,
+    require_local,
+    rss_kib,
+    self_cpu_s,
+    tree_cpu_s,
+    use_uvloop,
+)
 from fanout_baselines import MODULES, PACKAGES, READY, raise_nofile
 
 SYSTEMS = ("livecart", "websockets", "broadcaster", "socketio")
@@ -92,111 +102,9 @@ CHAT = b'"type":"chat"'
 SAMPLED = b'"chat_sampled"'
 SKIPPED = re.compile(rb'"skipped":(\d+)')
 STAMP = re.compile(rb"t=(\d{16,20})")
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), round(p / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def mem_total_gib() -> float:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) / (1 << 20)
-    except OSError:
-        pass
-    return float("nan")
-
-
-def loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "unknown"
-
-
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-def tree_cpu_s(root: int) -> float:
-    """utime + stime of a process and all its descendants (e.g. PostgreSQL's backends)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    members, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        for child, parent in parents.items():
-            if parent == pid and child not in members:
-                members.add(child)
-                frontier.append(child)
-    return sum(x for x in map(process_cpu_s, members) if x == x)
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def self_cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def use_uvloop() -> str:
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        return "uvloop"
-    except ImportError:
-        return "asyncio"
-
-
-def require_local(url: str, what: str) -> None:
-    host = urlsplit(url).hostname or ""
-    if host not in LOCAL_HOSTS:
-        raise SystemExit(f"bench_fanout: {what} must be on 127.0.0.1, got {host!r}")
 
 
 def fmt(x: float, spec: str = ",.0f") -> str:
@@ -1441,9 +1349,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.nodes > 1 and not args.redis_url:
         p.error("--nodes > 1 needs --redis-url")
     if args.redis_url:
-        require_local(args.redis_url, "--redis-url")
+        require_local(args.redis_url, "--redis-url", "bench_fanout")
     if args.database_url:
-        require_local(args.database_url, "--database-url")
+        require_local(args.database_url, "--database-url", "bench_fanout")
     return args
 
 

@@ -35,7 +35,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import platform
-import resource
 import secrets
 import shutil
 import signal
@@ -47,79 +46,29 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from benchlib import (
+    cpu_model,
+    loadavg,
+    percentile,
+    process_cpu_s,
+    require_local,
+    self_cpu_s,
+    use_uvloop,
+)
 from livecart.process import NodeProcess
 
 TARGET_RATIO = 3.0
 TARGET_P99_MS = 250.0
 CONNECT_CONCURRENCY = 100
 ROUND_TIMEOUT_S = 60.0
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 
 
 # ---------------------------------------------------------------- small helpers
 
 
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), round(p / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-def loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "unknown"
-
-
-def self_cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-def require_local(url: str, what: str) -> None:
-    host = urlsplit(url).hostname or ""
-    if host not in LOCAL_HOSTS:
-        raise SystemExit(f"bench_flash_sale: {what} must be on 127.0.0.1, got {host!r}")
-
-
-def use_uvloop() -> str:
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        return "uvloop"
-    except ImportError:
-        return "asyncio"
 
 
 # ---------------------------------------------------------------- results
@@ -653,9 +602,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.url and not args.database_url:
         p.error("--url needs --database-url to check orders and run the baselines")
     if args.url:
-        require_local(args.url, "--url")
+        require_local(args.url, "--url", "bench_flash_sale")
     if args.database_url:
-        require_local(args.database_url, "--database-url")
+        require_local(args.database_url, "--database-url", "bench_flash_sale")
     return args
 
 

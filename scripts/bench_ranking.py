@@ -59,6 +59,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from benchlib import loadavg, process_cpu_s
 from livecart.core.ranking import (
     ProductInfo,
     RankingConfig,
@@ -594,19 +595,6 @@ def _scrape(servers: list[str]) -> dict[str, float]:
     return totals
 
 
-def _cpu_seconds(pid: int) -> float:
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _load_average() -> str:
-    import os
-
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def _spawn(args: argparse.Namespace, secret: str) -> list[Any]:
     """Start `--spawn` nodes on one PostgreSQL (and one Redis for more than one)."""
     import tempfile
@@ -763,7 +751,7 @@ def _run_load(
         await asyncio.sleep(max(0.0, start + warmup - time.time()))
         measured_from = time.time()
         before = await asyncio.to_thread(_scrape, servers)
-        cpu_before = [_cpu_seconds(p) for p in pids]
+        cpu_before = [process_cpu_s(p) for p in pids]
         sent_at = []
         for target, size in zip(target_ids, sizes, strict=True):
             frames = [
@@ -781,14 +769,14 @@ def _run_load(
                 await asyncio.sleep(0)
             await asyncio.sleep(args.interval)
         after = await asyncio.to_thread(_scrape, servers)
-        cpu_after = [_cpu_seconds(p) for p in pids]
+        cpu_after = [process_cpu_s(p) for p in pids]
         measured_s = time.time() - measured_from
         for ws in conns:
             ws.close()
         burst_signals = 3 * sum(sizes)
         events = sum(v for k, v in after.items() if k.startswith("livecart_ranking_events"))
         events -= sum(v for k, v in before.items() if k.startswith("livecart_ranking_events"))
-        print(f"  measured window {measured_s:.1f} s; load average {_load_average()}")
+        print(f"  measured window {measured_s:.1f} s; load average {loadavg()}")
         closes = {
             k.split('"')[1]: after[k] - before.get(k, 0.0)
             for k in after
@@ -814,7 +802,7 @@ def _run_load(
         f"load {args.load:,.0f} signals/s over {math.ceil(args.load / args.per_connection)} "
         f"connections ({args.per_connection:g}/s each; flood limit 20 frames/2 s unless changed) "
         f"to {', '.join(load_servers)}; {args.rounds} bursts of {sizes[0]}–{sizes[-1]} viewers; "
-        f"clients connected in {setup_s:.0f} s; load average {_load_average()}"
+        f"clients connected in {setup_s:.0f} s; load average {loadavg()}"
     )
     sent_at, _, _ = asyncio.run(bursts())
     seen_all: list[dict[tuple[str, str], float]] = []
