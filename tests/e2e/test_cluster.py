@@ -3,33 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from ..conftest import redis_url_or_skip
 from .harness import Client, ServerProcess, live_session, token
-
-
-@pytest.fixture(scope="module")
-def nodes(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[ServerProcess]]:
-    redis_url = redis_url_or_skip()
-    procs = [
-        ServerProcess(
-            database_url,
-            str(tmp_path_factory.mktemp(f"node{i}")),
-            env={"REDIS_URL": redis_url, "LIVECART_NODE_ID": f"n{i}"},
-        ).start()
-        for i in range(3)
-    ]
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            p.kill()
 
 
 async def test_every_node_sees_one_order_of_offsets(nodes: list[ServerProcess]) -> None:

@@ -8,11 +8,9 @@ import asyncio
 import math
 import random
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from livecart.core.ranking import ProductInfo, RankingConfig, SessionInfo, Signal, TrendingIndex
 from livecart.core.ranking.shared import SharedStore, batch_deltas, ledger_period
@@ -25,25 +23,6 @@ from .harness import Client, ServerProcess, headers, live_session, token
 # Redis outlives a test run: names unique to this run keep earlier runs' scores out.
 RUN = secrets.token_hex(3)
 
-
-@pytest.fixture(scope="module")
-def nodes(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[ServerProcess]]:
-    redis_url = redis_url_or_skip()
-    procs = [
-        ServerProcess(
-            database_url,
-            str(tmp_path_factory.mktemp(f"rank-node{i}")),
-            env={"REDIS_URL": redis_url, "LIVECART_NODE_ID": f"r{i}"},
-        ).start()
-        for i in range(3)
-    ]
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            p.kill()
 
 
 async def _engage(node: ServerProcess, sid: str, pid: str, users: list[str]) -> None:

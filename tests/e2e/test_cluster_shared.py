@@ -6,34 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from ..conftest import redis_url_or_skip
 from .harness import Client, ServerProcess, code, headers, live_session, say, token
-
-
-@pytest.fixture(scope="module")
-def nodes(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[ServerProcess]]:
-    redis_url = redis_url_or_skip()
-    procs = [
-        ServerProcess(
-            database_url,
-            str(tmp_path_factory.mktemp(f"shared{i}")),
-            env={"REDIS_URL": redis_url, "LIVECART_NODE_ID": f"s{i}"},
-        ).start()
-        for i in range(3)
-    ]
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            p.kill()
 
 
 def unique(name: str) -> str:
