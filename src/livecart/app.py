@@ -369,16 +369,19 @@ API: list[ApiRoute] = [
 ]
 
 
-def create_app(settings: Settings, database_url: str, jwt_secret: str) -> Starlette:
+def create_app(settings: Settings, database_url: str, jwt_secret: str) -> App:
     node = Node(settings, database_url, jwt_secret)
+    gateway = Gateway(node)
     spec = openapi(API)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await node.start()
+        gateway.start()
         try:
             yield
         finally:
+            await gateway.stop()
             await node.stop()
 
     async def openapi_json(request: Request) -> Response:
@@ -392,15 +395,15 @@ def create_app(settings: Settings, database_url: str, jwt_secret: str) -> Starle
         *[Route(r.path, r.handler, methods=[r.method]) for r in API],
         *web.routes(),
     ]
-    app = App(Gateway(node), routes=routes, lifespan=lifespan)
+    app = App(gateway, routes=routes, lifespan=lifespan)
     app.state.node = node
     return app
 
 
 class App(Starlette):
-    """Starlette for HTTP; `/ws` goes straight to the gateway with the server's own
-    `receive`/`send` (no router or middleware layers on every frame), which lets the gateway
-    reach the socket for its shared-frame fast path."""
+    """Starlette for HTTP. `/ws` is normally served by the node's own wire protocol
+    (`gateway.wire`, given to uvicorn as its `ws` class); what reaches the app through ASGI
+    (permessage-deflate, another ASGI server) goes straight to the gateway, past the router."""
 
     def __init__(self, gateway: Gateway, **kw: Any) -> None:
         super().__init__(**kw)

@@ -19,6 +19,7 @@ import uvicorn
 
 from . import auth, config, logs
 from .config import ConfigError, Settings, node_name
+from .gateway import wire
 from .store.db import EmbeddedPostgres, migrate
 
 log = logging.getLogger("livecart")
@@ -79,11 +80,12 @@ async def _run_server(settings: Settings, on_ready: Any = None) -> None:
             app,
             host=settings.host,
             port=settings.port,
-            ws="websockets-sansio",
+            # `/ws` on the node's own protocol; anything else it hands to websockets-sansio.
+            ws=wire.protocol_class(app.gateway),
             ws_per_message_deflate=settings.ws_deflate,
             ws_max_size=max(1 << 20, settings.max_frame_bytes * 4),
-            ws_ping_interval=20,
-            ws_ping_timeout=20,
+            ws_ping_interval=wire.PING_INTERVAL_S,
+            ws_ping_timeout=wire.PING_TIMEOUT_S,
             lifespan="on",
             log_level="warning",
             access_log=False,

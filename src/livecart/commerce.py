@@ -457,16 +457,10 @@ class CommerceService:
 
     # ------------------------------------------------------------ buying
 
-    async def buy(
-        self, who: Identity, offer_id: str, qty: int, ref: str, *, session_id: str | None = None
-    ) -> Order:
-        """Reserve `qty` units (one code path for the `buy` frame and `POST /api/orders`).
-
-        Idempotent per (user, ref): a retry returns the same order, whatever its status or
-        the offer's. Returns only after commit. Raises unauthorized (guest), forbidden
-        (minor), not_found (offer, or not in `session_id`), offer_closed, not_live, sold_out,
-        limit_reached, duplicate (ref already used for another offer), bad_frame (qty or ref
-        out of range), unavailable (retry with the same ref)."""
+    def precheck(self, who: Identity, offer_id: str, qty: int, ref: str) -> None:
+        """What `buy` checks before any I/O: who may buy, the numbers, and the sold-out gate.
+        Raises the refusal; the gateway answers most of a flash sale's attempts here, in the
+        step that read the frame."""
         rules.require_buyer(who)
         if not 1 <= qty <= rules.MAX_QUANTITY:
             raise Failure("bad_frame", f"qty must be 1..{rules.MAX_QUANTITY}")
@@ -476,6 +470,27 @@ class CommerceService:
         code = self.gate.check(offer_id, who.sub, self._clock())
         if code is not None:
             raise self._gated(code)
+
+    async def buy(
+        self,
+        who: Identity,
+        offer_id: str,
+        qty: int,
+        ref: str,
+        *,
+        session_id: str | None = None,
+        checked: bool = False,
+    ) -> Order:
+        """Reserve `qty` units (one code path for the `buy` frame and `POST /api/orders`).
+
+        Idempotent per (user, ref): a retry returns the same order, whatever its status or
+        the offer's. Returns only after commit. Raises unauthorized (guest), forbidden
+        (minor), not_found (offer, or not in `session_id`), offer_closed, not_live, sold_out,
+        limit_reached, duplicate (ref already used for another offer), bad_frame (qty or ref
+        out of range), unavailable (retry with the same ref). `checked`: `precheck` has just
+        passed in the same loop step."""
+        if not checked:
+            self.precheck(who, offer_id, qty, ref)
         admission = self._admission.get(offer_id)
         if admission is None:
             admission = self._admission[offer_id] = asyncio.Semaphore(self._admit)

@@ -135,12 +135,12 @@ class Node:
         self.draining = True
         if self.settings.drain_grace_s:
             await asyncio.sleep(self.settings.drain_grace_s)
-        conns = list(self.connections)
-        if conns:
-            await asyncio.gather(
-                *(c.flush_and_close(CLOSE_GOING_AWAY, "server going away", timeout) for c in conns),
-                return_exceptions=True,
-            )
+        for conn in list(self.connections):
+            conn.close(CLOSE_GOING_AWAY, "server going away")  # what is queued goes first
+        # Clients answer the close; give them `timeout` to do it before the sockets are cut.
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     async def ready(self) -> dict[str, Any]:
         checks: dict[str, Any] = {"draining": self.draining}
@@ -165,15 +165,36 @@ class Node:
             self._sold_out.discard(offer)
         self.hub.set_stock(session_id, offer, remaining)
 
+    def buy_refusal(self, who: Identity, offer: str, qty: int, ref: str) -> Failure | None:
+        """The refusal a buy gets before any I/O (the sold-out gate, limits known here), counted
+        as an attempt; None when it must go on to `buy(..., checked=True)`."""
+        started = time.perf_counter()
+        try:
+            self.commerce.precheck(who, offer, qty, ref)
+        except Failure as exc:
+            self.metrics.buy_attempts.labels(exc.code).inc()
+            self.metrics.order_seconds.observe(time.perf_counter() - started)
+            return exc
+        return None
+
     async def buy(
-        self, who: Identity, offer: str, qty: int, ref: str, session_id: str | None = None
+        self,
+        who: Identity,
+        offer: str,
+        qty: int,
+        ref: str,
+        session_id: str | None = None,
+        *,
+        checked: bool = False,
     ) -> Order:
         """The one purchase path (WebSocket and REST), measured."""
         started = time.perf_counter()
         outcome = "reserved"
         try:
-            order = await self.commerce.buy(who, offer, qty, ref, session_id=session_id)
-            await self.ranking.record(
+            order = await self.commerce.buy(
+                who, offer, qty, ref, session_id=session_id, checked=checked
+            )
+            self.ranking.record(
                 who,
                 "purchase",
                 order.session,

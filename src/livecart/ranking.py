@@ -507,7 +507,7 @@ class RankingService:
 
     # ------------------------------------------------------------ signals
 
-    async def record(
+    def record(
         self,
         who: Identity,
         kind: SignalKind,
@@ -947,11 +947,15 @@ class RankingService:
 
     # ------------------------------------------------------------ real time
 
+    def unsubscribe(self, conn: Connection) -> None:
+        conn.feed_on = False
+        self._subs.pop(conn, None)
+
     async def subscribe(self, conn: Connection, on: bool) -> None:
-        conn.feed_on = on
         if not on:
-            self._subs.pop(conn, None)
+            self.unsubscribe(conn)
             return
+        conn.feed_on = True
         viewer = None if conn.identity.is_guest else await self._viewer(conn.identity)
         now = self._clock()
         conn.send(self._trending_frame(self.index.snapshot(now)))
@@ -962,9 +966,6 @@ class RankingService:
         self._feed_version += 1
         self.shown(items)
         conn.send(encode(FeedMsg(self._feed_version, items)))
-
-    def forget(self, conn: Connection) -> None:
-        self._subs.pop(conn, None)
 
     def _trending_frame(self, snapshot: TrendingSnapshot) -> bytes:
         return encode(

@@ -1,8 +1,7 @@
 """The hub's fan-out: idle rooms send at once, busy rooms one shared frame per tick, huge
 rooms a fair sample of chat announced with chat_sampled, and every viewer's room events in
-offset order with no gaps and no duplicates. Connections here use the ASGI send path (the
-recorder stands for the server's `send`), which carries exactly the frames the fast path
-writes to the socket."""
+offset order with no gaps and no duplicates. Connections here write to a recorder that stands
+for the socket."""
 
 from __future__ import annotations
 
@@ -22,17 +21,28 @@ SID = "s1"
 
 
 class Recorder:
-    """The ASGI side of one client: every frame the connection sends, decoded."""
+    """The socket of one client: every frame the connection sends, decoded."""
 
     def __init__(self) -> None:
         self.frames: list[list[dict[str, Any]]] = []
         self.close_code: int | None = None
 
-    async def send(self, message: dict[str, Any]) -> None:
-        self.frames.append(json.loads(message["text"]))
+    def send(self, payload: bytes, framed: bytes | None) -> int:
+        if self.close_code is not None:
+            return -1
+        if framed is not None:
+            assert framed.endswith(payload), "the framed bytes carry the payload"
+        self.frames.append(json.loads(payload))
+        return 0
 
-    async def close(self, code: int, reason: str = "") -> None:
+    def close(self, code: int, reason: str = "") -> None:
         self.close_code = code
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
 
     def messages(self) -> list[dict[str, Any]]:
         return [m for f in self.frames for m in f]
@@ -61,7 +71,7 @@ def make_hub(tick_s: float = 0.05, budget: float = 30.0) -> Hub:
 def viewer(hub: Hub, user: str, offset: int | None = 0) -> tuple[Connection, Recorder]:
     rec = Recorder()
     conn = Connection(
-        rec,  # type: ignore[arg-type]
+        rec,
         f"conn-{user}",
         Identity(user, user, "viewer"),
         max_bytes=1 << 20,

@@ -9,13 +9,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.websockets import WebSocket
 
 from ..auth import Identity
 from ..metrics import Metrics
-from ..protocol import CLOSE_TOO_SLOW, ErrorMsg, encode, frame, ws_text_frame
+from ..protocol import CLOSE_TOO_SLOW, ErrorMsg, encode, frame
 
 log = logging.getLogger("livecart.gateway")
 
@@ -32,20 +32,76 @@ class RoomCursor:
         self.resyncing = False
 
 
-def raw_socket(ws: WebSocket) -> Any | None:
-    """uvicorn's `websockets-sansio` protocol object behind `ws`, when frames may be written
-    to its transport directly: the server's fast path (one `transport.write` of bytes built
-    once per room, no task per connection). None under any other ASGI server, or when the
-    client negotiated permessage-deflate (then every frame goes through the ASGI `send`,
-    which compresses it for that connection)."""
-    proto = getattr(getattr(ws, "_send", None), "__self__", None)
-    if proto is None or not all(
-        hasattr(proto, a) for a in ("transport", "close_sent", "disconnected", "conn")
-    ):
-        return None
-    if getattr(proto.conn, "extensions", None):
-        return None
-    return proto
+class Socket(Protocol):
+    """Where a connection's frames go: the node's own wire protocol (`wire.WireProtocol`) or,
+    under any ASGI server, `AsgiSocket`."""
+
+    def send(self, payload: bytes, framed: bytes | None) -> int:
+        """Write one frame (`framed`: `payload` already WebSocket-framed, or None); returns
+        the bytes now waiting for the client, -1 when the socket is closed."""
+        ...
+
+    def close(self, code: int, reason: str = "") -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class AsgiSocket:
+    """A `Socket` over ASGI `send`: frames wait in a bounded queue for one writer task."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.closed = False
+        self.readable = asyncio.Event()  # cleared while the gateway has enough to do
+        self.readable.set()
+        self._frames: deque[bytes] = deque()
+        self._bytes = 0
+        self._wakeup = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self.writer = asyncio.get_running_loop().create_task(self._run())
+
+    def send(self, payload: bytes, framed: bytes | None) -> int:
+        if self.closed:
+            return -1
+        self._frames.append(payload)
+        self._bytes += len(payload)
+        self._wakeup.set()
+        return self._bytes
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close once what is queued has been sent."""
+        if not self.closed:
+            self.closed = True
+            self._close = (code, reason)
+            self._wakeup.set()
+
+    def pause_reading(self) -> None:
+        self.readable.clear()
+
+    def resume_reading(self) -> None:
+        self.readable.set()
+
+    async def _run(self) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._frames:
+                    payload = self._frames.popleft()
+                    self._bytes -= len(payload)
+                    await self.ws.send({"type": "websocket.send", "text": payload.decode()})
+                if self._close is not None:
+                    await self.ws.close(*self._close)
+                    return
+
+    async def finish(self, timeout: float = 2.0) -> None:
+        """Wait for the writer to send what is queued and the close (if any), then stop it."""
+        if self._close is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.writer), timeout)
+        self.writer.cancel()
 
 
 class Connection:
@@ -53,9 +109,31 @@ class Connection:
     errors, snapshots) queue here and leave together at the end of the current event-loop
     step; room events arrive as whole frames shared by the room (`write_shared`)."""
 
+    __slots__ = (
+        "_behind_since",
+        "_clock",
+        "_loop",
+        "_max_age",
+        "_max_bytes",
+        "_metrics",
+        "_on_gap",
+        "_queue",
+        "_queued_bytes",
+        "_scheduled",
+        "backlog",
+        "close_code",
+        "closed",
+        "feed_on",
+        "first_seen",
+        "id",
+        "identity",
+        "rooms",
+        "socket",
+    )
+
     def __init__(
         self,
-        ws: WebSocket,
+        socket: Socket,
         conn_id: str,
         identity: Identity,
         *,
@@ -65,7 +143,7 @@ class Connection:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.ws = ws
+        self.socket = socket
         self.id = conn_id
         self.identity = identity
         self.rooms: dict[str, RoomCursor] = {}
@@ -73,6 +151,8 @@ class Connection:
         self.first_seen: float | None = None
         self.closed = False
         self.close_code: int | None = None
+        # Frames read while an earlier one is still being handled (None: nothing is).
+        self.backlog: deque[bytes] | None = None
         self._queue: list[bytes] = []
         self._queued_bytes = 0
         self._scheduled = False
@@ -82,18 +162,8 @@ class Connection:
         self._on_gap = on_gap
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
-        self._raw = raw_socket(ws)
         # Since when the socket's write buffer has been non-empty (the client is behind).
         self._behind_since: float | None = None
-        # The ASGI path (no raw socket): frames wait here for the writer task.
-        self._frames: deque[bytes] = deque()
-        self._frames_bytes = 0
-        self._wakeup = asyncio.Event()
-        self.writer: asyncio.Task[None] | None = None
-        if self._raw is None:
-            self.writer = self._loop.create_task(self._run_writer(), name=f"writer-{conn_id}")
-        # The close frame's send; the endpoint waits for it before the ASGI call ends.
-        self.closing: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ output
 
@@ -139,7 +209,7 @@ class Connection:
             self._metrics.frames_out.inc()
             self._metrics.messages_out.inc(len(batch))
             self._metrics.bytes_out.inc(len(payload))
-            self._metrics.outbox_depth.observe(behind)
+            self._metrics.outbox_depth.observe(max(behind, 0))
 
     def write_shared(self, payload: bytes, framed: bytes) -> bool:
         """Write a frame built once for many connections (`framed` is `payload` as WebSocket
@@ -153,23 +223,12 @@ class Connection:
 
     def _write(self, payload: bytes, framed: bytes | None) -> int:
         """Write one frame; returns the bytes now waiting for this client."""
-        raw = self._raw
-        if raw is None:
-            self._frames.append(payload)
-            self._frames_bytes += len(payload)
-            if self._frames_bytes > self._max_bytes:
-                self._too_slow(self._frames_bytes)
-            self._wakeup.set()
-            return self._frames_bytes
-        if raw.close_sent or raw.disconnected:
-            self.closed = True
-            return 0
-        transport = raw.transport
-        transport.write(framed if framed is not None else ws_text_frame(payload))
+        behind = self.socket.send(payload, framed)
         # Bound what waits for this client: bytes in the socket's buffer, and how long it
         # has been behind. The kernel's send buffer (socket_send_buffer) comes first.
-        behind: int = transport.get_write_buffer_size()
-        if not behind:
+        if behind <= 0:
+            if behind < 0:
+                self.closed = True
             self._behind_since = None
         elif behind > self._max_bytes:
             self._too_slow(behind)
@@ -187,18 +246,6 @@ class Connection:
         )
         self.close(CLOSE_TOO_SLOW, "too slow to keep up")
 
-    async def _run_writer(self) -> None:
-        try:
-            while not self.closed:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._frames and not self.closed:
-                    payload = self._frames.popleft()
-                    self._frames_bytes -= len(payload)
-                    await self.ws.send({"type": "websocket.send", "text": payload.decode()})
-        except Exception:
-            self.closed = True
-
     def close(self, code: int, reason: str = "") -> None:
         """Close at once; safe to call more than once. Answers already queued go out first,
         except to a client closed for being too slow (its queued output is dropped)."""
@@ -208,30 +255,12 @@ class Connection:
             self.flush()
         self.closed = True
         self.close_code = code
-        dropped = len(self._queue) + len(self._frames)
-        if self._metrics is not None and dropped:
-            self._metrics.drops.inc(dropped)
+        if self._metrics is not None and self._queue:
+            self._metrics.drops.inc(len(self._queue))
         self._queue.clear()
-        self._frames.clear()
-        self._frames_bytes = self._queued_bytes = 0
-        self._wakeup.set()
-        self.closing = self._loop.create_task(self._close(code, reason))
-
-    async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close(code, reason)
-
-    async def flush_and_close(self, code: int, reason: str, timeout: float = 1.0) -> None:
-        """Send what is queued (waiting at most `timeout` for the ASGI path), then close."""
-        self.flush()
-        deadline = self._clock() + timeout
-        while self._frames and not self.closed and self._clock() < deadline:
-            await asyncio.sleep(0.01)
-        if not self.closed:
-            self.closed = True
-            self.close_code = code
-            self._wakeup.set()
-            await self._close(code, reason)
+        self._queued_bytes = 0
+        self.backlog = None
+        self.socket.close(code, reason)
 
     # ------------------------------------------------------------ room events
 

@@ -7,6 +7,9 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import deque
+from collections.abc import Awaitable, Coroutine
+from typing import Any
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -29,45 +32,110 @@ from ..protocol import (
 )
 from ..store import catalog
 from ..store import rooms as room_store
-from .connection import Connection, RoomCursor
+from .connection import AsgiSocket, Connection, RoomCursor, Socket
 from .hub import Room
+from .wire import PING_INTERVAL_S, PING_TIMEOUT_S, Handshake, WireProtocol
 
 log = logging.getLogger("livecart.gateway")
 
 CHAT_MAX_CHARS = 500
 RECENT_SCAN = 200  # newest log events scanned for the snapshot's recent chat
 _ids = itertools.count(1)
+_running: set[asyncio.Task[None]] = set()  # frame handling in flight (kept from the GC)
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Frames read while one is being handled wait on the connection; past this many the socket
+# stops reading (TCP pushes back on the client) until they are done.
+BACKLOG_MAX = 64
+
+
 class Gateway:
+    """The WebSocket side of a node. Both transports (the node's own wire protocol and ASGI)
+    hand it whole messages through `received`, in the step that read them. A frame that
+    needs no I/O (ping, like, signal, a buy the sold-out gate refuses, ...) is answered in
+    that same step; one that waits (chat, join, a buy that reaches PostgreSQL) runs in a task,
+    and the frames after it wait their turn, so each connection's frames are handled in
+    order."""
+
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._frames_in: dict[str, Any] = {}
+        self._keepalive: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._keepalive = asyncio.get_running_loop().create_task(
+            self._keepalive_loop(), name="ws-keepalive"
+        )
+
+    async def stop(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+
+    # ------------------------------------------------------------ opening and closing
+
+    def connect(self, socket: WireProtocol, hs: Handshake) -> None:
+        """A `/ws` handshake on the node's own wire protocol."""
+        node = self.node
+        if node.draining:
+            socket.reject(503, "Service Unavailable")
+            node.metrics.closes.labels(str(protocol.CLOSE_GOING_AWAY)).inc()
+            return
+        socket.accept(hs)
+        conn = self._open(socket, f"{node.id}-{next(_ids)}", hs.query.get("token"))
+        if conn is not None:
+            socket.conn = conn
 
     async def handle(self, ws: WebSocket) -> None:
+        """A `/ws` connection through ASGI (permessage-deflate, or another ASGI server)."""
         node = self.node
-        conn_id = f"{node.id}-{next(_ids)}"
-        token = ws.query_params.get("token")
         if node.draining:
             await ws.close(protocol.CLOSE_GOING_AWAY)
             node.metrics.closes.labels(str(protocol.CLOSE_GOING_AWAY)).inc()
             return
+        await ws.accept()
+        socket = AsgiSocket(ws)
+        conn = self._open(socket, f"{node.id}-{next(_ids)}", ws.query_params.get("token"))
+        if conn is None:
+            await socket.finish()
+            return
+        code = 1000
+        try:
+            while not conn.closed:
+                await socket.readable.wait()
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    code = message.get("code", 1000)
+                    break
+                raw: bytes | None = message.get("bytes")
+                if raw is None:
+                    raw = (message.get("text") or "").encode()
+                self.received(conn, raw)
+        except WebSocketDisconnect as exc:
+            code = exc.code
+        finally:
+            self.closed(conn, code)
+            await socket.finish()
+
+    def _open(self, socket: Socket, conn_id: str, token: str | None) -> Connection | None:
+        """Authenticate, register and greet; None (and a 4001 close) for a bad token."""
+        node = self.node
         try:
             identity = auth.verify(node.jwt_secret, token) if token else auth.guest(conn_id)
         except auth.AuthError as exc:
-            await ws.accept()
             err = protocol.ErrorMsg("unauthorized", f"invalid token: {exc}")
-            await ws.send_text(protocol.frame([encode(err)]).decode())
-            await ws.close(protocol.CLOSE_UNAUTHORIZED, "unauthorized")
+            socket.send(protocol.frame([encode(err)]), None)
+            socket.close(protocol.CLOSE_UNAUTHORIZED, "unauthorized")
             node.metrics.closes.labels(str(protocol.CLOSE_UNAUTHORIZED)).inc()
-            return
-        await ws.accept()
+            return None
         s = node.settings
         conn = Connection(
-            ws,
+            socket,
             conn_id,
             identity,
             max_bytes=s.outbox_max_bytes,
@@ -89,93 +157,176 @@ class Gateway:
                 )
             )
         )
+        if not identity.is_guest:
+            # Frames that arrive meanwhile wait in the backlog.
+            conn.backlog = deque()
+            self._spawn(
+                self._drain(
+                    conn,
+                    catalog.upsert_user(
+                        node.pool, identity.sub, identity.name, identity.role, identity.minor
+                    ),
+                )
+            )
+        return conn
+
+    def closed(self, conn: Connection, code: int) -> None:
+        """The client is gone (`code`: what it sent, or what we sent first)."""
+        node = self.node
+        code = conn.close_code or code
+        conn.close_code = code
+        conn.closed = True
+        conn.backlog = None
+        node.metrics.connections.labels(conn.identity.role).dec()
+        node.metrics.closes.labels(str(code)).inc()
+        log.debug("disconnected", extra={**conn.info(), "code": code})
+        node.connections.discard(conn)
+        node.ranking.unsubscribe(conn)
+        for session_id in list(conn.rooms):
+            self._left(conn, session_id)
+
+    async def _keepalive_loop(self) -> None:
+        """One sweep for every connection on the wire protocol (uvicorn pings the others)."""
+        while True:
+            await asyncio.sleep(min(PING_INTERVAL_S, PING_TIMEOUT_S) / 2)
+            now = time.monotonic()
+            for conn in list(self.node.connections):
+                if isinstance(conn.socket, WireProtocol):
+                    conn.socket.keepalive(now)
+
+    # ------------------------------------------------------------ frames in
+
+    def received(self, conn: Connection, message: bytes) -> None:
+        """One whole client message, in the step that read it."""
+        backlog = conn.backlog
+        if backlog is not None:
+            backlog.append(message)
+            if len(backlog) == BACKLOG_MAX:
+                conn.socket.pause_reading()
+            return
+        work = self._frame(conn, message)
+        if work is not None:
+            conn.backlog = deque()
+            self._spawn(self._drain(conn, work))
+
+    async def _drain(self, conn: Connection, work: Awaitable[Any]) -> None:
+        """Finish `work`, then handle the frames that arrived meanwhile, in order."""
+        paused = False
         try:
-            if not identity.is_guest:
-                await catalog.upsert_user(
-                    node.pool, identity.sub, identity.name, identity.role, identity.minor
-                )
-            await self._read_loop(conn)
-        except WebSocketDisconnect as exc:
-            conn.close_code = conn.close_code or exc.code
+            await work
+            while not conn.closed:
+                backlog = conn.backlog
+                if not backlog:
+                    break
+                paused = paused or len(backlog) >= BACKLOG_MAX
+                next_work = self._frame(conn, backlog.popleft())
+                if next_work is not None:
+                    await next_work
+        except Exception:
+            log.exception("frame handling failed", extra=conn.info())
         finally:
-            node.metrics.connections.labels(identity.role).dec()
-            node.metrics.closes.labels(str(conn.close_code or 1000)).inc()
-            log.debug("disconnected", extra={**conn.info(), "code": conn.close_code or 1000})
-            conn.closed = True
-            node.connections.discard(conn)
-            node.ranking.forget(conn)
-            for session_id in list(conn.rooms):
-                await self._left(conn, session_id)
-            if conn.writer is not None:
-                conn.writer.cancel()
-            if conn.closing is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.closing, 2)
+            conn.backlog = None
+            if paused and not conn.closed:
+                conn.socket.resume_reading()
 
-    async def _read_loop(self, conn: Connection) -> None:
-        max_bytes = self.node.settings.max_frame_bytes
-        metrics = self.node.metrics
-        while not conn.closed:
-            message = await conn.ws.receive()
-            if message["type"] == "websocket.disconnect":
-                conn.close_code = conn.close_code or message.get("code", 1000)
-                return
-            raw: bytes | None = message.get("bytes")
-            if raw is None:
-                raw = (message.get("text") or "").encode()
-            if len(raw) > max_bytes:
-                metrics.frames_in.labels("invalid").inc()
-                conn.send_error("too_large", f"frames are limited to {max_bytes} bytes")
-                continue
-            try:
-                frame = protocol.decode_frame(raw)
-            except Failure as exc:
-                metrics.frames_in.labels("invalid").inc()
-                conn.send_error(exc.code, exc.message, protocol.frame_ref(exc))
-                continue
-            metrics.frames_in.labels(type(frame).__struct_config__.tag).inc()
-            ref = getattr(frame, "ref", None)
-            if not isinstance(frame, protocol.Chat) and self.node.moderation.flooding(conn):
-                return
-            try:
-                await self.dispatch(conn, frame)
-            except Failure as exc:
-                conn.send_error(
-                    exc.code,
-                    exc.message,
-                    ref,
-                    retry_after_ms=exc.retry_after_ms,
-                    session=getattr(frame, "session", None),
-                )
-            except Exception:
-                log.exception("frame handling failed", extra=conn.info())
-                conn.send_error("unavailable", "internal error; retry later", ref)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        _running.add(task)
+        task.add_done_callback(_running.discard)
 
-    async def dispatch(self, conn: Connection, frame: protocol.ClientFrame) -> None:
+    def _frame(self, conn: Connection, raw: bytes) -> Coroutine[Any, Any, None] | None:
+        """Decode and handle one message: None when it is done, else the work still to do."""
+        node = self.node
+        max_bytes = node.settings.max_frame_bytes
+        if len(raw) > max_bytes:
+            self._count("invalid")
+            conn.send_error("too_large", f"frames are limited to {max_bytes} bytes")
+            return None
+        try:
+            frame = protocol.decode_frame(raw)
+        except Failure as exc:
+            self._count("invalid")
+            conn.send_error(exc.code, exc.message, protocol.frame_ref(exc))
+            return None
+        self._count(str(type(frame).__struct_config__.tag))
+        if not isinstance(frame, protocol.Chat) and node.moderation.flooding(conn):
+            return None
+        try:
+            if self._quick(conn, frame):
+                return None
+        except Failure as exc:
+            self._refused(conn, frame, exc)
+            return None
+        return self._handle(conn, frame)
+
+    def _count(self, kind: str | None) -> None:
+        child = self._frames_in.get(kind or "")
+        if child is None:
+            child = self._frames_in[kind or ""] = self.node.metrics.frames_in.labels(kind)
+        child.inc()
+
+    @staticmethod
+    def _refused(conn: Connection, frame: protocol.ClientFrame, exc: Failure) -> None:
+        conn.send_error(
+            exc.code,
+            exc.message,
+            getattr(frame, "ref", None),
+            retry_after_ms=exc.retry_after_ms,
+            session=getattr(frame, "session", None),
+        )
+
+    async def _handle(self, conn: Connection, frame: protocol.ClientFrame) -> None:
+        try:
+            await self.dispatch(conn, frame)
+        except Failure as exc:
+            self._refused(conn, frame, exc)
+        except Exception:
+            log.exception("frame handling failed", extra=conn.info())
+            conn.send_error("unavailable", "internal error; retry later", getattr(frame, "ref", None))
+
+    def _quick(self, conn: Connection, frame: protocol.ClientFrame) -> bool:
+        """Handle `frame` now if it needs no I/O; False when `dispatch` must."""
+        node = self.node
         match frame:
             case protocol.Ping(ref=ref):
                 conn.send(encode(Pong(ref)))
+                return True
+            case protocol.Buy():
+                # A flash sale's refusals are answered here (the gate is in memory); what
+                # passes goes on to `dispatch`, which starts in this same step.
+                failure = node.buy_refusal(conn.identity, frame.offer, frame.qty, frame.ref)
+                if failure is not None:
+                    raise failure
+                return False
+            case protocol.Like() | protocol.Signal():
+                self._participant(conn.identity)
+                room = node.hub.rooms.get(frame.session)
+                if room is None:
+                    return False  # `dispatch` loads it
+                self._engage(conn, room, frame)
+                return True
+            case protocol.Feed(on=False):
+                node.ranking.unsubscribe(conn)
+                return True
+        return False
+
+    async def dispatch(self, conn: Connection, frame: protocol.ClientFrame) -> None:
+        match frame:
             case protocol.Join():
                 await self.join(conn, frame.session, frame.since)
             case protocol.Leave(session=session_id):
-                await self._left(conn, session_id)
+                self._left(conn, session_id)
                 conn.send(encode(Left(session_id)))
-            case protocol.Signal():
+            case protocol.Like() | protocol.Signal():
                 self._participant(conn.identity)
-                room = await self.node.room(frame.session)
-                await self.node.ranking.record(
-                    conn.identity, frame.name, room.id, product_id=frame.product
-                )
-                self.node.ranking.count_viewer(room.creator, clicks=1)
+                self._engage(conn, await self.node.room(frame.session), frame)
             case protocol.Feed(on=on):
                 await self.node.ranking.subscribe(conn, on)
             case protocol.Chat():
                 await self.chat(conn, frame)
-            case protocol.Like():
-                await self.like(conn, frame)
             case protocol.Buy():
                 order = await self.node.buy(
-                    conn.identity, frame.offer, frame.qty, frame.ref, frame.session
+                    conn.identity, frame.offer, frame.qty, frame.ref, frame.session, checked=True
                 )
                 conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
             case protocol.Bid():
@@ -194,6 +345,20 @@ class Gateway:
             case _:
                 raise Failure("unavailable", f"{type(frame).__name__.lower()} is not enabled")
 
+    def _engage(
+        self, conn: Connection, room: Room, frame: protocol.Like | protocol.Signal
+    ) -> None:
+        """A like or a signal, once the room is known."""
+        node = self.node
+        if isinstance(frame, protocol.Like):
+            if room.status != "live":
+                raise Failure("not_live")
+            node.hub.add_likes(room, frame.count)
+            node.ranking.record(conn.identity, "like", room.id, count=frame.count)
+        else:
+            node.ranking.record(conn.identity, frame.name, room.id, product_id=frame.product)
+            node.ranking.count_viewer(room.creator, clicks=1)
+
     # ------------------------------------------------------------ join
 
     async def join(
@@ -206,7 +371,7 @@ class Gateway:
         if cursor is None:
             cursor = conn.rooms[session_id] = RoomCursor()
             if not conn.identity.is_guest:
-                await node.ranking.record(conn.identity, "join", session_id)
+                node.ranking.record(conn.identity, "join", session_id)
                 node.ranking.count_viewer(room.creator, joined=True)
         cursor.offset = None  # hold live events back until the snapshot is queued
         try:
@@ -273,7 +438,7 @@ class Gateway:
                 conn.send(protocol.with_offset(pub.offset, pub.data))
         conn.position(session_id, history.position.epoch, history.position.offset)
 
-    async def _left(self, conn: Connection, session_id: str) -> None:
+    def _left(self, conn: Connection, session_id: str) -> None:
         """Leave a room; the time spent in it counts as watch time."""
         self.node.hub.remove(conn, session_id)
         cursor = conn.rooms.pop(session_id, None)
@@ -283,7 +448,7 @@ class Gateway:
         seconds = time.monotonic() - cursor.joined_at
         self.node.ranking.count_viewer(room.creator, seconds=seconds)
         with contextlib.suppress(Exception):  # a lost watch-time sample must not fail a leave
-            await self.node.ranking.record(conn.identity, "watch", session_id, minutes=seconds / 60)
+            self.node.ranking.record(conn.identity, "watch", session_id, minutes=seconds / 60)
 
     def _on_gap(self, conn: Connection, session_id: str) -> None:
         asyncio.get_running_loop().create_task(self._fill_gap(conn, session_id))
@@ -341,13 +506,5 @@ class Gateway:
             raise
         conn.send(encode(Ack(frame.ref, offset)))
         node.metrics.chat_acks.inc()
-        await node.ranking.record(who, "chat", room.id)
+        node.ranking.record(who, "chat", room.id)
         node.metrics.chat_ack_seconds.observe(time.perf_counter() - started)
-
-    async def like(self, conn: Connection, frame: protocol.Like) -> None:
-        self._participant(conn.identity)
-        room = await self.node.room(frame.session)
-        if room.status != "live":
-            raise Failure("not_live")
-        self.node.hub.add_likes(room, frame.count)
-        await self.node.ranking.record(conn.identity, "like", room.id, count=frame.count)
