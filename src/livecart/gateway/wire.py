@@ -61,6 +61,8 @@ CLOSE_TOO_BIG = 1009
 CLOSE_KEEPALIVE = 1011
 CLOSE_RESTART = 1012
 CLOSE_ABNORMAL = 1006  # no close frame was received (never sent on the wire)
+# Codes a close frame may carry besides 3000-4999 (RFC 6455 §7.4; 1012-1014 registered since).
+_CLOSE_CODES_ON_WIRE = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 
 
 def control_frame(opcode: int, payload: bytes = b"") -> bytes:
@@ -292,6 +294,12 @@ class WireProtocol(asyncio.Protocol):
             return self.fail(CLOSE_PROTOCOL_ERROR, "bad close frame")
         if len(payload) >= 2:
             code = int.from_bytes(payload[:2], "big")
+            if code not in _CLOSE_CODES_ON_WIRE and not 3000 <= code < 5000:
+                return self.fail(CLOSE_PROTOCOL_ERROR, "bad close code")
+            try:
+                payload[2:].decode()
+            except UnicodeDecodeError:
+                return self.fail(CLOSE_INVALID_DATA, "close reasons must be UTF-8")
         if self.close_sent:  # the reply to ours: the closing handshake is complete
             self.transport.close()
             return
