@@ -177,6 +177,30 @@ class _KeyedLocks:
         return len(self._locks)
 
 
+# Purchases of one offer that go to PostgreSQL together, at most (one transaction).
+BUY_BATCH_MAX = 64
+
+
+class _Attempt:
+    """A purchase waiting for its turn at the database."""
+
+    __slots__ = ("future", "qty", "ref", "session_id", "who")
+
+    def __init__(
+        self,
+        who: Identity,
+        qty: int,
+        ref: str,
+        session_id: str | None,
+        future: asyncio.Future[Order],
+    ) -> None:
+        self.who = who
+        self.qty = qty
+        self.ref = ref
+        self.session_id = session_id
+        self.future = future
+
+
 class CommerceService:
     """Offers, purchases, orders, auctions and merchant webhooks for every session."""
 
@@ -210,9 +234,12 @@ class CommerceService:
         # One bid per auction in flight on this node, so `bid` events leave in seq order.
         self._bid_locks = _KeyedLocks()
         self.gate = rules.SoldOutGate(gate_ttl_s)
-        # Purchases of one offer in flight at once on this node (they contend for one row).
+        # Purchases of one offer in flight at once on this node (they contend for one row);
+        # the others wait in the offer's queue, each as a future (no task per attempt).
         self._admit = max(2, min(8, pool.get_max_size() // 2))
-        self._admission: dict[str, asyncio.Semaphore] = {}
+        self._waiting: dict[str, deque[_Attempt]] = {}
+        self._admitting: dict[str, int] = {}
+        self._admitters: set[asyncio.Task[None]] = set()
         self.deliverer: WebhookDeliverer | None = (
             WebhookDeliverer(pool, webhook_url, webhook_secret) if webhook_url else None
         )
@@ -241,6 +268,10 @@ class CommerceService:
             await self.deliverer.start()
 
     async def stop(self) -> None:
+        if self._admitters:  # purchases in flight finish; what still waits gets `unavailable`
+            _, late = await asyncio.wait(set(self._admitters), timeout=self._op_timeout_s)
+            for task in late:
+                task.cancel()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -487,43 +518,114 @@ class CommerceService:
         the offer's. Returns only after commit. Raises unauthorized (guest), forbidden
         (minor), not_found (offer, or not in `session_id`), offer_closed, not_live, sold_out,
         limit_reached, duplicate (ref already used for another offer), bad_frame (qty or ref
-        out of range), unavailable (retry with the same ref). `checked`: `precheck` has just
-        passed in the same loop step."""
+        out of range), unavailable (retry with the same ref)."""
+        return await self.reserve(who, offer_id, qty, ref, session_id=session_id, checked=checked)
+
+    def reserve(
+        self,
+        who: Identity,
+        offer_id: str,
+        qty: int,
+        ref: str,
+        *,
+        session_id: str | None = None,
+        checked: bool = False,
+    ) -> asyncio.Future[Order]:
+        """`buy` as a future, with no task per attempt: the order, or the refusal as its
+        exception. `checked`: `precheck` has just passed in the same loop step.
+
+        A burst waits in the offer's queue, not on the pool: at most `_admit` attempts of one
+        offer are at the database at once, and by the time a waiting attempt's turn comes the
+        gate usually knows the answer, so a refusal then costs no database work."""
+        fut: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
         if not checked:
-            self.precheck(who, offer_id, qty, ref)
-        admission = self._admission.get(offer_id)
-        if admission is None:
-            admission = self._admission[offer_id] = asyncio.Semaphore(self._admit)
-        async with admission:
-            # A burst queues here, not on the pool: by the time an attempt is admitted the
-            # gate usually knows the answer, and a refusal then costs no database work.
-            late = self.gate.check(offer_id, who.sub, self._clock())
-            if late is not None:
-                raise self._gated(late)
-            stamp = self.gate.stamp(offer_id)
-            outcome = await self._db(
-                lambda conn: store.buy(
+            try:
+                self.precheck(who, offer_id, qty, ref)
+            except Failure as exc:
+                fut.set_exception(exc)
+                return fut
+        waiting = self._waiting.get(offer_id)
+        if waiting is None:
+            waiting = self._waiting[offer_id] = deque()
+        waiting.append(_Attempt(who, qty, ref, session_id, fut))
+        busy = self._admitting.get(offer_id, 0)
+        if busy < self._admit:
+            self._admitting[offer_id] = busy + 1
+            task = asyncio.get_running_loop().create_task(self._admit_loop(offer_id, waiting))
+            self._admitters.add(task)
+            task.add_done_callback(self._admitters.discard)
+        return fut
+
+    async def _admit_loop(self, offer_id: str, waiting: deque[_Attempt]) -> None:
+        """One of the offer's `_admit` lanes to the database. It takes what waits, in order:
+        attempts the gate refuses by now are answered at once; the others (up to
+        BUY_BATCH_MAX) go to PostgreSQL together, one transaction for the lot."""
+        batch: list[_Attempt] = []
+        try:
+            while waiting:
+                batch = []
+                now = self._clock()
+                while waiting and len(batch) < BUY_BATCH_MAX:
+                    attempt = waiting.popleft()
+                    if attempt.future.done():  # the caller gave up
+                        continue
+                    late = self.gate.check(offer_id, attempt.who.sub, now)
+                    if late is not None:
+                        attempt.future.set_exception(self._gated(late))
+                    else:
+                        batch.append(attempt)
+                if batch:
+                    await self._reserve_batch(offer_id, batch)
+                batch = []
+        except asyncio.CancelledError:
+            stopping = Failure("unavailable", "the node is stopping; retry")
+            for left in batch + list(waiting):
+                if not left.future.done():
+                    left.future.set_exception(stopping)
+            waiting.clear()
+            raise
+        finally:
+            busy = self._admitting.pop(offer_id, 1) - 1
+            if busy:
+                self._admitting[offer_id] = busy
+            elif not waiting and self._waiting.get(offer_id) is waiting:
+                del self._waiting[offer_id]
+
+    async def _reserve_batch(self, offer_id: str, batch: list[_Attempt]) -> None:
+        """Reserve for `batch` in one transaction and answer every attempt in it."""
+        stamp = self.gate.stamp(offer_id)
+        requests = [store.BuyRequest(a.who.sub, a.qty, a.ref, a.session_id) for a in batch]
+        try:
+            result = await self._db(
+                lambda conn: store.buy_many(
                     conn,
-                    who.sub,
                     offer_id,
-                    qty,
-                    ref,
+                    requests,
                     self._clock(),
                     reservation_ttl_s=self.reservation_ttl_s,
-                    session_id=session_id,
                 )
             )
-        self._observe(offer_id, outcome.observation, stamp)
-        if outcome.failure is not None:
-            raise outcome.failure
-        order = outcome.order
-        assert order is not None
-        if not outcome.replay:
-            self.stats["orders_reserved"] += 1
-            self._emit(order.session, "sold", {"offer": offer_id, "qty": order.qty})
-            self.stock_changed(order.session, offer_id)
+        except Exception as exc:
+            for attempt in batch:
+                if not attempt.future.done():
+                    attempt.future.set_exception(exc)
+            return
+        self._observe(offer_id, result.observation, stamp)
+        for attempt, outcome in zip(batch, result.outcomes, strict=True):
+            if outcome.order is None:
+                assert outcome.failure is not None
+                if not attempt.future.done():
+                    attempt.future.set_exception(outcome.failure)
+                continue
+            order = outcome.order
+            if not outcome.replay:
+                self.stats["orders_reserved"] += 1
+                self._emit(order.session, "sold", {"offer": offer_id, "qty": order.qty})
+                self.stock_changed(order.session, offer_id)
+            if not attempt.future.done():
+                attempt.future.set_result(order)
+        if any(o.order is not None and not o.replay for o in result.outcomes):
             self._webhooks_written()
-        return order
 
     # ------------------------------------------------------------ orders
 

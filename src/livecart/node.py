@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -174,10 +176,11 @@ class Node:
         except Failure as exc:
             self.metrics.buy_attempts.labels(exc.code).inc()
             self.metrics.order_seconds.observe(time.perf_counter() - started)
+            exc.__traceback__ = None  # only its code and message are used
             return exc
         return None
 
-    async def buy(
+    def start_buy(
         self,
         who: Identity,
         offer: str,
@@ -186,31 +189,48 @@ class Node:
         session_id: str | None = None,
         *,
         checked: bool = False,
+        then: Callable[[asyncio.Future[Order]], None] | None = None,
+    ) -> asyncio.Future[Order]:
+        """The one purchase path (WebSocket and REST), measured: a future of the order, or of
+        the refusal. `checked`: `buy_refusal` has just passed in the same loop step. `then` is
+        called with the future once it is done, after the metrics (one callback, not two)."""
+        bought = self.commerce.reserve(
+            who, offer, qty, ref, session_id=session_id, checked=checked
+        )
+        bought.add_done_callback(functools.partial(self._bought, who, time.perf_counter(), then))
+        return bought
+
+    async def buy(
+        self, who: Identity, offer: str, qty: int, ref: str, session_id: str | None = None
     ) -> Order:
-        """The one purchase path (WebSocket and REST), measured."""
-        started = time.perf_counter()
-        outcome = "reserved"
+        return await self.start_buy(who, offer, qty, ref, session_id)
+
+    def _bought(
+        self,
+        who: Identity,
+        started: float,
+        then: Callable[[asyncio.Future[Order]], None] | None,
+        bought: asyncio.Future[Order],
+    ) -> None:
         try:
-            order = await self.commerce.buy(
-                who, offer, qty, ref, session_id=session_id, checked=checked
-            )
-            self.ranking.record(
-                who,
-                "purchase",
-                order.session,
-                product_id=order.product,
-                value_cents=order.total_cents,
-            )
-            return order
-        except Failure as exc:
-            outcome = exc.code
-            raise
-        except Exception:
-            outcome = "error"
-            raise
-        finally:
+            exc = asyncio.CancelledError() if bought.cancelled() else bought.exception()
+            if exc is None:
+                order = bought.result()
+                outcome = "reserved"
+                self.ranking.record(
+                    who,
+                    "purchase",
+                    order.session,
+                    product_id=order.product,
+                    value_cents=order.total_cents,
+                )
+            else:
+                outcome = exc.code if isinstance(exc, Failure) else "error"
             self.metrics.buy_attempts.labels(outcome).inc()
             self.metrics.order_seconds.observe(time.perf_counter() - started)
+        finally:
+            if then is not None:
+                then(bought)
 
     # ------------------------------------------------------------ room log
 

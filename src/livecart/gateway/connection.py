@@ -127,6 +127,7 @@ class Connection:
         "first_seen",
         "id",
         "identity",
+        "paused",
         "rooms",
         "socket",
     )
@@ -153,6 +154,7 @@ class Connection:
         self.close_code: int | None = None
         # Frames read while an earlier one is still being handled (None: nothing is).
         self.backlog: deque[bytes] | None = None
+        self.paused = False  # reading stopped until the backlog is done
         self._queue: list[bytes] = []
         self._queued_bytes = 0
         self._scheduled = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -17,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .. import auth, protocol
 from ..auth import Action, Identity
 from ..bus.base import StreamPosition
+from ..core.commerce import Order
 from ..node import Node
 from ..protocol import (
     Ack,
@@ -160,13 +162,11 @@ class Gateway:
         if not identity.is_guest:
             # Frames that arrive meanwhile wait in the backlog.
             conn.backlog = deque()
-            self._spawn(
-                self._drain(
-                    conn,
-                    catalog.upsert_user(
-                        node.pool, identity.sub, identity.name, identity.role, identity.minor
-                    ),
-                )
+            self._hold(
+                conn,
+                catalog.upsert_user(
+                    node.pool, identity.sub, identity.name, identity.role, identity.minor
+                ),
             )
         return conn
 
@@ -201,40 +201,51 @@ class Gateway:
         backlog = conn.backlog
         if backlog is not None:
             backlog.append(message)
-            if len(backlog) == BACKLOG_MAX:
+            if len(backlog) >= BACKLOG_MAX and not conn.paused:
+                conn.paused = True
                 conn.socket.pause_reading()
             return
         work = self._frame(conn, message)
         if work is not None:
             conn.backlog = deque()
+            self._hold(conn, work)
+
+    def _hold(self, conn: Connection, work: Awaitable[Any]) -> None:
+        """`work` holds the connection's turn; the frames behind it wait in the backlog until
+        `_next`. A purchase (a future) calls `_next` from its answer; a coroutine runs in a
+        task that does."""
+        if not isinstance(work, asyncio.Future):
             self._spawn(self._drain(conn, work))
 
     async def _drain(self, conn: Connection, work: Awaitable[Any]) -> None:
-        """Finish `work`, then handle the frames that arrived meanwhile, in order."""
-        paused = False
         try:
             await work
-            while not conn.closed:
-                backlog = conn.backlog
-                if not backlog:
-                    break
-                paused = paused or len(backlog) >= BACKLOG_MAX
-                next_work = self._frame(conn, backlog.popleft())
-                if next_work is not None:
-                    await next_work
         except Exception:
             log.exception("frame handling failed", extra=conn.info())
-        finally:
-            conn.backlog = None
-            if paused and not conn.closed:
-                conn.socket.resume_reading()
+        self._next(conn)
+
+    def _next(self, conn: Connection) -> None:
+        """The connection's turn is free: handle what waits, in order, until a frame has to
+        wait again or none is left."""
+        while not conn.closed:
+            backlog = conn.backlog
+            if not backlog:
+                break
+            work = self._frame(conn, backlog.popleft())
+            if work is not None:
+                self._hold(conn, work)
+                return
+        conn.backlog = None
+        if conn.paused and not conn.closed:
+            conn.paused = False
+            conn.socket.resume_reading()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         _running.add(task)
         task.add_done_callback(_running.discard)
 
-    def _frame(self, conn: Connection, raw: bytes) -> Coroutine[Any, Any, None] | None:
+    def _frame(self, conn: Connection, raw: bytes) -> Awaitable[Any] | None:
         """Decode and handle one message: None when it is done, else the work still to do."""
         node = self.node
         max_bytes = node.settings.max_frame_bytes
@@ -252,12 +263,47 @@ class Gateway:
         if not isinstance(frame, protocol.Chat) and node.moderation.flooding(conn):
             return None
         try:
+            if isinstance(frame, protocol.Buy):
+                return self._buy(conn, frame)
             if self._quick(conn, frame):
                 return None
         except Failure as exc:
             self._refused(conn, frame, exc)
             return None
         return self._handle(conn, frame)
+
+    def _buy(self, conn: Connection, frame: protocol.Buy) -> asyncio.Future[Order] | None:
+        """Most of a flash sale's attempts are refused right here (the sold-out gate is in
+        memory); the others wait in the offer's queue as a future, answered when it is done."""
+        node = self.node
+        who = conn.identity
+        failure = node.buy_refusal(who, frame.offer, frame.qty, frame.ref)
+        if failure is not None:
+            # Answered without raising it again: a raised local would tie this frame to its
+            # own traceback, a cycle left for the garbage collector on every refusal.
+            self._refused(conn, frame, failure)
+            return None
+        return node.start_buy(
+            who,
+            frame.offer,
+            frame.qty,
+            frame.ref,
+            frame.session,
+            checked=True,
+            then=functools.partial(self._bought, conn, frame),
+        )
+
+    def _bought(self, conn: Connection, frame: protocol.Buy, bought: asyncio.Future[Order]) -> None:
+        """The purchase's answer; then the connection's next frames."""
+        exc = asyncio.CancelledError() if bought.cancelled() else bought.exception()
+        if exc is None:
+            conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(bought.result()))))
+        elif isinstance(exc, Failure):
+            self._refused(conn, frame, exc)
+        else:
+            log.error("buy failed", exc_info=exc, extra=conn.info())
+            conn.send_error("unavailable", "internal error; retry with the same ref", frame.ref)
+        self._next(conn)
 
     def _count(self, kind: str | None) -> None:
         child = self._frames_in.get(kind or "")
@@ -291,13 +337,6 @@ class Gateway:
             case protocol.Ping(ref=ref):
                 conn.send(encode(Pong(ref)))
                 return True
-            case protocol.Buy():
-                # A flash sale's refusals are answered here (the gate is in memory); what
-                # passes goes on to `dispatch`, which starts in this same step.
-                failure = node.buy_refusal(conn.identity, frame.offer, frame.qty, frame.ref)
-                if failure is not None:
-                    raise failure
-                return False
             case protocol.Like() | protocol.Signal():
                 self._participant(conn.identity)
                 room = node.hub.rooms.get(frame.session)
@@ -324,11 +363,6 @@ class Gateway:
                 await self.node.ranking.subscribe(conn, on)
             case protocol.Chat():
                 await self.chat(conn, frame)
-            case protocol.Buy():
-                order = await self.node.buy(
-                    conn.identity, frame.offer, frame.qty, frame.ref, frame.session, checked=True
-                )
-                conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
             case protocol.Bid():
                 await self.node.commerce.bid(
                     conn.identity,

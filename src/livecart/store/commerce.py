@@ -22,6 +22,8 @@ from ..core.commerce import Auction, AuctionState, BidAccepted, Offer, OfferStat
 from ..ids import new_id
 from ..protocol import Failure
 
+_json = msgspec.json.Encoder()
+
 # Namespaces of the two-key advisory locks (a key space of their own in PostgreSQL).
 _LOCK_BUY = 0x4C430001  # (offer, user): serialises one buyer's purchases of one offer
 _LOCK_AUCTION = 0x4C430002  # session: one open auction per session
@@ -351,44 +353,64 @@ async def end_due_offer(conn: Any, now: float) -> Ended | None:
 
 # ---------------------------------------------------------------- buying
 
-_BUY_SNAPSHOT = """
-SELECT f.session, f.product, f.price_cents, f.currency, f.quantity, f.remaining,
-       f.per_user_limit, f.status, f.ends_at, f.returned, s.status AS session_status,
-       (SELECT id FROM orders WHERE user_id = $2 AND idempotency_key = $3) AS existing,
-       (SELECT coalesce(sum(qty), 0) FROM orders
-         WHERE offer = f.id AND user_id = $2 AND status IN ('reserved', 'paid')) AS holds,
-       CASE WHEN f.remaining = 0 OR f.status = 'ended' THEN
-         (SELECT coalesce(array_agg(DISTINCT user_id), '{}') FROM orders WHERE offer = f.id)
-       END AS buyers
-FROM offers f JOIN sessions s ON s.id = f.session
-WHERE f.id = $1
+# A batch of purchases of one offer, in one transaction: the buyers' advisory locks (in key
+# order, so batches cannot deadlock each other), then one snapshot with the offer row locked,
+# the decisions in `core.commerce`, then one write.
+_LOCK_BUYERS = """
+SELECT pg_advisory_xact_lock($1, k)
+FROM (SELECT DISTINCT hashtext($2 || chr(31) || u) AS k FROM unnest($3::text[]) AS u
+      ORDER BY 1) AS keys
 """
 
-# One statement: take the units if (and only if) they are there, record the order and its
-# webhook. Nothing is inserted when the conditional update matches no row.
-_BUY_WRITE = """
+# The offer row is locked here, so `remaining` is current and stays so until commit; the
+# buyers' orders cannot change under their advisory locks.
+_BATCH_SNAPSHOT = """
+WITH f AS (
+    SELECT f.id, f.session, f.product, f.price_cents, f.currency, f.quantity, f.remaining,
+           f.per_user_limit, f.status, f.ends_at, f.returned, s.status AS session_status
+    FROM offers f JOIN sessions s ON s.id = f.session
+    WHERE f.id = $1
+    FOR UPDATE OF f
+)
+SELECT f.*, a.i,
+       (SELECT id FROM orders WHERE user_id = a.u AND idempotency_key = a.r) AS existing,
+       (SELECT coalesce(sum(qty), 0) FROM orders
+         WHERE offer = f.id AND user_id = a.u AND status IN ('reserved', 'paid')) AS holds
+FROM f, unnest($2::text[], $3::text[]) WITH ORDINALITY AS a(u, r, i)
+ORDER BY a.i
+"""
+
+# Take the units, record the orders and their webhooks; with the row locked and the
+# decisions made on its current value the condition always holds, it only guards.
+_BATCH_WRITE = """
 WITH taken AS (
     UPDATE offers SET remaining = remaining - $2
-    WHERE id = $1 AND status = 'open' AND ends_at > $3 AND remaining >= $2
+    WHERE id = $1 AND status = 'open' AND ends_at > $7 AND remaining >= $2
     RETURNING remaining
 ), placed AS (
     INSERT INTO orders (id, user_id, offer, qty, unit_cents, total_cents, currency, status,
                         idempotency_key, created_at, expires_at, updated_at)
-    SELECT $4, $5, $1, $2, $6, $7, $8, 'reserved', $9, $3, $10, $3 FROM taken
+    SELECT o.id, o.u, $1, o.q, $5::bigint, o.q * $5::bigint, $6, 'reserved', o.r, $7, $8, $7
+    FROM taken, unnest($3::text[], $4::text[], $9::int[], $10::text[]) AS o(id, u, q, r)
 ), hook AS (
     INSERT INTO webhook_outbox (event_id, topic, payload)
-    SELECT $11, 'order.reserved', $12::jsonb FROM taken
+    SELECT w.e, 'order.reserved', w.p::jsonb
+    FROM taken, unnest($11::text[], $12::text[]) AS w(e, p)
 )
-SELECT remaining FROM taken
-"""
-
-_OFFER_RECHECK = """
-SELECT quantity, remaining, per_user_limit, status, ends_at, returned,
-       CASE WHEN remaining = 0 OR status = 'ended' THEN
+SELECT remaining,
+       CASE WHEN remaining = 0 THEN
          (SELECT coalesce(array_agg(DISTINCT user_id), '{}') FROM orders WHERE offer = $1)
        END AS buyers
-FROM offers WHERE id = $1
+FROM taken
 """
+
+
+@dataclass(slots=True)
+class BuyRequest:
+    user: str
+    qty: int
+    ref: str
+    session: str | None = None  # the session the buyer is in, when it says (else any)
 
 
 @dataclass(slots=True)
@@ -396,17 +418,6 @@ class BuyOutcome:
     order: Order | None = None
     replay: bool = False  # the order existed: a retry of the same (user, ref)
     failure: Failure | None = None
-    observation: Observation | None = None
-
-
-def _observe(row: Any) -> Observation:
-    buyers = row["buyers"]
-    return Observation(
-        row["status"],
-        row["remaining"],
-        row["ends_at"].timestamp(),
-        None if buyers is None else frozenset(buyers),
-    )
 
 
 async def _replay(conn: Any, order_id: str, offer_id: str) -> BuyOutcome:
@@ -417,114 +428,126 @@ async def _replay(conn: Any, order_id: str, offer_id: str) -> BuyOutcome:
     return BuyOutcome(order=order, replay=True)
 
 
-async def buy(
+@dataclass(slots=True)
+class BatchOutcome:
+    outcomes: list[BuyOutcome]  # one per request, in order
+    observation: Observation | None = None  # the offer as this batch left it (committed)
+
+
+async def buy_many(
     conn: Any,
-    user: str,
     offer_id: str,
-    qty: int,
-    ref: str,
+    requests: list[BuyRequest],
     now: float,
     *,
     reservation_ttl_s: float,
-    session_id: str | None = None,
-) -> BuyOutcome:
-    """Reserve `qty` units for `user`, idempotently per (user, ref). Commits before it returns.
-
-    The (offer, user) advisory lock makes reading the buyer's holdings and writing the new
-    order one step for that buyer; the offer row is locked only by the final conditional
-    update, so different buyers contend for one statement and the commit, nothing more."""
+) -> BatchOutcome:
+    """Reserve for each request in order, idempotently per (user, ref), in one transaction
+    that commits before this returns. A request decides against the offer as the requests
+    before it left it, so a batch behaves exactly like the same purchases one by one."""
     for attempt in range(2):
         try:
             async with conn.transaction():
-                return await _buy_in_tx(
-                    conn, user, offer_id, qty, ref, now, reservation_ttl_s, session_id
-                )
+                return await _buy_many_in_tx(conn, offer_id, requests, now, reservation_ttl_s)
         except asyncpg.UniqueViolationError:
-            # The same (user, ref) committed for another offer meanwhile; the next pass sees it.
+            # A (user, ref) committed for another offer meanwhile; the next pass sees it.
             if attempt:
                 raise
     raise AssertionError("unreachable")
 
 
-async def _buy_in_tx(
+async def _buy_many_in_tx(
     conn: Any,
-    user: str,
     offer_id: str,
-    qty: int,
-    ref: str,
+    requests: list[BuyRequest],
     now: float,
     ttl: float,
-    session_id: str | None,
-) -> BuyOutcome:
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_BUY, offer_id + "\x1f" + user
-    )
-    snap = await conn.fetchrow(_BUY_SNAPSHOT, offer_id, user, ref)
-    if snap is None or (session_id is not None and snap["session"] != session_id):
-        return BuyOutcome(failure=Failure("not_found", "no such offer in this session"))
-    if snap["existing"] is not None:
-        return await _replay(conn, snap["existing"], offer_id)
-    state = offer_state(snap)
-    try:
-        rules.decide_buy(
-            state,
-            qty=qty,
-            user_holds=snap["holds"],
-            session_live=snap["session_status"] == "live",
-            now=now,
-        )
-    except Failure as refusal:
-        return BuyOutcome(failure=refusal, observation=_observe(snap))
-
-    order = Order(
-        id=new_id("ord"),
-        user=user,
-        offer=offer_id,
-        session=snap["session"],
-        product=snap["product"],
-        qty=qty,
-        unit_cents=snap["price_cents"],
-        total_cents=snap["price_cents"] * qty,
-        currency=snap["currency"],
-        status="reserved",
-        expires_at=_iso(at(now + ttl)),
-        created_at=_iso(at(now)),
-        updated_at=_iso(at(now)),
-    )
-    event_id, _, payload = webhook_event("order.reserved", order, now)
-    remaining = await conn.fetchval(
-        _BUY_WRITE,
-        offer_id,
-        qty,
-        at(now),
-        order.id,
-        user,
-        order.unit_cents,
-        order.total_cents,
-        order.currency,
-        ref,
-        at(now + ttl),
-        event_id,
-        payload,
-    )
-    if remaining is None:
-        # Someone took the units (or ended the offer) after our snapshot: say which.
-        row = await conn.fetchrow(_OFFER_RECHECK, offer_id)
-        observation = _observe(row)
-        try:
-            rules.decide_buy(
-                offer_state(row), qty=qty, user_holds=snap["holds"], session_live=True, now=now
+) -> BatchOutcome:
+    users = [r.user for r in requests]
+    await conn.execute(_LOCK_BUYERS, _LOCK_BUY, offer_id, users)
+    rows = await conn.fetch(_BATCH_SNAPSHOT, offer_id, users, [r.ref for r in requests])
+    missing = Failure("not_found", "no such offer in this session")
+    if not rows:
+        return BatchOutcome([BuyOutcome(failure=missing) for _ in requests])
+    first = rows[0]
+    state = offer_state(first)
+    live = first["session_status"] == "live"
+    holds: dict[str, int] = {}
+    placed: dict[tuple[str, str], BuyOutcome] = {}  # this batch's answers by (user, ref)
+    outcomes: list[BuyOutcome] = []
+    new: list[Order] = []
+    refs: list[str] = []  # of `new`
+    for request, row in zip(requests, rows, strict=True):
+        key = (request.user, request.ref)
+        if request.session is not None and request.session != first["session"]:
+            outcomes.append(BuyOutcome(failure=missing))
+            continue
+        if key in placed:  # the same purchase twice in one batch: the same answer
+            earlier = placed[key]
+            outcomes.append(
+                BuyOutcome(earlier.order, earlier.order is not None, earlier.failure)
             )
-        except Failure as refusal:
-            return BuyOutcome(failure=refusal, observation=observation)
-        # Units came back in between; the caller may simply try again.
-        return BuyOutcome(failure=Failure("sold_out", "sold out, try again"))
+            continue
+        if row["existing"] is not None:
+            outcome = await _replay(conn, row["existing"], offer_id)
+        else:
+            held = holds.setdefault(request.user, row["holds"])
+            try:
+                rules.decide_buy(
+                    state, qty=request.qty, user_holds=held, session_live=live, now=now
+                )
+            except Failure as refusal:
+                refusal.__traceback__ = None
+                outcome = BuyOutcome(failure=refusal)
+            else:
+                state = rules.apply_buy(state, request.qty)
+                holds[request.user] = held + request.qty
+                order = Order(
+                    id=new_id("ord"),
+                    user=request.user,
+                    offer=offer_id,
+                    session=first["session"],
+                    product=first["product"],
+                    qty=request.qty,
+                    unit_cents=first["price_cents"],
+                    total_cents=first["price_cents"] * request.qty,
+                    currency=first["currency"],
+                    status="reserved",
+                    expires_at=_iso(at(now + ttl)),
+                    created_at=_iso(at(now)),
+                    updated_at=_iso(at(now)),
+                )
+                new.append(order)
+                refs.append(request.ref)
+                outcome = BuyOutcome(order=order)
+        placed[key] = outcome
+        outcomes.append(outcome)
     buyers = None
-    if remaining == 0:
-        # We hold the offer row until commit, so no other order can appear in between.
+    if new:
+        events = [webhook_event("order.reserved", o, now) for o in new]
+        written = await conn.fetchrow(
+            _BATCH_WRITE,
+            offer_id,
+            sum(o.qty for o in new),
+            [o.id for o in new],
+            [o.user for o in new],
+            first["price_cents"],
+            first["currency"],
+            at(now),
+            at(now + ttl),
+            [o.qty for o in new],
+            refs,
+            [e[0] for e in events],
+            [_json.encode(e[2]).decode() for e in events],
+        )
+        if written is None or written["remaining"] != state.remaining:
+            raise AssertionError("the locked offer changed under its lock")  # pragma: no cover
+        if written["buyers"] is not None:
+            buyers = frozenset(written["buyers"]) | {o.user for o in new}
+    elif state.remaining == 0 or state.status == "ended":
         buyers = frozenset(await conn.fetchval(_BUYERS, offer_id))
-    observation = Observation("open", remaining, snap["ends_at"].timestamp(), buyers)
-    return BuyOutcome(order=order, observation=observation)
+    observation = Observation(state.status, state.remaining, state.ends_at, buyers)
+    return BatchOutcome(outcomes, observation)
 
 
 # ---------------------------------------------------------------- orders
