@@ -473,7 +473,9 @@ async def _buy_many_in_tx(
     state = offer_state(first)
     live = first["session_status"] == "live"
     holds: dict[str, int] = {}
-    placed: dict[tuple[str, str], BuyOutcome] = {}  # this batch's answers by (user, ref)
+    # This batch's new orders by (user, ref): a repeat is their retry. A refusal leaves no
+    # row, so a repeat of a refused request is decided again, as it would be one by one.
+    placed: dict[tuple[str, str], Order] = {}
     outcomes: list[BuyOutcome] = []
     new: list[Order] = []
     refs: list[str] = []  # of `new`
@@ -482,11 +484,9 @@ async def _buy_many_in_tx(
         if request.session is not None and request.session != first["session"]:
             outcomes.append(BuyOutcome(failure=missing))
             continue
-        if key in placed:  # the same purchase twice in one batch: the same answer
-            earlier = placed[key]
-            outcomes.append(
-                BuyOutcome(earlier.order, earlier.order is not None, earlier.failure)
-            )
+        earlier = placed.get(key)
+        if earlier is not None:  # the same purchase twice in one batch: the same order
+            outcomes.append(BuyOutcome(earlier, replay=True))
             continue
         if row["existing"] is not None:
             outcome = await _replay(conn, row["existing"], offer_id)
@@ -519,8 +519,8 @@ async def _buy_many_in_tx(
                 )
                 new.append(order)
                 refs.append(request.ref)
+                placed[key] = order
                 outcome = BuyOutcome(order=order)
-        placed[key] = outcome
         outcomes.append(outcome)
     buyers = None
     if new:
