@@ -64,11 +64,15 @@ FEED_BUCKETS = 32
 FEED_TREND_TOLERANCE = 0.02
 """Feeds are recomputed only once some normalised trend moved by more than this (or the live
 set changed, or the viewer's profile did): smaller moves are near-ties no push would carry."""
-FEED_SETTLE_S = 2.0
+FEED_SETTLE_S = 0.5
 FEED_SETTLE_TOLERANCE = 0.002
 """...and a smaller move (more than this) once this long has passed since the last recompute,
 so a move that stopped just short of the tolerance still reaches the push rule (at most
 FEED_SETTLE_S later). Uniform decay alone moves normalised trends by about 0.00005 a second."""
+FEED_LANDING_MAX_S = 0.3
+"""While trends still move by more than FEED_TREND_TOLERANCE from one tick to the next (a
+burst landing), feeds wait, at most this long: a feed pushed halfway through a burst would
+hold the rest back for FEED_EVERY_S."""
 FEED_SLICE = 50
 """Personal feeds computed between two yields to the event loop."""
 PROFILE_SAVE_EVERY_S = 10.0
@@ -409,6 +413,8 @@ class RankingService:
         self._generation = 0
         self._generation_at = 0.0
         self._digest: TrendDigest | None = None
+        self._tick_digest: TrendDigest | None = None
+        self._moving_since: float | None = None  # trends moving tick after tick since then
         self._candidates: list[Candidate] = []
         self._candidates_at = -1.0
         self._catalog_changed = True
@@ -808,6 +814,13 @@ class RankingService:
             return self._candidates
         candidates = self.index.candidates(now)
         digest = trend_digest(candidates)
+        if self._tick_digest is not None and trends_moved(
+            self._tick_digest, digest, FEED_TREND_TOLERANCE
+        ):
+            self._moving_since = self._moving_since or now
+        else:
+            self._moving_since = None
+        self._tick_digest = digest
         if (
             self._digest is None
             or self._catalog_changed
@@ -996,6 +1009,9 @@ class RankingService:
             return
         if now - self._trending_at >= TRENDING_EVERY_S:
             self._push_trending(now)
+        self._fresh_candidates(now)
+        if self._moving_since is not None and now - self._moving_since < FEED_LANDING_MAX_S:
+            return  # a burst is landing: push once it has
         due = [
             s
             for s in self._subs.values()
