@@ -52,6 +52,10 @@ class Settings(msgspec.Struct, kw_only=True):
     fanout_tick_s: float = 0.05
     """A busy room sends its events at most once per tick, as one frame shared by all its
     viewers; an idle room sends at once."""
+    fanout_writes_per_s: int = 50_000
+    """Frames a busy room writes per second on this node, at most: a room with many viewers
+    here stretches its tick (local viewers / this, up to 0.25 s) so that each frame carries
+    more events (0 keeps fanout_tick_s for every room)."""
     chat_display_budget: float = 30.0
     """Chat messages per second a viewer is shown; above it a huge room sends each viewer a
     fair sample, announced with chat_sampled (0 turns sampling off)."""
@@ -122,6 +126,8 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("drain_grace_s must be between 0 and 5 (exit stays within 10 s)")
         if not 0 <= self.fanout_tick_s <= 1:
             problems.append(f"fanout_tick_s must be between 0 and 1, got {self.fanout_tick_s}")
+        if self.fanout_writes_per_s < 0:
+            problems.append("fanout_writes_per_s must be >= 0 (0 keeps fanout_tick_s)")
         if self.chat_display_budget < 0:
             problems.append("chat_display_budget must be >= 0 (0 turns sampling off)")
         if self.reservation_ttl_s <= 0:

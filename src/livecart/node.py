@@ -43,6 +43,7 @@ class Node:
         self.pool: asyncpg.Pool
         self.bus: Bus
         self.archive: rooms.ArchiveWriter
+        self.users: catalog.UserWriter
         self.hub: Hub
         self.commerce: CommerceService
         self.moderation: ModerationService
@@ -76,11 +77,14 @@ class Node:
             )
         self.archive = rooms.ArchiveWriter(self.pool)
         self.archive.start()
+        self.users = catalog.UserWriter(self.pool)
+        self.users.start()
         self.hub = Hub(
             self.bus,
             self._load_room,
             coalesce_s=s.coalesce_interval_s,
             tick_s=s.fanout_tick_s,
+            writes_per_s=s.fanout_writes_per_s,
             chat_budget=s.chat_display_budget,
             metrics=self.metrics,
         )
@@ -130,6 +134,7 @@ class Node:
         if self.presence is not None:
             await self.presence.close()
         await self.archive.close()
+        await self.users.close()
         await self.pool.close()
 
     async def drain(self, timeout: float = 2.0) -> None:

@@ -174,8 +174,8 @@ class Gateway:
             conn.backlog = deque()
             self._hold(
                 conn,
-                catalog.upsert_user(
-                    node.pool, identity.sub, identity.name, identity.role, identity.minor
+                node.users.add(
+                    catalog.UserRow(identity.sub, identity.name, identity.role, identity.minor)
                 ),
             )
         return conn
@@ -490,11 +490,14 @@ class Gateway:
                     node.pool, session_id, oldest, want - len(recent)
                 )
                 recent = [protocol.with_offset(o, body) for o, body in older] + recent
+        offers, auction = await node.hub.commerce_state(
+            room, history.position.offset, lambda: self._commerce(session_id)
+        )
         state = SessionState(
             status=room.status,
             pinned=room.pinned,
-            offers=await node.commerce.open_offers(session_id),
-            auction=await node.commerce.open_auction(session_id),
+            offers=offers,
+            auction=auction,
             viewers=node.hub.viewer_count(room),
             likes=room.likes,
             slow=room.slow,
@@ -515,6 +518,12 @@ class Gateway:
             for pub in history.publications:
                 conn.send(protocol.with_offset(pub.offset, pub.data))
         conn.position(session_id, history.position.epoch, history.position.offset)
+
+    async def _commerce(
+        self, session_id: str
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        commerce = self.node.commerce
+        return await commerce.open_offers(session_id), await commerce.open_auction(session_id)
 
     def _left(self, conn: Connection, session_id: str) -> None:
         """Leave a room; the time spent in it counts as watch time."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -32,6 +33,12 @@ log = logging.getLogger("livecart.gateway")
 
 # A cluster sync that takes longer must not hold up the coalesced state events.
 SYNC_TIMEOUT_S = 1.0
+# Room events that change what a join snapshot shows of commerce.
+COMMERCE_EVENTS = frozenset(("offer", "offer_ended", "sold", "auction", "bid", "auction_ended"))
+# The longest a busy room's tick is stretched to (see Hub.tick_of).
+MAX_TICK_S = 0.25
+# The longest a big room's viewer count waits to go out (see Hub._count_every).
+MAX_COUNT_EVERY_S = 2.0
 
 # What waits in a room for its next frame: (offset, or None for state events; the encoded
 # message; whether it is a chat message, the only kind sampling may skip).
@@ -44,6 +51,7 @@ class Room:
         "category",
         "chat_kept",
         "chat_seen",
+        "commerce",
         "conns",
         "creator",
         "flush_at",
@@ -60,6 +68,7 @@ class Room:
         "stock",
         "tags",
         "viewers_sent",
+        "viewers_sent_at",
         "viewers_total",
     )
 
@@ -75,11 +84,15 @@ class Room:
         self.pinned = pinned
         self.conns: set[Connection] = set()
         self.viewers_sent = -1
+        self.viewers_sent_at = 0.0
         self.viewers_total: int | None = None  # over all nodes, when a cluster reports it
         self.likes_sent = self.likes
         self.likes_unsaved = 0  # not yet added to PostgreSQL's total
         self.likes_unsynced = 0  # not yet added to the cluster's total (Redis)
         self.stock: dict[str, int] = {}  # offer -> remaining, not yet sent
+        # The commerce part of join snapshots (open offers, open auction), shared by the joins
+        # whose position it covers: (covers events up to this offset, the read).
+        self.commerce: tuple[int, asyncio.Future[Any]] | None = None
         # Fan-out: what waits for the next frame: (offset or None, message, is chat).
         self.batch: list[Entry] = []
         self.flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
@@ -102,6 +115,7 @@ class Hub:
         *,
         coalesce_s: float = 0.2,
         tick_s: float = 0.05,
+        writes_per_s: int = 0,
         chat_budget: float = 30.0,
         metrics: Metrics | None = None,
     ) -> None:
@@ -109,6 +123,7 @@ class Hub:
         self._load = load
         self._coalesce_s = coalesce_s
         self._tick_s = tick_s
+        self._writes_per_s = writes_per_s
         self._chat_budget = chat_budget
         self._metrics = metrics
         self._random = random.Random()
@@ -175,6 +190,12 @@ class Hub:
         room = self.rooms.get(session_id)
         if room is None:
             return
+        if room.commerce is not None:
+            covered, read = room.commerce
+            if pub.kind in COMMERCE_EVENTS or pub.offset != covered + 1:
+                room.commerce = None
+            else:  # nothing the read shows has changed up to here
+                room.commerce = (pub.offset, read)
         if pub.kind in ("status", "pinned", "slow"):
             self._apply(room, pub.kind, _body.decode(pub.data))
         elif pub.kind == "sold" and self.on_sold is not None:
@@ -200,11 +221,19 @@ class Hub:
         if room.flush_at is not None:
             return
         loop = asyncio.get_running_loop()
-        wait = room.last_flush + self._tick_s - loop.time()
+        wait = room.last_flush + self.tick_of(room) - loop.time()
         if wait > 0:
             room.flush_at = loop.call_later(wait, self.flush, room)
         else:
             room.flush_at = loop.call_soon(self.flush, room)
+
+    def tick_of(self, room: Room) -> float:
+        """How often a busy room sends: `tick_s`, stretched for a room with so many viewers
+        here that its frames would exceed `writes_per_s` (each frame then carries more events;
+        a write per viewer per frame is most of the cost of fan-out)."""
+        if not self._writes_per_s:
+            return self._tick_s
+        return max(self._tick_s, min(MAX_TICK_S, len(room.conns) / self._writes_per_s))
 
     def flush(self, room: Room) -> None:
         """Send the room's batch: one frame, encoded once, written to every viewer whose
@@ -316,10 +345,32 @@ class Hub:
             room.slow = body["seconds"]
             room.shield = body.get("shield", False)
 
+    def commerce_state(
+        self, room: Room, position: int, load: Callable[[], Awaitable[Any]]
+    ) -> Awaitable[Any]:
+        """The commerce part of a join snapshot taken at `position`: one read shared by every
+        join whose position it covers. A read started after `position` was read from the log
+        reflects every event up to it (events are published after their commit); it keeps
+        covering later events until one of them is a commerce event (or stock moves)."""
+        cached = room.commerce
+        if cached is not None and position <= cached[0]:
+            return asyncio.shield(cached[1])
+        read = asyncio.ensure_future(load())
+        room.commerce = (position, read)
+        read.add_done_callback(functools.partial(self._commerce_read, room))
+        return asyncio.shield(read)
+
+    @staticmethod
+    def _commerce_read(room: Room, read: asyncio.Future[Any]) -> None:
+        failed = read.cancelled() or read.exception() is not None
+        if failed and room.commerce is not None and room.commerce[1] is read:
+            room.commerce = None  # the next join reads again
+
     def on_epoch(self, session_id: str, position: StreamPosition) -> None:
         """A room's history was lost and restarted: every viewer gets a fresh snapshot."""
         room = self.rooms.get(session_id)
         if room is not None:
+            room.commerce = None
             for conn in list(room.conns):
                 conn.resync(session_id)
 
@@ -334,20 +385,33 @@ class Hub:
         room = self.rooms.get(session_id)
         if room is not None:
             room.stock[offer] = remaining
+            room.commerce = None
 
     def viewer_count(self, room: Room) -> int:
         local = len(room.conns)
         return local if room.viewers_total is None else max(local, room.viewers_total)
 
+    def _count_every(self, room: Room) -> float:
+        """How often a room's viewer count may go out: every tick, except in a room so big
+        here that the count would take more than a tenth of `writes_per_s` (thousands joining
+        at the start of a show would otherwise be sent a new count five times a second)."""
+        if not self._writes_per_s:
+            return 0.0
+        return min(MAX_COUNT_EVERY_S, len(room.conns) * 10 / self._writes_per_s)
+
     def tick(self) -> None:
         """Send what changed since the last tick: at most one of each per room per interval."""
+        now = time.monotonic()
         for room in self.rooms.values():
             if not room.conns:
                 room.stock.clear()
                 continue
             viewers = self.viewer_count(room)
-            if viewers != room.viewers_sent:
+            if viewers != room.viewers_sent and now >= room.viewers_sent_at + self._count_every(
+                room
+            ):
                 room.viewers_sent = viewers
+                room.viewers_sent_at = now
                 self.broadcast(room, encode(Viewers(room.id, viewers)))
             if room.likes != room.likes_sent:
                 room.likes_sent = room.likes

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
 
 from ..ids import new_id
 from ..models import Product, ProductCreate, ProductPatch, Session, SessionCreate
+from .db import GroupWriter
 
 _PRODUCT_COLS = "id, creator, title, price_cents, currency, stock, category, tags"
 
@@ -171,6 +172,41 @@ async def room_row(pool: asyncpg.Pool, session_id: str) -> dict[str, Any] | None
         session_id,
     )
     return None if row is None else dict(row)
+
+
+class UserRow(NamedTuple):
+    id: str
+    name: str
+    role: str
+    minor: bool
+
+
+_UPSERT_USERS = """
+INSERT INTO users (id, name, role, minor)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[])
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role,
+    minor = excluded.minor, last_seen = now()
+"""
+
+
+class UserWriter(GroupWriter[UserRow]):
+    """Who connected, group-committed: thousands joining at the start of a show cost one
+    statement per batch, not one each."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(self._write, name="user-writer")
+        self._pool = pool
+
+    async def _write(self, rows: list[UserRow]) -> None:
+        latest = {r.id: r for r in rows}  # one row per user per statement
+        users = list(latest.values())
+        await self._pool.execute(
+            _UPSERT_USERS,
+            [u.id for u in users],
+            [u.name for u in users],
+            [u.role for u in users],
+            [u.minor for u in users],
+        )
 
 
 async def upsert_user(pool: asyncpg.Pool, sub: str, name: str, role: str, minor: bool) -> None:

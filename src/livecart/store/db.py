@@ -6,13 +6,15 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
 log = logging.getLogger("livecart.store")
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 # One session-level advisory lock so that nodes starting together migrate one at a time.
@@ -35,6 +37,68 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
 
     def get_reset_query(self) -> str:
         return ""
+
+
+class GroupWriter(Generic[T]):
+    """Writes items in batches: every `add` waits for the commit of its batch, and one batch
+    is in flight at a time, so many writers at once cost one round trip per batch."""
+
+    def __init__(
+        self,
+        write: Callable[[list[T]], Awaitable[None]],
+        *,
+        name: str,
+        max_batch: int = 2000,
+    ) -> None:
+        self._write_batch = write
+        self._name = name
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self._name)
+
+    async def add(self, item: T) -> None:
+        if self._closing:
+            raise RuntimeError(f"{self._name} is closed")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        self._wakeup.set()
+        await fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                try:
+                    await self._write_batch([item for item, _ in batch])
+                except Exception as exc:
+                    log.error("%s: write failed: %s", self._name, exc)
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                else:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_result(None)
+            if self._closing:
+                return
+
+    async def close(self) -> None:
+        """Flush what is queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
 
 
 async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 from typing import Any, NamedTuple
 
 import asyncpg
 
-log = logging.getLogger("livecart.store")
+from .db import GroupWriter
 
 
 class ArchiveRow(NamedTuple):
@@ -30,49 +28,15 @@ ON CONFLICT (session, "offset") DO NOTHING
 """
 
 
-class ArchiveWriter:
-    """Writes room events in batches: every append waits for the commit of its batch, and
-    one batch is in flight at a time, so a busy room costs one round trip per batch."""
+class ArchiveWriter(GroupWriter[ArchiveRow]):
+    """Room events, group-committed: a busy room costs one round trip per batch."""
 
     def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 2000) -> None:
+        super().__init__(self._write, name="archive-writer", max_batch=max_batch)
         self._pool = pool
-        self._max_batch = max_batch
-        self._pending: list[tuple[ArchiveRow, asyncio.Future[None]]] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="archive-writer")
 
     async def append(self, row: ArchiveRow) -> None:
-        if self._closing:
-            raise RuntimeError("archive writer is closed")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, fut))
-        self._wakeup.set()
-        await fut
-
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-                try:
-                    await self._write([row for row, _ in batch])
-                except Exception as exc:
-                    log.error("room archive write failed: %s", exc)
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                else:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_result(None)
-            if self._closing:
-                return
+        await self.add(row)
 
     async def _write(self, rows: list[ArchiveRow]) -> None:
         cols: list[list[Any]] = [[], [], [], [], [], []]
@@ -84,16 +48,6 @@ class ArchiveWriter:
             cols[4].append(r.text)
             cols[5].append(r.body.decode())
         await self._pool.execute(_INSERT, *cols)
-
-    async def close(self) -> None:
-        """Flush what is queued, then stop."""
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=5)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
 
 
 async def max_offset(pool: asyncpg.Pool, session: str) -> int:
