@@ -32,6 +32,8 @@ from urllib.parse import parse_qsl, unquote
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from ..protocol import ws_text_frame
+
 if TYPE_CHECKING:
     from .connection import Connection
 
@@ -315,15 +317,7 @@ class WireProtocol(asyncio.Protocol):
         if self.close_sent or self.gone:
             return -1
         transport = self.transport
-        if framed is None:
-            n = len(payload)
-            if n < 126:
-                framed = bytes((0x81, n)) + payload
-            elif n < 1 << 16:
-                framed = b"\x81\x7e" + n.to_bytes(2, "big") + payload
-            else:
-                framed = b"\x81\x7f" + n.to_bytes(8, "big") + payload
-        transport.write(framed)
+        transport.write(ws_text_frame(payload) if framed is None else framed)
         size: int = transport.get_write_buffer_size()
         return size
 
