@@ -52,8 +52,14 @@ async def _never_loaded(session_id: str) -> Room | None:
     raise AssertionError("rooms are set up by the test")
 
 
-def make_hub(tick_s: float = 0.05, budget: float = 30.0) -> Hub:
-    hub = Hub(None, _never_loaded, tick_s=tick_s, chat_budget=budget)  # type: ignore[arg-type]
+def make_hub(tick_s: float = 0.05, budget: float = 30.0, *, writes_per_s: int = 0) -> Hub:
+    hub = Hub(
+        None,  # type: ignore[arg-type]
+        _never_loaded,
+        tick_s=tick_s,
+        writes_per_s=writes_per_s,
+        chat_budget=budget,
+    )
     row = {
         "id": SID,
         "creator": "c",

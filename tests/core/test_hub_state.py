@@ -16,36 +16,15 @@ from livecart.auth import Identity
 from livecart.bus.base import Publication, StreamPosition
 from livecart.gateway import hub as hub_module
 from livecart.gateway.connection import Connection, RoomCursor
-from livecart.gateway.hub import MAX_COUNT_EVERY_S, MAX_TICK_S, Hub, Room
+from livecart.gateway.hub import MAX_COUNT_EVERY_S, MAX_TICK_S, Hub
 from tests.core.test_fanout import SID, Recorder, chat, pinned, settle, viewer
+from tests.core.test_fanout import make_hub as fanout_hub
 
 _enc = msgspec.json.Encoder()
 
 
-async def _never_loaded(session_id: str) -> Room | None:
-    raise AssertionError("rooms are set up by the test")
-
-
 def make_hub(*, tick_s: float = 0.05, writes_per_s: int = 0, budget: float = 30.0) -> Hub:
-    hub = Hub(
-        None,  # type: ignore[arg-type]
-        _never_loaded,
-        tick_s=tick_s,
-        writes_per_s=writes_per_s,
-        chat_budget=budget,
-    )
-    row = {
-        "id": SID,
-        "creator": "c",
-        "status": "live",
-        "slow_seconds": 0,
-        "shield": False,
-        "like_total": 0,
-        "category": "x",
-        "tags": [],
-    }
-    hub.rooms[SID] = Room(row, None)
-    return hub
+    return fanout_hub(tick_s, budget, writes_per_s=writes_per_s)
 
 
 def viewers(hub: Hub, n: int, prefix: str = "v") -> list[tuple[Connection, Recorder]]:

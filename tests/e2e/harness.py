@@ -136,6 +136,33 @@ async def live_session(base: str, creator: str = "creator1") -> dict[str, Any]:
         return {"session": r.json(), "product": product, "creator": creator, "headers": h}
 
 
+async def open_offer(
+    base: str,
+    live: dict[str, Any],
+    *,
+    price_cents: int,
+    quantity: int,
+    per_user_limit: int,
+    duration_s: int = 60,
+) -> dict[str, Any]:
+    """A flash offer on `live`'s product (from `live_session`), opened over REST."""
+    async with httpx.AsyncClient(base_url=base) as http:
+        r = await http.post(
+            f"/api/sessions/{live['session']['id']}/offers",
+            headers=live["headers"],
+            json={
+                "product_id": live["product"]["id"],
+                "price_cents": price_cents,
+                "quantity": quantity,
+                "per_user_limit": per_user_limit,
+                "duration_s": duration_s,
+            },
+        )
+        assert r.status_code == 201, r.text
+        offer: dict[str, Any] = r.json()
+        return offer
+
+
 _refs = itertools.count(1)
 
 

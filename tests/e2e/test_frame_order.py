@@ -10,11 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from livecart import config
 
-from .harness import ServerProcess, live_session, token
+from .harness import ServerProcess, live_session, open_offer, token
 from .test_wire import (
     ACCEPT,
     OP_CLOSE,
@@ -158,21 +156,8 @@ async def test_chats_and_pings_interleaved_in_one_write_are_answered_in_order(
 async def test_a_buy_is_answered_before_the_ping_sent_after_it(server: ServerProcess) -> None:
     tag = secrets.token_hex(3)
     s = await live_session(server.url, creator=f"fo-seller-{tag}")
-    sid, pid = s["session"]["id"], s["product"]["id"]
-    async with httpx.AsyncClient(base_url=server.url) as http:
-        r = await http.post(
-            f"/api/sessions/{sid}/offers",
-            headers=s["headers"],
-            json={
-                "product_id": pid,
-                "price_cents": 700,
-                "quantity": 5,
-                "per_user_limit": 2,
-                "duration_s": 60,
-            },
-        )
-        assert r.status_code == 201, r.text
-        offer = r.json()
+    sid = s["session"]["id"]
+    offer = await open_offer(server.url, s, price_cents=700, quantity=5, per_user_limit=2)
     c = await connected(server, token(f"fo-buyer-{tag}"))
     await joined(c, sid)
     await c.send(
