@@ -39,7 +39,7 @@ the load generator competes with the server.
 
     python scripts/bench_fanout.py [--viewers 1000,5000,10000] [--rate 10] [--seconds 8]
         [--mode fixed,max] [--systems livecart,websockets,broadcaster,socketio]
-        [--generators 2] [--publishers 4] [--client raw|websockets] [--quick]
+        [--generators 2] [--publishers 4] [--client raw|websockets|websockets-deflate] [--quick]
         [--database-url URL] [--redis-url URL --nodes 2]
 """
 
@@ -297,10 +297,13 @@ class RawSocketIOViewer(RawViewer):
 class LibViewer(Viewer):
     """The same viewer on the `websockets` library's asyncio client."""
 
-    def __init__(self, stats: Stats, group: int, sampled: bool, join: bytes) -> None:
+    def __init__(
+        self, stats: Stats, group: int, sampled: bool, join: bytes, deflate: bool = False
+    ) -> None:
         super().__init__(stats, group, sampled, join)
         self.ws: Any = None
         self.task: asyncio.Task[None] | None = None
+        self.deflate = deflate  # offer permessage-deflate (the server may decline it)
 
     def send(self, payload: bytes) -> None:
         if self.ws is not None:
@@ -312,7 +315,7 @@ class LibViewer(Viewer):
         try:
             self.ws = await connect(
                 url,
-                compression=None,
+                compression="deflate" if self.deflate else None,
                 max_queue=None,
                 max_size=None,
                 ping_interval=None,  # the server's pings are still answered
@@ -403,7 +406,7 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
                 await loop.create_connection(lambda: v, host, port)  # type: ignore[arg-type,return-value]
             else:
                 lcls = LibSocketIOViewer if socketio else LibViewer
-                lv = lcls(stats, group, sampled, join)
+                lv = lcls(stats, group, sampled, join, cfg["client"] == "websockets-deflate")
                 v = lv
                 viewers.append(v)
                 tasks.append(loop.create_task(lv.run(f"ws://{host}:{port}{paths[i]}")))
@@ -1303,8 +1306,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generators", type=int, default=2, help="viewer load-generator processes")
     p.add_argument("--publishers", type=int, default=4, help="publisher connections")
     p.add_argument("--sample-every", type=int, default=50, help="1 viewer in K measures latency")
-    p.add_argument("--client", choices=("raw", "websockets"), default="raw",
-                   help="viewer WebSocket client (default: the minimal raw one)")
+    p.add_argument("--client", choices=("raw", "websockets", "websockets-deflate"),
+                   default="raw",
+                   help="viewer WebSocket client (default: the minimal raw one); "
+                   "websockets-deflate offers permessage-deflate, which livecart accepts "
+                   "with --livecart-env LIVECART_WS_DEFLATE=true (its cost)")
     p.add_argument("--connect-concurrency", type=int, default=100,
                    help="connections opened at once per generator")
     p.add_argument("--join-timeout", type=float, default=60.0,

@@ -12,7 +12,7 @@ from typing import Any
 
 import websockets
 
-from .harness import ServerProcess
+from .harness import ServerProcess, live_session, token
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
 ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -189,7 +189,16 @@ async def test_deflate_offered_to_the_default_node_is_declined(server: ServerPro
 
 
 async def test_a_deflate_node_negotiates_permessage_deflate(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    node = ServerProcess(database_url, str(tmp_path), env={"LIVECART_WS_DEFLATE": "true"}).start()
+    node = ServerProcess(
+        database_url,
+        str(tmp_path),
+        env={
+            "LIVECART_WS_DEFLATE": "true",
+            "LIVECART_OUTBOX_MAX_AGE_S": "0.5",
+            "LIVECART_CHAT_RATE_PER_S": "50",
+            "LIVECART_CHAT_BURST": "50",
+        },
+    ).start()
     try:
         async with websockets.connect(node.ws_url, compression="deflate") as ws:
             assert [e.name for e in ws.protocol.extensions] == ["permessage-deflate"]
@@ -200,6 +209,39 @@ async def test_a_deflate_node_negotiates_permessage_deflate(database_url: str, t
             assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)) == [
                 {"type": "pong", "ref": "z1"}
             ]
+        # A compressed viewer that keeps up is never taken for a slow one, however long the
+        # room's events keep coming (here four times the outbox age).
+        s = await live_session(node.url, creator="deflate-host")
+        sid = s["session"]["id"]
+        async with websockets.connect(
+            node.ws_url + "?token=" + token("deflate-viewer"), compression="deflate"
+        ) as ws, websockets.connect(
+            # The host's acks are not read: an unbounded queue lets its client see the close.
+            node.ws_url + "?token=" + s["headers"]["authorization"][7:],
+            max_queue=None,
+        ) as host:
+            await ws.send(json.dumps({"type": "join", "session": sid}))
+            chats = 0
+            for k in range(20):
+                await host.send(
+                    json.dumps({"type": "chat", "session": sid, "text": f"deal {k}", "ref": f"d{k}"})
+                )
+                await asyncio.sleep(0.1)
+                while True:
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), 0.01)
+                    except TimeoutError:
+                        break
+                    chats += sum(m.get("type") == "chat" for m in json.loads(raw))
+            await asyncio.sleep(0.3)
+            while True:
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), 0.3)
+                except TimeoutError:
+                    break
+                chats += sum(m.get("type") == "chat" for m in json.loads(raw))
+            assert chats == 20
+            assert ws.close_code is None, "the viewer was closed"
         # A client that does not offer it is served by the node's own protocol.
         c, headers = await opened(node)
         assert "sec-websocket-extensions" not in headers

@@ -63,12 +63,15 @@ class AsgiSocket:
         self.writer = asyncio.get_running_loop().create_task(self._run())
 
     def send(self, payload: bytes, framed: bytes | None) -> int:
+        """Queue a frame; returns what was still waiting before it (a writer that keeps up
+        has sent everything between two writes, as a socket's buffer would be empty)."""
         if self.closed:
             return -1
+        behind = self._bytes
         self._frames.append(payload)
         self._bytes += len(payload)
         self._wakeup.set()
-        return self._bytes
+        return behind
 
     def close(self, code: int, reason: str = "") -> None:
         """Close once what is queued has been sent."""
