@@ -226,7 +226,10 @@ class Gateway:
         while inbox:
             conn, message = inbox.popleft()
             if not conn.closed:
-                self._turn(conn, message)
+                try:
+                    self._turn(conn, message)
+                except Exception:  # one frame's failure must not stop the inbox
+                    log.exception("frame handling failed", extra=conn.info())
             if time.perf_counter() > deadline:
                 break
         if inbox:
@@ -313,6 +316,10 @@ class Gateway:
                 return None
         except Failure as exc:
             self._refused(conn, frame, exc)
+            return None
+        except Exception:
+            log.exception("frame handling failed", extra=conn.info())
+            conn.send_error("unavailable", "internal error; retry later", getattr(frame, "ref", None))
             return None
         return self._handle(conn, frame)
 
