@@ -148,6 +148,9 @@ class FakeTransport:
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
 
+    def get_protocol(self) -> Any:
+        return self.protocol
+
     def take(self) -> bytes:
         """What was written since the last take."""
         out = bytes(self.data)
@@ -226,6 +229,21 @@ def opened(**kw: Any) -> Wire:
 
 
 # ---------------------------------------------------------------- handshake
+
+
+async def test_the_http_protocol_it_takes_over_from_is_cut_from_its_parser() -> None:
+    """uvicorn's HTTP protocol is still the transport's at connection_made; once the upgrade
+    is done its cycle with its parser is broken, so it is freed without the GC."""
+    http = SimpleNamespace(parser=object())
+    transport = FakeTransport()
+    transport.protocol = http
+    cls = wire.protocol_class(FakeGateway())
+    state = SimpleNamespace(connections=set(), default_headers=[])
+    proto = cls(SimpleNamespace(ws_max_size=1 << 20, ws_per_message_deflate=False), state, {})
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    assert http.parser is not None, "not during the upgrade call itself"
+    await asyncio.sleep(0)
+    assert http.parser is None
 
 
 def test_the_101_answers_the_rfc_example_key_with_the_default_headers() -> None:
