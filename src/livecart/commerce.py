@@ -488,10 +488,9 @@ class CommerceService:
 
     # ------------------------------------------------------------ buying
 
-    def precheck(self, who: Identity, offer_id: str, qty: int, ref: str) -> None:
-        """What `buy` checks before any I/O: who may buy, the numbers, and the sold-out gate.
-        Raises the refusal; the gateway answers most of a flash sale's attempts here, in the
-        step that read the frame."""
+    def _precheck(self, who: Identity, offer_id: str, qty: int, ref: str) -> None:
+        """What a purchase checks before any I/O: who may buy, the numbers, and the sold-out
+        gate (most of a flash sale's attempts end here)."""
         rules.require_buyer(who)
         if not 1 <= qty <= rules.MAX_QUANTITY:
             raise Failure("bad_frame", f"qty must be 1..{rules.MAX_QUANTITY}")
@@ -510,7 +509,6 @@ class CommerceService:
         ref: str,
         *,
         session_id: str | None = None,
-        checked: bool = False,
     ) -> Order:
         """Reserve `qty` units (one code path for the `buy` frame and `POST /api/orders`).
 
@@ -519,7 +517,7 @@ class CommerceService:
         (minor), not_found (offer, or not in `session_id`), offer_closed, not_live, sold_out,
         limit_reached, duplicate (ref already used for another offer), bad_frame (qty or ref
         out of range), unavailable (retry with the same ref)."""
-        return await self.reserve(who, offer_id, qty, ref, session_id=session_id, checked=checked)
+        return await self.reserve(who, offer_id, qty, ref, session_id=session_id)
 
     def reserve(
         self,
@@ -529,21 +527,16 @@ class CommerceService:
         ref: str,
         *,
         session_id: str | None = None,
-        checked: bool = False,
     ) -> asyncio.Future[Order]:
         """`buy` as a future, with no task per attempt: the order, or the refusal as its
-        exception. `checked`: `precheck` has just passed in the same loop step.
+        exception. A refusal known without I/O (the sold-out gate, who may buy, the numbers)
+        is raised at once instead, so it is answered in the step that read the frame.
 
         A burst waits in the offer's queue, not on the pool: at most `_admit` attempts of one
         offer are at the database at once, and by the time a waiting attempt's turn comes the
         gate usually knows the answer, so a refusal then costs no database work."""
+        self._precheck(who, offer_id, qty, ref)
         fut: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
-        if not checked:
-            try:
-                self.precheck(who, offer_id, qty, ref)
-            except Failure as exc:
-                fut.set_exception(exc)
-                return fut
         waiting = self._waiting.get(offer_id)
         if waiting is None:
             waiting = self._waiting[offer_id] = deque()

@@ -82,19 +82,21 @@ class _Family:
         self.doc = doc
         self.labelnames = labelnames
         self._buckets = buckets
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         self._single: Any = None if labelnames else self._new()
 
     def _new(self) -> Any:
         return _Histogram(self._buckets) if self.kind == "histogram" else _Value()
 
     def labels(self, *values: object) -> Any:
-        key = tuple(str(v) for v in values)
-        child = self._children.get(key)
+        child = self._children.get(values)  # label values are usually strings already
         if child is None:
-            if len(key) != len(self.labelnames):
-                raise ValueError(f"{self.name} takes labels {self.labelnames}")
-            child = self._children[key] = self._new()
+            key = tuple(str(v) for v in values)
+            child = self._children.get(key)
+            if child is None:
+                if len(key) != len(self.labelnames):
+                    raise ValueError(f"{self.name} takes labels {self.labelnames}")
+                child = self._children[key] = self._new()
         return child
 
     # Unlabelled use.
@@ -119,14 +121,14 @@ class _Family:
             family = GaugeMetricFamily(self.name, self.doc, labels=labels)
         else:
             family = HistogramMetricFamily(self.name, self.doc, labels=labels)
-        children: Iterable[tuple[tuple[str, ...], Any]] = (
+        children: Iterable[tuple[tuple[object, ...], Any]] = (
             self._children.items() if self.labelnames else [((), self._single)]
         )
         for key, child in children:
             if self.kind == "histogram":
-                family.add_metric(list(key), child.buckets(), child.sum)
+                family.add_metric([str(k) for k in key], child.buckets(), child.sum)
             else:
-                family.add_metric(list(key), child.value)
+                family.add_metric([str(k) for k in key], child.value)
         out: Metric = family
         return out
 

@@ -172,19 +172,6 @@ class Node:
             self._sold_out.discard(offer)
         self.hub.set_stock(session_id, offer, remaining)
 
-    def buy_refusal(self, who: Identity, offer: str, qty: int, ref: str) -> Failure | None:
-        """The refusal a buy gets before any I/O (the sold-out gate, limits known here), counted
-        as an attempt; None when it must go on to `buy(..., checked=True)`."""
-        started = time.perf_counter()
-        try:
-            self.commerce.precheck(who, offer, qty, ref)
-        except Failure as exc:
-            self.metrics.buy_attempts.labels(exc.code).inc()
-            self.metrics.order_seconds.observe(time.perf_counter() - started)
-            exc.__traceback__ = None  # only its code and message are used
-            return exc
-        return None
-
     def start_buy(
         self,
         who: Identity,
@@ -193,16 +180,19 @@ class Node:
         ref: str,
         session_id: str | None = None,
         *,
-        checked: bool = False,
         then: Callable[[asyncio.Future[Order]], None] | None = None,
     ) -> asyncio.Future[Order]:
         """The one purchase path (WebSocket and REST), measured: a future of the order, or of
-        the refusal. `checked`: `buy_refusal` has just passed in the same loop step. `then` is
-        called with the future once it is done, after the metrics (one callback, not two)."""
-        bought = self.commerce.reserve(
-            who, offer, qty, ref, session_id=session_id, checked=checked
-        )
-        bought.add_done_callback(functools.partial(self._bought, who, time.perf_counter(), then))
+        the refusal; a refusal known without I/O is raised at once (`CommerceService.reserve`).
+        `then` is called with the future once it is done, after the metrics."""
+        started = time.perf_counter()
+        try:
+            bought = self.commerce.reserve(who, offer, qty, ref, session_id=session_id)
+        except Failure as exc:
+            self.metrics.buy_attempts.labels(exc.code).inc()
+            self.metrics.order_seconds.observe(time.perf_counter() - started)
+            raise
+        bought.add_done_callback(functools.partial(self._bought, who, started, then))
         return bought
 
     async def buy(

@@ -23,6 +23,7 @@ from .core.ranking import (
     Delta,
     FeedItem,
     InterestProfile,
+    Landing,
     ProductInfo,
     ProfileBuilder,
     SessionInfo,
@@ -413,8 +414,7 @@ class RankingService:
         self._generation = 0
         self._generation_at = 0.0
         self._digest: TrendDigest | None = None
-        self._tick_digest: TrendDigest | None = None
-        self._moving_since: float | None = None  # trends moving tick after tick since then
+        self._landing = Landing(FEED_TREND_TOLERANCE, FEED_LANDING_MAX_S)
         self._candidates: list[Candidate] = []
         self._candidates_at = -1.0
         self._catalog_changed = True
@@ -814,13 +814,7 @@ class RankingService:
             return self._candidates
         candidates = self.index.candidates(now)
         digest = trend_digest(candidates)
-        if self._tick_digest is not None and trends_moved(
-            self._tick_digest, digest, FEED_TREND_TOLERANCE
-        ):
-            self._moving_since = self._moving_since or now
-        else:
-            self._moving_since = None
-        self._tick_digest = digest
+        self._landing.look(digest, now)
         if (
             self._digest is None
             or self._catalog_changed
@@ -1010,7 +1004,7 @@ class RankingService:
         if now - self._trending_at >= TRENDING_EVERY_S:
             self._push_trending(now)
         self._fresh_candidates(now)
-        if self._moving_since is not None and now - self._moving_since < FEED_LANDING_MAX_S:
+        if self._landing.waiting(now):
             return  # a burst is landing: push once it has
         due = [
             s

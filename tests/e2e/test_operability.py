@@ -8,6 +8,8 @@ import re
 import time
 
 import httpx
+import pytest
+import websockets
 
 from livecart.store.db import EmbeddedPostgres, migrate
 
@@ -124,6 +126,10 @@ async def test_readyz_fails_first_during_drain(database_url: str, tmp_path) -> N
                 status = (await http.get("/readyz")).status_code
             assert status == 503, "readiness fails while the socket is still open"
             assert (await http.get("/healthz")).status_code == 200
+            # New WebSocket clients are turned away (to another node) with 503.
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(node.ws_url, open_timeout=5)
+            assert refused.value.response.status_code == 503
         code = None
         try:
             while True:

@@ -72,7 +72,6 @@ class Gateway:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._frames_in: dict[str, Any] = {}
         self._keepalive: asyncio.Task[None] | None = None
         self._inbox: deque[tuple[Connection, bytes]] = deque()
         self._inbox_paused: list[Connection] = []
@@ -295,18 +294,19 @@ class Gateway:
     def _frame(self, conn: Connection, raw: bytes) -> Awaitable[Any] | None:
         """Decode and handle one message: None when it is done, else the work still to do."""
         node = self.node
+        frames_in = node.metrics.frames_in
         max_bytes = node.settings.max_frame_bytes
         if len(raw) > max_bytes:
-            self._count("invalid")
+            frames_in.labels("invalid").inc()
             conn.send_error("too_large", f"frames are limited to {max_bytes} bytes")
             return None
         try:
             frame = protocol.decode_frame(raw)
         except Failure as exc:
-            self._count("invalid")
+            frames_in.labels("invalid").inc()
             conn.send_error(exc.code, exc.message, protocol.frame_ref(exc))
             return None
-        self._count(str(type(frame).__struct_config__.tag))
+        frames_in.labels(type(frame).__struct_config__.tag).inc()
         if not isinstance(frame, protocol.Chat) and node.moderation.flooding(conn):
             return None
         try:
@@ -318,29 +318,20 @@ class Gateway:
             self._refused(conn, frame, exc)
             return None
         except Exception:
-            log.exception("frame handling failed", extra=conn.info())
-            conn.send_error("unavailable", "internal error; retry later", getattr(frame, "ref", None))
+            self._failed(conn, frame)
             return None
         return self._handle(conn, frame)
 
-    def _buy(self, conn: Connection, frame: protocol.Buy) -> asyncio.Future[Order] | None:
-        """Most of a flash sale's attempts are refused right here (the sold-out gate is in
-        memory); the others wait in the offer's queue as a future, answered when it is done."""
-        node = self.node
-        who = conn.identity
-        failure = node.buy_refusal(who, frame.offer, frame.qty, frame.ref)
-        if failure is not None:
-            # Answered without raising it again: a raised local would tie this frame to its
-            # own traceback, a cycle left for the garbage collector on every refusal.
-            self._refused(conn, frame, failure)
-            return None
-        return node.start_buy(
-            who,
+    def _buy(self, conn: Connection, frame: protocol.Buy) -> asyncio.Future[Order]:
+        """Most of a flash sale's attempts are refused right here, raised by the sold-out
+        gate, which is in memory; the others wait in the offer's queue as a future, answered
+        when it is done."""
+        return self.node.start_buy(
+            conn.identity,
             frame.offer,
             frame.qty,
             frame.ref,
             frame.session,
-            checked=True,
             then=functools.partial(self._bought, conn, frame),
         )
 
@@ -356,12 +347,6 @@ class Gateway:
             conn.send_error("unavailable", "internal error; retry with the same ref", frame.ref)
         self._next(conn)
 
-    def _count(self, kind: str | None) -> None:
-        child = self._frames_in.get(kind or "")
-        if child is None:
-            child = self._frames_in[kind or ""] = self.node.metrics.frames_in.labels(kind)
-        child.inc()
-
     @staticmethod
     def _refused(conn: Connection, frame: protocol.ClientFrame, exc: Failure) -> None:
         conn.send_error(
@@ -372,14 +357,19 @@ class Gateway:
             session=getattr(frame, "session", None),
         )
 
+    @staticmethod
+    def _failed(conn: Connection, frame: protocol.ClientFrame) -> None:
+        """A frame whose handling broke unexpectedly: logged, answered `unavailable`."""
+        log.exception("frame handling failed", extra=conn.info())
+        conn.send_error("unavailable", "internal error; retry later", getattr(frame, "ref", None))
+
     async def _handle(self, conn: Connection, frame: protocol.ClientFrame) -> None:
         try:
             await self.dispatch(conn, frame)
         except Failure as exc:
             self._refused(conn, frame, exc)
         except Exception:
-            log.exception("frame handling failed", extra=conn.info())
-            conn.send_error("unavailable", "internal error; retry later", getattr(frame, "ref", None))
+            self._failed(conn, frame)
 
     def _quick(self, conn: Connection, frame: protocol.ClientFrame) -> bool:
         """Handle `frame` now if it needs no I/O; False when `dispatch` must."""

@@ -310,3 +310,30 @@ def trends_moved(
     if before.keys() != after.keys():
         return True
     return any(abs(value - before[key]) > tolerance for key, value in after.items())
+
+
+class Landing:
+    """Whether a burst is still landing: trends moved by more than `tolerance` from one look
+    to the next. A feed pushed in the middle of a burst shows it half-counted, often below the
+    push margin, and the per-viewer rate limit then holds the whole picture back; so feeds
+    wait while trends keep moving, but never longer than `max_wait_s`."""
+
+    def __init__(self, tolerance: float, max_wait_s: float) -> None:
+        self.tolerance = tolerance
+        self.max_wait_s = max_wait_s
+        self._last: TrendDigest | None = None
+        self._moving_since: float | None = None
+
+    def look(self, digest: TrendDigest, now: float) -> None:
+        """Record the trends as they are at `now` (once per look, e.g. every 100 ms)."""
+        if self._last is not None and trends_moved(self._last, digest, self.tolerance):
+            if self._moving_since is None:
+                self._moving_since = now
+        else:
+            self._moving_since = None
+        self._last = digest
+
+    def waiting(self, now: float) -> bool:
+        since = self._moving_since
+        return since is not None and now - since < self.max_wait_s
+
