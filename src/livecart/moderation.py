@@ -252,6 +252,7 @@ class ModerationService:
         self._terms: dict[str, dict[str, str]] = {}
         self._moderators: dict[str, set[str]] = {}
         self._seen_action = 0
+        self._mutes_changed: list[Callable[[rules.MuteBook], object]] | None = None
         self._allowed: dict[str, frozenset[str]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -280,17 +281,32 @@ class ModerationService:
             "SELECT coalesce(max(id), 0) FROM moderation_actions"
         )
         await self.reload_terms()
-        mutes = rules.MuteBook()
-        for row in await store.active_mutes(self.pool):
-            if row["kind"] == "ban":
-                mutes.ban(row["creator"], row["user_id"])
-            else:
-                mutes.timeout(row["creator"], row["user_id"], row["until"].timestamp())
-        self.guards.mutes = mutes
+        # Mutes changed here while the rows are read may be missing from them: they are
+        # replayed onto the new book, so a reload never undoes a timeout it raced with.
+        changed: list[Callable[[rules.MuteBook], object]] = []
+        self._mutes_changed = changed
+        try:
+            mutes = rules.MuteBook()
+            for row in await store.active_mutes(self.pool):
+                if row["kind"] == "ban":
+                    mutes.ban(row["creator"], row["user_id"])
+                else:
+                    mutes.timeout(row["creator"], row["user_id"], row["until"].timestamp())
+            for change in changed:
+                change(mutes)
+            self.guards.mutes = mutes
+        finally:
+            self._mutes_changed = None
         self._moderators.clear()
         self._allowed = {
             r["id"]: frozenset(r["domains"]) for r in await store.allowed_domains(self.pool)
         }
+
+    def _mute(self, change: Callable[[rules.MuteBook], object]) -> None:
+        """Apply a timeout, ban or unban decided here, now and to a reload under way."""
+        change(self.guards.mutes)
+        if self._mutes_changed is not None:
+            self._mutes_changed.append(change)
 
     async def _follow(self, interval: float = 1.0) -> None:
         """Every moderation change writes an audit row: when another node wrote one, reload,
@@ -464,7 +480,7 @@ class ModerationService:
                     if seconds < 1:
                         raise Failure("bad_frame", "timeout needs seconds >= 1 (unban lifts it)")
                     until = self._clock() + seconds
-                    self.guards.mutes.timeout(room.creator, target, until)
+                    self._mute(lambda book: book.timeout(room.creator, target, until))
                     await store.set_mute(
                         self.pool,
                         room.creator,
@@ -476,7 +492,7 @@ class ModerationService:
                     result["until"] = int(until * 1000)
                 else:
                     seconds = None
-                    self.guards.mutes.ban(room.creator, target)
+                    self._mute(lambda book: book.ban(room.creator, target))
                     await store.set_mute(self.pool, room.creator, target, "ban", None)
                     self._tell(target, encode(Muted(room.id, None)))
                 await self._audit(
@@ -484,7 +500,7 @@ class ModerationService:
                 )
             case "unban":
                 target = self._target(req)
-                self.guards.mutes.unban(room.creator, target)
+                self._mute(lambda book: book.unban(room.creator, target))
                 await store.clear_mute(self.pool, room.creator, target)
                 await self._audit(who, room, "unban", target=target, reason=req.reason)
             case "slow":
