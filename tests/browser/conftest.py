@@ -32,7 +32,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+# Screenshots go to a folder the tests own (ignored by git), so running the suite changes no
+# tracked file; `scripts/refresh_screenshots.sh` points this at docs/img to refresh the README's.
+SCREENSHOTS = Path(
+    os.environ.get("LIVECART_SCREENSHOTS_DIR")
+    or Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+)
 T = TypeVar("T")
 
 

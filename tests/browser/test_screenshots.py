@@ -1,4 +1,5 @@
-"""Screenshots of the three pages during a lively demo show, written to docs/img/."""
+"""Screenshots of the three pages during a lively demo show, written to the tests' screenshot folder
+(docs/img/ when run by scripts/refresh_screenshots.sh)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from playwright.sync_api import expect
 from livecart.demo import CREATOR, Demo
 from tests.e2e.harness import SECRET, ServerProcess, token
 
-from .conftest import DOCS_IMG, Background, Pages
+from .conftest import SCREENSHOTS, Background, Pages
 from .test_pages import rest, send_chat, watch_url
 
 
@@ -32,7 +33,7 @@ def test_screenshots_of_the_watch_page_studio_and_console(
         demo.creator_token,
         {"term": "giveaway", "action": "hold"},
     )
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     # The studio first, so its chart has collected a while of live samples by the end.
     studio = pages.open(urls["creator"], width=1280, height=900)
     expect(studio.locator("#control-heading")).to_have_text(demo.session["title"])
@@ -60,11 +61,11 @@ def test_screenshots_of_the_watch_page_studio_and_console(
     expect(studio.locator(".tile-chat .tile-value")).not_to_have_text("0", timeout=20000)
     studio.wait_for_timeout(4000)
 
-    viewer.screenshot(path=str(DOCS_IMG / "watch.png"), full_page=True)
-    studio.screenshot(path=str(DOCS_IMG / "studio.png"), full_page=True)
-    console.screenshot(path=str(DOCS_IMG / "moderate.png"))
+    viewer.screenshot(path=str(SCREENSHOTS / "watch.png"), full_page=True)
+    studio.screenshot(path=str(SCREENSHOTS / "studio.png"), full_page=True)
+    console.screenshot(path=str(SCREENSHOTS / "moderate.png"))
     phone = pages.open(urls["viewer"].replace(demo.viewer_token, token("sam-web")), width=375)
     expect(phone.locator("#chat-list li.msg").nth(5)).to_be_visible()
-    phone.screenshot(path=str(DOCS_IMG / "watch-phone.png"), full_page=True)
+    phone.screenshot(path=str(SCREENSHOTS / "watch-phone.png"), full_page=True)
     for name in ("watch", "studio", "moderate", "watch-phone"):
-        assert (DOCS_IMG / f"{name}.png").stat().st_size > 10_000
+        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
