@@ -22,6 +22,7 @@ from .core.normalize import normalize
 from .ids import new_id
 from .protocol import (
     CLOSE_FLOODING,
+    MAX_OFFSET,
     Ack,
     ErrorMsg,
     Failure,
@@ -32,6 +33,7 @@ from .protocol import (
 )
 from .store import moderation as store
 from .store import rooms as room_store
+from .text import line_meta
 
 if TYPE_CHECKING:
     from .gateway.connection import Connection
@@ -58,7 +60,7 @@ ActionName = Literal[
 ]
 
 
-_Id = Annotated[str, Meta(min_length=1, max_length=64)]
+_Id = Annotated[str, line_meta(1, 64)]
 
 
 class ModerationRequest(Struct, forbid_unknown_fields=True):
@@ -66,21 +68,32 @@ class ModerationRequest(Struct, forbid_unknown_fields=True):
 
     action: ActionName
     user_id: _Id | None = None
-    offset: Annotated[int, Meta(ge=1)] | None = None
+    offset: Annotated[int, Meta(ge=1, le=MAX_OFFSET)] | None = None
     seconds: Annotated[int, Meta(ge=0, le=14 * 86400)] | None = None
-    reason: Annotated[str, Meta(max_length=500)] | None = None
+    reason: Annotated[str, line_meta(0, 500)] | None = None
     item: _Id | None = None
 
 
 class TermRequest(Struct, forbid_unknown_fields=True):
-    term: Annotated[str, Meta(min_length=1, max_length=100)]
+    term: Annotated[str, line_meta(1, 100)]
     action: Literal["block", "hold"] = "block"
+
+    def __post_init__(self) -> None:
+        # Refused while decoding (bad_frame), so a term the matcher cannot use is never stored.
+        problem = rules.term_problem(self.term)
+        if problem is not None:
+            raise ValueError(problem)
 
 
 class AllowedDomains(Struct, forbid_unknown_fields=True):
     domains: Annotated[
-        list[Annotated[str, Meta(min_length=1, max_length=253)]], Meta(max_length=200)
+        list[Annotated[str, line_meta(1, 253)]], Meta(max_length=200)
     ]
+
+    def __post_init__(self) -> None:
+        for domain in self.domains:
+            if not rules.domain_form(domain):
+                raise ValueError(f"domain {domain!r} is empty after normalisation")
 
 
 class ModeratorRequest(Struct, forbid_unknown_fields=True):
@@ -289,7 +302,8 @@ class ModerationService:
         self.guards.mutes = mutes
         self._moderators.clear()
         self._allowed = {
-            r["id"]: frozenset(r["domains"]) for r in await store.allowed_domains(self.pool)
+            r["id"]: frozenset(d for d in r["domains"] if rules.domain_form(d))
+            for r in await store.allowed_domains(self.pool)
         }
 
     async def _follow(self, interval: float = 1.0) -> None:
@@ -317,10 +331,19 @@ class ModerationService:
 
     @staticmethod
     def _build(scope: str, terms: dict[str, str]) -> rules.TermMatcher:
-        return rules.TermMatcher(
-            [rules.BlockedTerm(term, action) for term, action in terms.items()],  # type: ignore[arg-type]
-            scope=scope,
-        )
+        """The scope's matcher from its stored terms; a stored term that no longer loads (one
+        the matcher cannot use, an unknown action) is logged and skipped, so it never stops
+        a node from starting nor the scope's other terms from being enforced."""
+        usable: list[rules.BlockedTerm] = []
+        for term, action in terms.items():
+            problem = rules.term_problem(term)
+            if problem is None and action not in ("block", "hold"):
+                problem = f"unknown action {action!r} for term {term!r}"
+            if problem is not None:
+                log.warning("blocked term skipped: %s", problem, extra={"scope": scope})
+                continue
+            usable.append(rules.BlockedTerm(term, action))  # type: ignore[arg-type]
+        return rules.TermMatcher(usable, scope=scope)
 
     async def channel_moderators(self, creator: str) -> set[str]:
         mods = self._moderators.get(creator)
@@ -616,6 +639,9 @@ class ModerationService:
 
     async def add_term(self, who: Identity, scope: str, term: str, action: str) -> None:
         await self._require_terms(who, scope)
+        problem = rules.term_problem(term)
+        if problem is not None:
+            raise Failure("bad_frame", problem)
         await store.add_term(self.pool, scope, term, action, who.sub)
         await store.audit(
             self.pool,
@@ -651,7 +677,9 @@ class ModerationService:
     async def set_allowed(self, who: Identity, creator: str, domains: list[str]) -> list[str]:
         """Replace the creator's link allow-list (links elsewhere are held for review)."""
         await self.require_moderator(who, creator)
-        clean = sorted({d.strip().lower().lstrip(".") for d in domains if d.strip()})
+        clean = sorted({rules.domain_form(d) for d in domains})
+        if "" in clean:
+            raise Failure("bad_frame", "a domain is empty after normalisation")
         await store.set_allowed_domains(self.pool, creator, clean)
         await store.audit(
             self.pool,

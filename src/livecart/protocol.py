@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import Meta, Raw, Struct
 
+from .text import is_line, line_meta
+
 # ---------------------------------------------------------------- error codes
 
 ErrorCode = Literal[
@@ -53,13 +55,16 @@ class Failure(Exception):
 
 # ---------------------------------------------------------------- client frames
 
-Ref = Annotated[str, Meta(min_length=1, max_length=64)]
-Id = Annotated[str, Meta(min_length=1, max_length=64)]
+Ref = Annotated[str, line_meta(1, 64)]
+Id = Annotated[str, line_meta(1, 64)]
+# Log offsets are PostgreSQL bigints.
+MAX_OFFSET = 2**63 - 1
+Offset = Annotated[int, Meta(ge=0, le=MAX_OFFSET)]
 
 
 class Position(Struct, frozen=True):
-    epoch: str
-    offset: Annotated[int, Meta(ge=0)]
+    epoch: Annotated[str, line_meta(0, 64)]
+    offset: Offset
 
 
 class Join(Struct, tag="join", tag_field="type", frozen=True):
@@ -73,7 +78,7 @@ class Leave(Struct, tag="leave", tag_field="type", frozen=True):
 
 class Chat(Struct, tag="chat", tag_field="type", frozen=True):
     session: Id
-    text: Annotated[str, Meta(max_length=4000)]
+    text: Annotated[str, line_meta(0, 4000)]
     ref: Ref
 
 
@@ -104,8 +109,8 @@ class Signal(Struct, tag="signal", tag_field="type", frozen=True):
 
 class Report(Struct, tag="report", tag_field="type", frozen=True):
     session: Id
-    offset: Annotated[int, Meta(ge=1)]
-    reason: Annotated[str, Meta(min_length=1, max_length=200)]
+    offset: Annotated[int, Meta(ge=1, le=MAX_OFFSET)]
+    reason: Annotated[str, line_meta(1, 200)]
     ref: Ref
 
 
@@ -126,8 +131,9 @@ _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientF
 
 
 class _Envelope(Struct):
-    type: Any = None
-    ref: Any = None
+    # Only strings are read; anything else is skipped without being built.
+    type: str | Raw | None = None
+    ref: str | Raw | None = None
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -143,14 +149,22 @@ def decode_frame(data: bytes | str) -> ClientFrame:
         code: ErrorCode = "bad_frame"
         try:
             env = _envelope_decoder.decode(data)
-            ref = env.ref if isinstance(env.ref, str) and 1 <= len(env.ref) <= 64 else None
+            ref = env.ref if isinstance(env.ref, str) and is_ref(env.ref) else None
             if isinstance(env.type, str) and env.type not in CLIENT_TYPES:
                 code = "unknown_type"
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             pass
         failure = Failure(code, str(exc))
         failure.ref = ref  # type: ignore[attr-defined]
         raise failure from None
+    except RecursionError:
+        # Nested deeper than the interpreter's stack allows: refused like any other bad frame.
+        raise Failure("bad_frame", "nested too deeply") from None
+
+
+def is_ref(value: str) -> bool:
+    """Whether `value` may be echoed back as a ref (1-64 characters of the `Line` rule)."""
+    return 1 <= len(value) <= 64 and is_line(value)
 
 
 def frame_ref(failure: Failure) -> str | None:
