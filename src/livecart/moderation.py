@@ -19,6 +19,7 @@ from . import auth
 from .auth import Action, Identity
 from .core import moderation as rules
 from .core.normalize import normalize
+from .gateway.replies import SharedReplies
 from .ids import new_id
 from .protocol import (
     CLOSE_FLOODING,
@@ -170,6 +171,8 @@ class SharedChatLimits:
         self._dup_ms = max(1, round(duplicate_window_s * 1000))
         self._slow_ttl_ms = max(1, round(max_slow_s * 1000))
         self._pending: set[asyncio.Task[None]] = set()
+        self.replies = SharedReplies(self._redis, self._prefix)
+        """Answers to chat frames by (user, ref), for retries on any node."""
 
     def keys(self, user: str, session: str, normalized: str) -> list[str]:
         base = f"{self._prefix}{{{user}}}:"
@@ -372,9 +375,9 @@ class ModerationService:
             return True
         return False
 
-    async def check_chat(self, conn: Connection, room: Room, text: str, ref: str) -> bool:
-        """Raise the refusal, or return True when the message was held (the author is told)
-        and False when it may be published."""
+    async def check_chat(self, conn: Connection, room: Room, text: str, ref: str) -> str | None:
+        """Raise the refusal, or return the reason when the message was held (the author is
+        told) and None when it may be published."""
         who = conn.identity
         now = self._clock()
         if conn.first_seen is None:
@@ -410,7 +413,7 @@ class ModerationService:
             decision = shared
         match decision.verdict:
             case "accept":
-                return False
+                return None
             case "close":
                 conn.close(decision.close_code or CLOSE_FLOODING, "flooding")
                 raise Failure("rate_limited", "flooding")
@@ -427,7 +430,7 @@ class ModerationService:
                     ref=ref,
                 )
                 conn.send(encode(Held(ref, reason)))
-                return True
+                return reason
             case _:
                 code = decision.code or "blocked"
                 message = {
