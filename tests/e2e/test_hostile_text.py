@@ -391,3 +391,26 @@ async def test_a_retried_blocked_or_held_chat_gets_the_same_answer(server: Serve
     finally:
         await c.close()
     assert await timeline_chat(server.url, sid) == []
+
+
+async def test_a_chat_retried_on_another_node_gets_the_same_ack(
+    nodes: list[ServerProcess],
+) -> None:
+    """With Redis, the answer is kept for the cluster: a client that reconnects to another
+    node and sends the same ref again gets the first ack and publishes nothing."""
+    live = await live_session(nodes[0].url, uid("ht-cc"))
+    sid = live["session"]["id"]
+    user = uid("ht-roam")
+    frame = {"type": "chat", "session": sid, "text": "does it ship abroad?", "ref": "r1"}
+    answers = []
+    for node in (nodes[0], nodes[1], nodes[2], nodes[0]):
+        c = await joined(node, user, sid)
+        try:
+            await c.send(frame)
+            answers.append(await c.expect(("ack", "error", "held"), ref="r1"))
+        finally:
+            await c.close()
+    assert answers[0]["type"] == "ack", answers
+    assert all(a == answers[0] for a in answers), answers
+    texts = [e["text"] for e in await timeline_chat(nodes[0].url, sid)]
+    assert texts == ["does it ship abroad?"], texts
