@@ -151,6 +151,8 @@ class SharedChatLimits:
         lc:<ns>:{user}:rate                  hash t (tokens), ts (ms)
         lc:<ns>:{user}:slow:<session>        the user's last message in slow mode (ms)
         lc:<ns>:{user}:dup:<digest>          a text the user said within the window
+        lc:<ns>:{user}:ref:<ref>             the answer to the user's chat frame with that
+                                             ref (`gateway.replies.SharedReplies`)
     """
 
     def __init__(
@@ -161,6 +163,7 @@ class SharedChatLimits:
         namespace: str,
         duplicate_window_s: float,
         max_slow_s: float,
+        replies_s: float = 600.0,
     ) -> None:
         import redis.asyncio as aioredis
 
@@ -171,7 +174,7 @@ class SharedChatLimits:
         self._dup_ms = max(1, round(duplicate_window_s * 1000))
         self._slow_ttl_ms = max(1, round(max_slow_s * 1000))
         self._pending: set[asyncio.Task[None]] = set()
-        self.replies = SharedReplies(self._redis, self._prefix)
+        self.replies = SharedReplies(self._redis, self._prefix, horizon_s=replies_s)
         """Answers to chat frames by (user, ref), for retries on any node."""
 
     def keys(self, user: str, session: str, normalized: str) -> list[str]:
@@ -281,6 +284,7 @@ class ModerationService:
                 namespace=hashlib.blake2b(database.encode(), digest_size=4).hexdigest(),
                 duplicate_window_s=self.guards.duplicates.window_s,
                 max_slow_s=self.guards.slow.max_seconds,
+                replies_s=self.node.settings.history_ttl_s,
             )
         self._task = asyncio.create_task(self._follow(), name="moderation-follow")
 

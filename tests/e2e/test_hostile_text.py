@@ -143,6 +143,16 @@ async def test_path_and_query_values_are_text_too(server: ServerProcess) -> None
             "/api/sessions?status=live%00",
         ):
             assert_bad(await http.get(path))
+        # Bytes that are no UTF-8 (an encoded lone surrogate, a stray byte) in a path or query.
+        for path in (
+            "/api/products/%ED%A0%80",
+            "/api/products/%FF%FE",
+            "/api/sessions/%ED%B0%80/timeline",
+            "/api/trending?category=%ED%A0%80",
+        ):
+            r = await http.get(path)
+            assert r.status_code in (200, 400, 404), (path, r.status_code, r.text)
+            assert r.headers["content-type"].startswith("application/json"), (path, r.text)
         # Numbers the database stores as bigint: out of range is bad input, not a crash.
         assert_bad(await http.get(f"/api/sessions/{sid}/timeline", params={"since": 2**63}))
         assert_bad(

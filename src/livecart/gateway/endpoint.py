@@ -83,7 +83,9 @@ class Gateway:
         self._inbox: deque[tuple[Connection, bytes]] = deque()
         self._inbox_paused: list[Connection] = []
         self._taking = False
-        self.chat_replies = ReplyBook()
+        # A chat's answer is kept as long as the room's history window: a retry within it
+        # (the client reconnects and resends) is answered, not published again.
+        self.chat_replies = ReplyBook(horizon_s=node.settings.history_ttl_s)
 
     def start(self) -> None:
         self._keepalive = asyncio.get_running_loop().create_task(
