@@ -79,12 +79,6 @@ class TermRequest(Struct, forbid_unknown_fields=True):
     term: Annotated[str, line_meta(1, 100)]
     action: Literal["block", "hold"] = "block"
 
-    def __post_init__(self) -> None:
-        # Refused while decoding (bad_frame), so a term the matcher cannot use is never stored.
-        problem = rules.term_problem(self.term)
-        if problem is not None:
-            raise ValueError(problem)
-
 
 class AllowedDomains(Struct, forbid_unknown_fields=True):
     domains: Annotated[
@@ -646,6 +640,8 @@ class ModerationService:
 
     async def add_term(self, who: Identity, scope: str, term: str, action: str) -> None:
         await self._require_terms(who, scope)
+        # Refused before it is stored, so a term the matcher cannot use never reaches the table
+        # (removing one stored earlier stays possible).
         problem = rules.term_problem(term)
         if problem is not None:
             raise Failure("bad_frame", problem)
