@@ -433,3 +433,68 @@ async def test_a_chat_retried_on_another_node_gets_the_same_ack(
     assert all(a == answers[0] for a in answers), answers
     texts = [e["text"] for e in await timeline_chat(nodes[0].url, sid)]
     assert texts == ["does it ship abroad?"], texts
+
+
+async def test_a_row_the_database_refuses_fails_only_its_author_and_a_retry_stores_it(
+    server: ServerProcess, database_url: str
+) -> None:
+    """A chat row PostgreSQL refuses (here a trigger refuses one marker text) fails only its
+    author's write: the others in the same group commit are acknowledged and archived. The
+    refused message was already published, so the author's retry with the same ref stores it
+    and answers the same offset, without publishing it a second time."""
+    marker = f"poison-{secrets.token_hex(4)}"
+    db = await asyncpg.connect(database_url)
+    fn = f"refuse_{marker.replace('-', '_')}"
+    await db.execute(
+        f"""
+        CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.text LIKE '%{marker}%' THEN
+            RAISE EXCEPTION 'refused row' USING ERRCODE = 'check_violation';
+          END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER {fn} BEFORE INSERT ON room_events FOR EACH ROW EXECUTE FUNCTION {fn}();
+        """
+    )
+    dropped = False
+
+    async def drop() -> None:
+        nonlocal dropped
+        if not dropped:
+            await db.execute(f"DROP TRIGGER {fn} ON room_events; DROP FUNCTION {fn}();")
+            dropped = True
+
+    live = await live_session(server.url, uid("ht-c"))
+    sid = live["session"]["id"]
+    watcher = await joined(server, uid("ht-w"), sid)
+    author = await joined(server, uid("ht-a"), sid)
+    others = [await joined(server, uid(f"ht-o{i}"), sid) for i in range(6)]
+    try:
+        frame = {"type": "chat", "session": sid, "text": f"look {marker}", "ref": "p1"}
+
+        async def other(i: int, c: Client) -> dict[str, Any]:
+            await c.send({"type": "chat", "session": sid, "text": f"honest {i}", "ref": "o1"})
+            return await c.expect(("ack", "error"), ref="o1")
+
+        async def bad() -> dict[str, Any]:
+            await author.send(frame)
+            return await author.expect(("ack", "error"), ref="p1")
+
+        first, *rest = await asyncio.gather(bad(), *(other(i, c) for i, c in enumerate(others)))
+        assert first["type"] == "error" and first["code"] == "unavailable", first
+        assert all(r["type"] == "ack" for r in rest), rest
+        seen = await watcher.expect("chat", text=f"look {marker}")  # published live once
+        await drop()
+        await author.send(frame)
+        again = await author.expect(("ack", "error"), ref="p1")
+        assert again == {"type": "ack", "ref": "p1", "offset": seen["offset"]}, again
+        later = [m for m in await watcher.drain(0.5) if m.get("type") == "chat"]
+        assert all(m["text"] != f"look {marker}" for m in later), later
+        texts = sorted(e["text"] for e in await timeline_chat(server.url, sid))
+        assert texts == sorted([f"look {marker}", *(f"honest {i}" for i in range(6))]), texts
+    finally:
+        await drop()
+        await db.close()
+        for c in (watcher, author, *others):
+            await c.close()

@@ -19,7 +19,8 @@ from .. import auth, protocol
 from ..auth import Action, Identity
 from ..bus.base import StreamPosition
 from ..core.commerce import Order
-from ..node import Node
+from ..core.moderation import _RecentMap
+from ..node import Node, Unarchived
 from ..protocol import (
     Ack,
     ErrorMsg,
@@ -86,6 +87,10 @@ class Gateway:
         # A chat's answer is kept as long as the room's history window: a retry within it
         # (the client reconnects and resends) is answered, not published again.
         self.chat_replies = ReplyBook(horizon_s=node.settings.history_ttl_s)
+        # Chat published but not yet stored, by (user, ref): a retry stores it, not publishes.
+        self._unarchived: _RecentMap[tuple[str, str], room_store.ArchiveRow] = _RecentMap(
+            10_000, node.settings.history_ttl_s
+        )
 
     def start(self) -> None:
         self._keepalive = asyncio.get_running_loop().create_task(
@@ -599,13 +604,20 @@ class Gateway:
                 return
         reply = None
         try:
-            held, offset = await self._chat(conn, frame, started)
+            unstored = self._unarchived.get(key)
+            if unstored is not None:  # published by the first attempt: store it, then ack
+                await self._store_chat(key, unstored)
+                held, offset = None, unstored.offset
+            else:
+                held, offset = await self._chat(conn, frame, started)
             if held is None:
                 reply = encode(Ack(frame.ref, offset))
                 conn.send(reply)
             else:  # the author has been told with `held`
                 reply = encode(Held(frame.ref, held))
         except Failure as exc:
+            if isinstance(exc, Unarchived):
+                self._unarchived.put(key, exc.row, time.monotonic())
             if exc.code in _FINAL_CHAT_ERRORS:
                 reply = encode(
                     ErrorMsg(exc.code, exc.message, frame.ref, exc.retry_after_ms, frame.session)
@@ -615,6 +627,13 @@ class Gateway:
             self.chat_replies.settle(key, fut, reply)
             if shared is not None:
                 shared.replies.settle(key, reply)
+
+    async def _store_chat(self, key: tuple[str, str], row: room_store.ArchiveRow) -> None:
+        try:
+            await self.node.archive.append(row)
+        except Exception:
+            raise Failure("unavailable", "the event could not be stored; retry") from None
+        self._unarchived.pop(key)
 
     async def _chat(
         self, conn: Connection, frame: protocol.Chat, started: float
@@ -640,8 +659,9 @@ class Gateway:
                 author=who.sub,
                 text=text,
             )
-        except Failure:
-            node.moderation.not_published(who.sub, text)
+        except Failure as exc:
+            if not isinstance(exc, Unarchived):  # else viewers have it: it was published
+                node.moderation.not_published(who.sub, text)
             raise
         node.metrics.chat_acks.inc()
         node.ranking.record(who, "chat", room.id)
