@@ -37,9 +37,9 @@ from ..protocol import (
 )
 from ..store import catalog
 from ..store import rooms as room_store
+from . import replies
 from .connection import AsgiSocket, Connection, RoomCursor, Socket
 from .hub import Room
-from .replies import ReplyBook
 from .wire import PING_INTERVAL_S, PING_TIMEOUT_S, Handshake, WireProtocol
 
 log = logging.getLogger("livecart.gateway")
@@ -86,10 +86,11 @@ class Gateway:
         self._taking = False
         # A chat's answer is kept as long as the room's history window: a retry within it
         # (the client reconnects and resends) is answered, not published again.
-        self.chat_replies = ReplyBook(horizon_s=node.settings.history_ttl_s)
+        window = node.settings.history_ttl_s if node is not None else replies.HORIZON_S
+        self.chat_replies = replies.ReplyBook(horizon_s=window)
         # Chat published but not yet stored, by (user, ref): a retry stores it, not publishes.
         self._unarchived: _RecentMap[tuple[str, str], room_store.ArchiveRow] = _RecentMap(
-            10_000, node.settings.history_ttl_s
+            10_000, window
         )
 
     def start(self) -> None:
