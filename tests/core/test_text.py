@@ -89,6 +89,34 @@ def test_frames_with_unstorable_values_are_bad_frames(raw: bytes) -> None:
     assert _fails(raw).code == "bad_frame"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"chat","session":"s","text":"a\x7fb","ref":"r"}',  # DEL, unescaped
+        '{"type":"chat","session":"s","text":"\u202egnp.exe","ref":"r"}'.encode(),  # raw UTF-8
+        '{"type":"chat","session":"s","text":"ok","ref":"\u2066r"}'.encode(),
+    ],
+)
+def test_unescaped_refused_characters_are_bad_frames(raw: bytes) -> None:
+    assert _fails(raw).code == "bad_frame"
+
+
+def test_honest_frames_decode_to_their_types_whatever_the_path() -> None:
+    """ASCII without escapes takes the fast path, anything else the full check: the frame
+    is the same either way."""
+    for text, raw in (
+        ("plain ascii", b'{"type":"chat","session":"s","text":"plain ascii","ref":"r"}'),
+        ("café 😀", '{"type":"chat","session":"s","text":"café 😀","ref":"r"}'.encode()),
+        ("café", b'{"type":"chat","session":"s","text":"caf\\u00e9","ref":"r"}'),
+        ("a — b", '{"type":"chat","session":"s","text":"a — b","ref":"r"}'.encode()),
+    ):
+        frame = protocol.decode_frame(raw)
+        expected = protocol.Chat("s", text, "r")
+        assert isinstance(frame, protocol.Chat)
+        assert frame == expected and expected == frame
+        assert type(frame).__struct_config__.tag == "chat"
+
+
 def test_the_ref_is_echoed_only_when_it_is_text() -> None:
     f = _fails(b'{"type":"chat","session":"s","text":"a\\u0000","ref":"r1"}')
     assert protocol.frame_ref(f) == "r1"
