@@ -27,6 +27,7 @@ from .core import commerce as rules
 from .core.commerce import Auction, BidAccepted, Offer, Order
 from .protocol import ErrorCode, Failure
 from .store import commerce as store
+from .text import line_meta
 from .webhooks import WebhookDeliverer
 
 log = logging.getLogger("livecart.commerce")
@@ -38,7 +39,7 @@ Publish = Callable[[str, str, dict[str, Any]], Awaitable[int]]
 # Coalesced `stock {offer, remaining}` for a session; synchronous, called after each commit.
 OnStock = Callable[[str, str, int], None]
 
-_ID = Annotated[str, Meta(min_length=1, max_length=64)]
+_ID = Annotated[str, line_meta(1, 64)]
 _CENTS = Annotated[int, Meta(ge=0, le=rules.MAX_CENTS)]
 _DURATION = Annotated[int, Meta(ge=1, le=rules.MAX_DURATION_S)]
 

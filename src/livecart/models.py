@@ -6,15 +6,27 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
-Title = Annotated[str, Meta(min_length=1, max_length=200)]
+from .text import LINE_PATTERN, check_visible, line_meta
+
+Title = Annotated[str, line_meta(1, 200)]
 Cents = Annotated[int, Meta(ge=0, le=10**12)]
 Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
-Category = Annotated[str, Meta(max_length=64)]
-Tag = Annotated[str, Meta(min_length=1, max_length=32)]
+Category = Annotated[str, line_meta(0, 64)]
+Tag = Annotated[str, line_meta(1, 32)]
 Tags = Annotated[list[Tag], Meta(max_length=20)]
 Stock = Annotated[int, Meta(ge=0, le=10**9)]
-Url = Annotated[str, Meta(max_length=2000, pattern=r"^https?://")]
+Url = Annotated[str, Meta(max_length=2000, pattern=r"^https?://" + LINE_PATTERN[1:])]
+IsoTime = Annotated[str, line_meta(1, 64)]
 SessionStatus = Literal["scheduled", "live", "ended"]
+
+
+def _visible(title: str | None, tags: list[str] | None) -> None:
+    """Raised in `__post_init__`, so msgspec refuses the body while decoding (`bad_frame`):
+    a title or tag that is nothing but whitespace or invisible characters."""
+    if title is not None:
+        check_visible(title, "title")
+    for tag in tags or ():
+        check_visible(tag, "tag")
 
 
 class Product(Struct):
@@ -36,6 +48,9 @@ class ProductCreate(Struct, forbid_unknown_fields=True):
     category: Category = ""
     tags: Tags = []
 
+    def __post_init__(self) -> None:
+        _visible(self.title, self.tags)
+
 
 class ProductPatch(Struct, forbid_unknown_fields=True):
     title: Title | None = None
@@ -44,6 +59,9 @@ class ProductPatch(Struct, forbid_unknown_fields=True):
     stock: Stock | None = None
     category: Category | None = None
     tags: Tags | None = None
+
+    def __post_init__(self) -> None:
+        _visible(self.title, self.tags)
 
 
 class Session(Struct):
@@ -66,15 +84,18 @@ class SessionCreate(Struct, forbid_unknown_fields=True):
     category: Category = ""
     tags: Tags = []
     playback_url: Url | None = None
-    scheduled_at: str | None = None
+    scheduled_at: IsoTime | None = None
+
+    def __post_init__(self) -> None:
+        _visible(self.title, self.tags)
 
 
 class ShowcaseAdd(Struct, forbid_unknown_fields=True):
-    product_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    product_id: Annotated[str, line_meta(1, 64)]
 
 
 class PinRequest(Struct, forbid_unknown_fields=True):
-    product_id: Annotated[str, Meta(min_length=1, max_length=64)] | None
+    product_id: Annotated[str, line_meta(1, 64)] | None
 
 
 class ErrorBody(Struct):

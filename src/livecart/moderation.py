@@ -19,9 +19,11 @@ from . import auth
 from .auth import Action, Identity
 from .core import moderation as rules
 from .core.normalize import normalize
+from .gateway.replies import SharedReplies
 from .ids import new_id
 from .protocol import (
     CLOSE_FLOODING,
+    MAX_OFFSET,
     Ack,
     ErrorMsg,
     Failure,
@@ -32,6 +34,7 @@ from .protocol import (
 )
 from .store import moderation as store
 from .store import rooms as room_store
+from .text import line_meta
 
 if TYPE_CHECKING:
     from .gateway.connection import Connection
@@ -58,7 +61,7 @@ ActionName = Literal[
 ]
 
 
-_Id = Annotated[str, Meta(min_length=1, max_length=64)]
+_Id = Annotated[str, line_meta(1, 64)]
 
 
 class ModerationRequest(Struct, forbid_unknown_fields=True):
@@ -66,21 +69,26 @@ class ModerationRequest(Struct, forbid_unknown_fields=True):
 
     action: ActionName
     user_id: _Id | None = None
-    offset: Annotated[int, Meta(ge=1)] | None = None
+    offset: Annotated[int, Meta(ge=1, le=MAX_OFFSET)] | None = None
     seconds: Annotated[int, Meta(ge=0, le=14 * 86400)] | None = None
-    reason: Annotated[str, Meta(max_length=500)] | None = None
+    reason: Annotated[str, line_meta(0, 500)] | None = None
     item: _Id | None = None
 
 
 class TermRequest(Struct, forbid_unknown_fields=True):
-    term: Annotated[str, Meta(min_length=1, max_length=100)]
+    term: Annotated[str, line_meta(1, 100)]
     action: Literal["block", "hold"] = "block"
 
 
 class AllowedDomains(Struct, forbid_unknown_fields=True):
     domains: Annotated[
-        list[Annotated[str, Meta(min_length=1, max_length=253)]], Meta(max_length=200)
+        list[Annotated[str, line_meta(1, 253)]], Meta(max_length=200)
     ]
+
+    def __post_init__(self) -> None:
+        for domain in self.domains:
+            if not rules.domain_form(domain):
+                raise ValueError(f"domain {domain!r} is empty after normalisation")
 
 
 class ModeratorRequest(Struct, forbid_unknown_fields=True):
@@ -137,6 +145,8 @@ class SharedChatLimits:
         lc:<ns>:{user}:rate                  hash t (tokens), ts (ms)
         lc:<ns>:{user}:slow:<session>        the user's last message in slow mode (ms)
         lc:<ns>:{user}:dup:<digest>          a text the user said within the window
+        lc:<ns>:{user}:ref:<ref>             the answer to the user's chat frame with that
+                                             ref (`gateway.replies.SharedReplies`)
     """
 
     def __init__(
@@ -147,6 +157,7 @@ class SharedChatLimits:
         namespace: str,
         duplicate_window_s: float,
         max_slow_s: float,
+        replies_s: float = 600.0,
     ) -> None:
         import redis.asyncio as aioredis
 
@@ -157,6 +168,8 @@ class SharedChatLimits:
         self._dup_ms = max(1, round(duplicate_window_s * 1000))
         self._slow_ttl_ms = max(1, round(max_slow_s * 1000))
         self._pending: set[asyncio.Task[None]] = set()
+        self.replies = SharedReplies(self._redis, self._prefix, horizon_s=replies_s)
+        """Answers to chat frames by (user, ref), for retries on any node."""
 
     def keys(self, user: str, session: str, normalized: str) -> list[str]:
         base = f"{self._prefix}{{{user}}}:"
@@ -266,6 +279,7 @@ class ModerationService:
                 namespace=hashlib.blake2b(database.encode(), digest_size=4).hexdigest(),
                 duplicate_window_s=self.guards.duplicates.window_s,
                 max_slow_s=self.guards.slow.max_seconds,
+                replies_s=self.node.settings.history_ttl_s,
             )
         self._task = asyncio.create_task(self._follow(), name="moderation-follow")
 
@@ -299,7 +313,8 @@ class ModerationService:
             self._mutes_changed = None
         self._moderators.clear()
         self._allowed = {
-            r["id"]: frozenset(r["domains"]) for r in await store.allowed_domains(self.pool)
+            r["id"]: frozenset(d for d in r["domains"] if rules.domain_form(d))
+            for r in await store.allowed_domains(self.pool)
         }
 
     def _mute(self, change: Callable[[rules.MuteBook], object]) -> None:
@@ -333,10 +348,19 @@ class ModerationService:
 
     @staticmethod
     def _build(scope: str, terms: dict[str, str]) -> rules.TermMatcher:
-        return rules.TermMatcher(
-            [rules.BlockedTerm(term, action) for term, action in terms.items()],  # type: ignore[arg-type]
-            scope=scope,
-        )
+        """The scope's matcher from its stored terms; a stored term that no longer loads (one
+        the matcher cannot use, an unknown action) is logged and skipped, so it never stops
+        a node from starting nor the scope's other terms from being enforced."""
+        usable: list[rules.BlockedTerm] = []
+        for term, action in terms.items():
+            problem = rules.term_problem(term)
+            if problem is None and action not in ("block", "hold"):
+                problem = f"unknown action {action!r} for term {term!r}"
+            if problem is not None:
+                log.warning("blocked term skipped: %s", problem, extra={"scope": scope})
+                continue
+            usable.append(rules.BlockedTerm(term, action))  # type: ignore[arg-type]
+        return rules.TermMatcher(usable, scope=scope)
 
     async def channel_moderators(self, creator: str) -> set[str]:
         mods = self._moderators.get(creator)
@@ -365,9 +389,9 @@ class ModerationService:
             return True
         return False
 
-    async def check_chat(self, conn: Connection, room: Room, text: str, ref: str) -> bool:
-        """Raise the refusal, or return True when the message was held (the author is told)
-        and False when it may be published."""
+    async def check_chat(self, conn: Connection, room: Room, text: str, ref: str) -> str | None:
+        """Raise the refusal, or return the reason when the message was held (the author is
+        told) and None when it may be published."""
         who = conn.identity
         now = self._clock()
         if conn.first_seen is None:
@@ -403,7 +427,7 @@ class ModerationService:
             decision = shared
         match decision.verdict:
             case "accept":
-                return False
+                return None
             case "close":
                 conn.close(decision.close_code or CLOSE_FLOODING, "flooding")
                 raise Failure("rate_limited", "flooding")
@@ -420,7 +444,7 @@ class ModerationService:
                     ref=ref,
                 )
                 conn.send(encode(Held(ref, reason)))
-                return True
+                return reason
             case _:
                 code = decision.code or "blocked"
                 message = {
@@ -632,6 +656,11 @@ class ModerationService:
 
     async def add_term(self, who: Identity, scope: str, term: str, action: str) -> None:
         await self._require_terms(who, scope)
+        # Refused before it is stored, so a term the matcher cannot use never reaches the table
+        # (removing one stored earlier stays possible).
+        problem = rules.term_problem(term)
+        if problem is not None:
+            raise Failure("bad_frame", problem)
         await store.add_term(self.pool, scope, term, action, who.sub)
         await store.audit(
             self.pool,
@@ -667,7 +696,9 @@ class ModerationService:
     async def set_allowed(self, who: Identity, creator: str, domains: list[str]) -> list[str]:
         """Replace the creator's link allow-list (links elsewhere are held for review)."""
         await self.require_moderator(who, creator)
-        clean = sorted({d.strip().lower().lstrip(".") for d in domains if d.strip()})
+        clean = sorted({rules.domain_form(d) for d in domains})
+        if "" in clean:
+            raise Failure("bad_frame", "a domain is empty after normalisation")
         await store.set_allowed_domains(self.pool, creator, clean)
         await store.audit(
             self.pool,

@@ -265,13 +265,21 @@ class Node:
         except Exception as exc:
             log.warning("bus publish failed: %s", exc, extra={"session": session_id})
             raise Failure("unavailable", "the room log is unreachable; retry") from None
+        row = rooms.ArchiveRow(session_id, position.offset, kind, author, text, data)
         try:
-            await self.archive.append(
-                rooms.ArchiveRow(session_id, position.offset, kind, author, text, data)
-            )
+            await self.archive.append(row)
         except Exception:
-            raise Failure("unavailable", "the event could not be stored; retry") from None
+            raise Unarchived(row) from None
         return position.offset
+
+
+class Unarchived(Failure):
+    """`unavailable`: the event was published (viewers have it) but is not stored yet; `row`
+    is what a retry stores, instead of publishing the event again."""
+
+    def __init__(self, row: rooms.ArchiveRow) -> None:
+        super().__init__("unavailable", "the event could not be stored; retry")
+        self.row = row
 
 
 def _plain(struct: Any) -> dict[str, Any]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+import functools
+import operator
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 from msgspec import Meta, Raw, Struct
+
+from .text import is_line, line_meta
 
 # ---------------------------------------------------------------- error codes
 
@@ -53,13 +58,16 @@ class Failure(Exception):
 
 # ---------------------------------------------------------------- client frames
 
-Ref = Annotated[str, Meta(min_length=1, max_length=64)]
-Id = Annotated[str, Meta(min_length=1, max_length=64)]
+Ref = Annotated[str, line_meta(1, 64)]
+Id = Annotated[str, line_meta(1, 64)]
+# Log offsets are PostgreSQL bigints.
+MAX_OFFSET = 2**63 - 1
+Offset = Annotated[int, Meta(ge=0, le=MAX_OFFSET)]
 
 
 class Position(Struct, frozen=True):
-    epoch: str
-    offset: Annotated[int, Meta(ge=0)]
+    epoch: Annotated[str, line_meta(0, 64)]
+    offset: Offset
 
 
 class Join(Struct, tag="join", tag_field="type", frozen=True):
@@ -73,7 +81,7 @@ class Leave(Struct, tag="leave", tag_field="type", frozen=True):
 
 class Chat(Struct, tag="chat", tag_field="type", frozen=True):
     session: Id
-    text: Annotated[str, Meta(max_length=4000)]
+    text: Annotated[str, line_meta(0, 4000)]
     ref: Ref
 
 
@@ -104,8 +112,8 @@ class Signal(Struct, tag="signal", tag_field="type", frozen=True):
 
 class Report(Struct, tag="report", tag_field="type", frozen=True):
     session: Id
-    offset: Annotated[int, Meta(ge=1)]
-    reason: Annotated[str, Meta(min_length=1, max_length=200)]
+    offset: Annotated[int, Meta(ge=1, le=MAX_OFFSET)]
+    reason: Annotated[str, line_meta(1, 200)]
     ref: Ref
 
 
@@ -124,10 +132,86 @@ CLIENT_TYPES = frozenset(
 
 _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)  # type: ignore[arg-type]
 
+# The honest path costs (almost) nothing for the text rule. In a JSON document the characters
+# the `Line` rule refuses can only be written as an escape (`\u0000`), as DEL (0x7f) or, for
+# the bidi controls, as non-ASCII UTF-8 (raw C0 controls inside strings and lone surrogates
+# are refused by the JSON parser itself). A frame that is ASCII without a backslash or DEL is
+# decoded into subclasses of the frame types that keep every constraint but the text pattern
+# (the same types to the code behind); any other frame gets the full check.
+_META_FIELDS = (
+    "gt", "ge", "lt", "le", "multiple_of", "pattern", "min_length", "max_length", "tz",
+)  # fmt: skip
+
+
+def _unpatterned(tp: Any) -> Any:
+    if get_origin(tp) is Annotated:
+        base, *metas = get_args(tp)
+        kept = [
+            Meta(
+                **{
+                    k: getattr(m, k)
+                    for k in _META_FIELDS
+                    if k != "pattern" and getattr(m, k) is not None
+                }
+            )
+            if isinstance(m, Meta)
+            else m
+            for m in metas
+        ]
+        return Annotated[(_unpatterned(base), *kept)]  # type: ignore[valid-type]
+    if get_origin(tp) in (Union, types.UnionType):
+        return functools.reduce(operator.or_, [_unpatterned(a) for a in get_args(tp)])
+    if isinstance(tp, type) and issubclass(tp, Struct):
+        return _twin(tp)
+    return tp
+
+
+def _twin(cls: type[Struct]) -> type[Struct]:
+    fields = [
+        (f.name, _unpatterned(f.type))
+        if f.required
+        else (
+            f.name,
+            _unpatterned(f.type),
+            f.default
+            if f.default is not msgspec.NODEFAULT
+            else msgspec.field(default_factory=f.default_factory),
+        )
+        for f in msgspec.structs.fields(cls)
+    ]
+    config = cls.__struct_config__
+
+    def __eq__(self: Struct, other: object) -> bool:  # equal to the frame type's instances
+        return isinstance(other, cls) and msgspec.structs.astuple(self) == msgspec.structs.astuple(
+            other
+        )
+
+    return msgspec.defstruct(
+        cls.__name__,
+        fields,
+        bases=(cls,),
+        tag=config.tag,
+        tag_field=config.tag_field,
+        frozen=config.frozen,
+        module=cls.__module__,
+        namespace={"__eq__": __eq__, "__hash__": cls.__hash__},
+    )
+
+
+_plain_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(
+    functools.reduce(operator.or_, [_twin(t) for t in get_args(ClientFrame)])
+)
+
+
+def _plain_text(data: bytes) -> bool:
+    """No string in this JSON can break the `Line` rule (see above)."""
+    return data.isascii() and data.find(b"\\") < 0 and data.find(b"\x7f") < 0
+
 
 class _Envelope(Struct):
-    type: Any = None
-    ref: Any = None
+    # Only strings are read; anything else is skipped without being built.
+    type: str | Raw | None = None
+    ref: str | Raw | None = None
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -136,6 +220,11 @@ _envelope_decoder = msgspec.json.Decoder(_Envelope)
 def decode_frame(data: bytes | str) -> ClientFrame:
     """Decode one client frame or raise Failure(bad_frame | unknown_type), with the frame's
     ref echoed in the message when one could be read."""
+    if type(data) is bytes and _plain_text(data):
+        try:
+            return _plain_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            pass  # the full decoder says why
     try:
         return _frame_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -143,14 +232,22 @@ def decode_frame(data: bytes | str) -> ClientFrame:
         code: ErrorCode = "bad_frame"
         try:
             env = _envelope_decoder.decode(data)
-            ref = env.ref if isinstance(env.ref, str) and 1 <= len(env.ref) <= 64 else None
+            ref = env.ref if isinstance(env.ref, str) and is_ref(env.ref) else None
             if isinstance(env.type, str) and env.type not in CLIENT_TYPES:
                 code = "unknown_type"
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             pass
         failure = Failure(code, str(exc))
         failure.ref = ref  # type: ignore[attr-defined]
         raise failure from None
+    except RecursionError:
+        # Nested deeper than the interpreter's stack allows: refused like any other bad frame.
+        raise Failure("bad_frame", "nested too deeply") from None
+
+
+def is_ref(value: str) -> bool:
+    """Whether `value` may be echoed back as a ref (1-64 characters of the `Line` rule)."""
+    return 1 <= len(value) <= 64 and is_line(value)
 
 
 def frame_ref(failure: Failure) -> str | None:

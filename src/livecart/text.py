@@ -21,8 +21,10 @@ from typing import Annotated, Any
 
 from msgspec import Meta
 
-_UNSTORABLE = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff"
-_BIDI = "\u202a-\u202e\u2066-\u2069"
+# Written as regex escapes, not as the characters themselves: the pattern appears in
+# validation messages and the OpenAPI document, which must stay encodable (no lone surrogates).
+_UNSTORABLE = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff"
+_BIDI = r"\u202a-\u202e\u2066-\u2069"
 TEXT_PATTERN = f"^[^{_UNSTORABLE}]*$"
 LINE_PATTERN = f"^[^{_UNSTORABLE}{_BIDI}]*$"
 _LINE = re.compile(LINE_PATTERN)
@@ -31,19 +33,34 @@ Text = Annotated[str, Meta(pattern=TEXT_PATTERN)]
 Line = Annotated[str, Meta(pattern=LINE_PATTERN)]
 
 
-def bounded(min_length: int = 0, max_length: int | None = None, *, line: bool = True) -> Any:
-    """A `Line` (or `Text`) type with length limits, e.g. `bounded(1, 64)`."""
-    meta = Meta(
+def line_meta(min_length: int = 0, max_length: int | None = None, *, line: bool = True) -> Meta:
+    """The constraints of a `Line` (or `Text`) with length limits, for a type checker-friendly
+    alias: `Ref = Annotated[str, line_meta(1, 64)]`."""
+    return Meta(
         pattern=LINE_PATTERN if line else TEXT_PATTERN,
         min_length=min_length,
         max_length=max_length,
     )
-    return Annotated[str, meta]
+
+
+def bounded(min_length: int = 0, max_length: int | None = None, *, line: bool = True) -> Any:
+    """A `Line` (or `Text`) type with length limits, e.g. `bounded(1, 64)`."""
+    return Annotated[str, line_meta(min_length, max_length, line=line)]
 
 
 def is_line(value: str) -> bool:
     """Whether `value` passes the `Line` rule."""
     return _LINE.match(value) is not None
+
+
+def check_visible(value: str, what: str) -> str:
+    """`value` if something is left of it after normalisation (invisible characters, marks
+    and whitespace removed), else ValueError naming `what`: a title, tag or term of nothing."""
+    from .core.normalize import normalize
+
+    if not normalize(value).strip():
+        raise ValueError(f"{what} is empty after normalisation")
+    return value
 
 
 def check_line(value: str, what: str) -> str:

@@ -605,6 +605,12 @@ async def test_a_link_is_held_for_review(server: ServerProcess) -> None:
             headers=h,
             json={"domains": ["Shop.Example", " "]},
         )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_frame", r.text
+        r = await http.put(
+            f"/api/creators/{host}/allowed-domains",
+            headers=h,
+            json={"domains": ["Shop.Example", ".shop.example"]},
+        )
         assert r.json()["domains"] == ["shop.example"]
         assert (await http.get(f"/api/creators/{host}/allowed-domains", headers=h)).json()[
             "domains"

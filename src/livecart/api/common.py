@@ -13,6 +13,7 @@ from .. import auth
 from ..auth import Action, Identity
 from ..node import Node
 from ..protocol import Failure
+from ..text import is_line
 
 T = TypeVar("T")
 
@@ -98,12 +99,26 @@ async def body(request: Request, kind: type[T]) -> T:
         return msgspec.json.decode(raw or b"{}", type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Failure("bad_frame", str(exc)) from None
+    except RecursionError:
+        raise Failure("bad_frame", "the body is nested too deeply") from None
+
+
+def check_request_text(request: Request) -> None:
+    """Path parameters and query values are user text too: the `Line` rule, else bad_frame."""
+    for value in request.path_params.values():
+        if isinstance(value, str) and not is_line(value):
+            raise Failure("bad_frame", "a path parameter holds a character that is not allowed")
+    for _, value in request.query_params.multi_items():
+        if not is_line(value):
+            raise Failure("bad_frame", "a query value holds a character that is not allowed")
 
 
 def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
+    if len(raw) > 24:
+        raise Failure("bad_frame", f"{name} must be between {lo} and {hi}")
     try:
         value = int(raw)
     except ValueError:
@@ -121,6 +136,7 @@ def endpoint(fn: Handler) -> Handler:
 
     async def wrapped(request: Request) -> Response:
         try:
+            check_request_text(request)
             return await fn(request)
         except Failure as failure:
             return error_response(failure)

@@ -182,6 +182,26 @@ def _squeeze(s: str) -> tuple[str, list[int], list[int]]:
     return "".join(chars), counts, starts
 
 
+def _term_core(term: str) -> tuple[str, bool, bool]:
+    """The term without its `*` ends, and whether each end is open."""
+    core = term.strip()
+    left_open, right_open = core.startswith("*"), core.endswith("*")
+    return core.strip("*"), left_open, right_open
+
+
+def term_problem(term: str) -> str | None:
+    """Why `TermMatcher` cannot use `term` (nothing left after normalisation), or None."""
+    if not match_forms(_term_core(term)[0]).leet.strip():
+        return f"term {term!r} is empty after normalisation"
+    return None
+
+
+def domain_form(domain: str) -> str:
+    """An allowed domain as links are matched against it (see `link_form`); empty when
+    nothing is left of it."""
+    return link_form(domain).strip().strip(".")
+
+
 class TermMatcher:
     """Blocked terms of one scope in an Aho-Corasick automaton: one scan per text form,
     whatever the number of terms.
@@ -210,9 +230,7 @@ class TermMatcher:
             if given not in ("block", "hold"):
                 raise ValueError(f"unknown action {given!r} for term {term!r}")
             action: Action = "block" if given == "block" else "hold"
-            core = term.strip()
-            left_open, right_open = core.startswith("*"), core.endswith("*")
-            core = core.strip("*")
+            core, left_open, right_open = _term_core(term)
             forms = match_forms(core)
             if not forms.leet.strip():
                 raise ValueError(f"term {term!r} is empty after normalisation")

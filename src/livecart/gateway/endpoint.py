@@ -19,10 +19,13 @@ from .. import auth, protocol
 from ..auth import Action, Identity
 from ..bus.base import StreamPosition
 from ..core.commerce import Order
-from ..node import Node
+from ..core.moderation import _RecentMap
+from ..node import Node, Unarchived
 from ..protocol import (
     Ack,
+    ErrorMsg,
     Failure,
+    Held,
     Hello,
     Joined,
     Left,
@@ -34,6 +37,7 @@ from ..protocol import (
 )
 from ..store import catalog
 from ..store import rooms as room_store
+from . import replies
 from .connection import AsgiSocket, Connection, RoomCursor, Socket
 from .hub import Room
 from .wire import PING_INTERVAL_S, PING_TIMEOUT_S, Handshake, WireProtocol
@@ -41,6 +45,10 @@ from .wire import PING_INTERVAL_S, PING_TIMEOUT_S, Handshake, WireProtocol
 log = logging.getLogger("livecart.gateway")
 
 CHAT_MAX_CHARS = 500
+# Chat refusals that a retry of the same (user, ref) gets again without running: they depend
+# on the message alone. The others (rate_limited, slow_mode, muted, unavailable ...) pass
+# with time, so a retry runs again.
+_FINAL_CHAT_ERRORS = frozenset({"bad_frame", "blocked", "duplicate", "forbidden"})
 RECENT_SCAN = 200  # newest log events scanned for the snapshot's recent chat
 _ids = itertools.count(1)
 _running: set[asyncio.Task[None]] = set()  # frame handling in flight (kept from the GC)
@@ -76,6 +84,14 @@ class Gateway:
         self._inbox: deque[tuple[Connection, bytes]] = deque()
         self._inbox_paused: list[Connection] = []
         self._taking = False
+        # A chat's answer is kept as long as the room's history window: a retry within it
+        # (the client reconnects and resends) is answered, not published again.
+        window = node.settings.history_ttl_s if node is not None else replies.HORIZON_S
+        self.chat_replies = replies.ReplyBook(horizon_s=window)
+        # Chat published but not yet stored, by (user, ref): a retry stores it, not publishes.
+        self._unarchived: _RecentMap[tuple[str, str], room_store.ArchiveRow] = _RecentMap(
+            10_000, window
+        )
 
     def start(self) -> None:
         self._keepalive = asyncio.get_running_loop().create_task(
@@ -559,24 +575,83 @@ class Gateway:
     async def chat(self, conn: Connection, frame: protocol.Chat) -> None:
         started = time.perf_counter()
         try:
-            await self._chat(conn, frame, started)
+            self._participant(conn.identity)
+            await self._chat_once(conn, frame, started)
         except Failure as exc:
             self.node.metrics.chat_refused.labels(exc.code).inc()
             raise
 
-    async def _chat(self, conn: Connection, frame: protocol.Chat, started: float) -> None:
+    async def _chat_once(self, conn: Connection, frame: protocol.Chat, started: float) -> None:
+        """Chat is idempotent per (user, ref): a retry gets the first attempt's answer (waiting
+        for it while the first runs) and publishes nothing."""
+        key = (conn.identity.sub, frame.ref)
+        first, fut = self.chat_replies.claim(key)
+        while not first:
+            reply = await asyncio.shield(fut)
+            if reply is not None:
+                conn.send(reply)
+                return
+            first, fut = self.chat_replies.claim(key)  # the first had no final answer: run
+        shared = self.node.moderation.shared
+        if shared is not None:
+            try:
+                elsewhere = await shared.replies.claim(key)
+            except TimeoutError:
+                self.chat_replies.settle(key, fut, None)
+                raise Failure("unavailable", "this ref is still being handled; retry") from None
+            if elsewhere is not None:
+                self.chat_replies.settle(key, fut, elsewhere)
+                conn.send(elsewhere)
+                return
+        reply = None
+        try:
+            unstored = self._unarchived.get(key)
+            if unstored is not None:  # published by the first attempt: store it, then ack
+                await self._store_chat(key, unstored)
+                held, offset = None, unstored.offset
+            else:
+                held, offset = await self._chat(conn, frame, started)
+            if held is None:
+                reply = encode(Ack(frame.ref, offset))
+                conn.send(reply)
+            else:  # the author has been told with `held`
+                reply = encode(Held(frame.ref, held))
+        except Failure as exc:
+            if isinstance(exc, Unarchived):
+                self._unarchived.put(key, exc.row, time.monotonic())
+            if exc.code in _FINAL_CHAT_ERRORS:
+                reply = encode(
+                    ErrorMsg(exc.code, exc.message, frame.ref, exc.retry_after_ms, frame.session)
+                )
+            raise
+        finally:
+            self.chat_replies.settle(key, fut, reply)
+            if shared is not None:
+                shared.replies.settle(key, reply)
+
+    async def _store_chat(self, key: tuple[str, str], row: room_store.ArchiveRow) -> None:
+        try:
+            await self.node.archive.append(row)
+        except Exception:
+            raise Failure("unavailable", "the event could not be stored; retry") from None
+        self._unarchived.pop(key)
+
+    async def _chat(
+        self, conn: Connection, frame: protocol.Chat, started: float
+    ) -> tuple[str | None, int]:
+        """(the reason when the message is held, else None; its offset when published)."""
         node = self.node
         who = conn.identity
-        self._participant(who)
         text = frame.text.strip()
         if not 1 <= len(text) <= CHAT_MAX_CHARS:
             raise Failure("bad_frame", f"text must be 1-{CHAT_MAX_CHARS} characters after trimming")
         room = await node.room(frame.session)
         if room.status != "live":
             raise Failure("not_live", "chat opens when the session is live")
-        if await node.moderation.check_chat(conn, room, text, frame.ref):
+        held = await node.moderation.check_chat(conn, room, text, frame.ref)
+        if held is not None:
             node.metrics.chat_refused.labels("held").inc()
-            return  # held for review: only the author is told, with `held`
+            return held, 0  # held for review: only the author is told, with `held`
         try:
             offset = await node.append(
                 room.id,
@@ -585,10 +660,11 @@ class Gateway:
                 author=who.sub,
                 text=text,
             )
-        except Failure:
-            node.moderation.not_published(who.sub, text)
+        except Failure as exc:
+            if not isinstance(exc, Unarchived):  # else viewers have it: it was published
+                node.moderation.not_published(who.sub, text)
             raise
-        conn.send(encode(Ack(frame.ref, offset)))
         node.metrics.chat_acks.inc()
         node.ranking.record(who, "chat", room.id)
         node.metrics.chat_ack_seconds.observe(time.perf_counter() - started)
+        return None, offset

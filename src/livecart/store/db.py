@@ -39,6 +39,15 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
+def row_error(exc: BaseException) -> bool:
+    """Whether `exc` may come from one row's values rather than from the database or the
+    connection: PostgreSQL's data exceptions (class 22: a NUL byte, a number out of range)
+    and integrity violations (class 23), or a value the driver could not encode."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in ("22", "23")
+    return isinstance(exc, (ValueError, TypeError, OverflowError, UnicodeError))
+
+
 class GroupWriter(Generic[T]):
     """Writes items in batches: every `add` waits for the commit of its batch, and one batch
     is in flight at a time, so many writers at once cost one round trip per batch."""
@@ -76,19 +85,38 @@ class GroupWriter(Generic[T]):
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                try:
-                    await self._write_batch([item for item, _ in batch])
-                except Exception as exc:
-                    log.error("%s: write failed: %s", self._name, exc)
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                else:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_result(None)
+                await self._commit(batch)
             if self._closing:
                 return
+
+    async def _commit(self, batch: list[tuple[T, asyncio.Future[None]]]) -> None:
+        """Write `batch` in one statement. When a row of it may be what failed (PostgreSQL
+        refused a value, a constraint, or the value could not be encoded), the batch is split
+        in halves and each written on its own, down to the failing row: the other rows commit
+        and only the failing row's `add` raises (a few more round trips, only on failure).
+        Other failures (the database unreachable) fail the whole batch at once."""
+        try:
+            await self._write_batch([item for item, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1 and row_error(exc):
+                log.warning(
+                    "%s: a batch of %d failed (%s); writing it in parts",
+                    self._name,
+                    len(batch),
+                    exc,
+                )
+                half = len(batch) // 2
+                await self._commit(batch[:half])
+                await self._commit(batch[half:])
+                return
+            log.error("%s: write failed: %s", self._name, exc)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+        else:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
 
     async def close(self) -> None:
         """Flush what is queued, then stop."""
