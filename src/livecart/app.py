@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,7 +19,8 @@ from .api import catalog as catalog_api
 from .api import commerce as commerce_api
 from .api import moderation as moderation_api
 from .api import ranking as ranking_api
-from .api.common import json
+from .api.common import Handler, json
+from .api.guard import Guard, http_error, unexpected
 from .api.system import ApiRoute, healthz, metrics, openapi, readyz
 from .commerce import AuctionCreate, OfferCreate, OrderCreate
 from .config import Settings
@@ -392,12 +394,39 @@ def create_app(settings: Settings, database_url: str, jwt_secret: str) -> App:
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi_json),
-        *[Route(r.path, r.handler, methods=[r.method]) for r in API],
+        *api_routes(API),
         *web.routes(),
     ]
-    app = App(gateway, routes=routes, lifespan=lifespan)
+    app = App(
+        gateway,
+        settings,
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: unexpected},
+    )
     app.state.node = node
     return app
+
+
+def api_routes(api: list[ApiRoute]) -> list[Route]:
+    """One route per path with every method it has, so a 405 names them all in `Allow`."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for r in api:
+        by_path.setdefault(r.path, {})[r.method] = r.handler
+    return [Route(path, _by_method(table), methods=list(table)) for path, table in by_path.items()]
+
+
+def _by_method(table: dict[str, Handler]) -> Handler:
+    get = table.get("GET")
+
+    async def dispatch(request: Request) -> Response:
+        handler = table.get(request.method)
+        if handler is None and request.method == "HEAD" and get is not None:
+            handler = get
+        assert handler is not None  # the route admits only these methods
+        return await handler(request)
+
+    return dispatch
 
 
 class App(Starlette):
@@ -405,13 +434,18 @@ class App(Starlette):
     (`gateway.wire`, given to uvicorn as its `ws` class); what reaches the app through ASGI
     (permessage-deflate, another ASGI server) goes straight to the gateway, past the router."""
 
-    def __init__(self, gateway: Gateway, **kw: Any) -> None:
+    def __init__(self, gateway: Gateway, settings: Settings, **kw: Any) -> None:
         super().__init__(**kw)
         self.gateway = gateway
+        self.guard = Guard(super().__call__, settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == "/ws":
             scope["app"] = self
             await self.gateway.handle(WebSocket(scope, receive, send))
+            return
+        if scope["type"] == "http":
+            scope["app"] = self
+            await self.guard(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
