@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
@@ -66,7 +67,8 @@ class SessionCreate(Struct, forbid_unknown_fields=True):
     category: Category = ""
     tags: Tags = []
     playback_url: Url | None = None
-    scheduled_at: str | None = None
+    scheduled_at: Annotated[datetime, Meta(tz=True)] | None = None
+    """RFC 3339 with an offset (the schema's `date-time`), e.g. 2030-05-01T18:00:00Z."""
 
 
 class ShowcaseAdd(Struct, forbid_unknown_fields=True):

@@ -38,6 +38,54 @@ async def readyz(request: Request) -> Response:
     return json(checks, 200 if checks["ready"] else 503)
 
 
+_ERRORS = {
+    400: "bad_frame: a malformed body, path or query value, or a refused string",
+    401: "unauthorized: no token, or an invalid or expired one",
+    403: "forbidden: the caller's role may not do this here",
+    404: "not_found: no such object",
+    409: "the object's state refuses it: not_live, sold_out, limit_reached, offer_closed, "
+    "duplicate, bid_too_low or auction_closed",
+    413: "too_large: the body is over 64 KiB",
+    429: "rate_limited: too many requests from this identity (or address); see Retry-After",
+    500: "unavailable: an unexpected failure (logged); retry later",
+    503: "unavailable: a dependency is unreachable; retry later",
+}
+
+
+def _errors(r: ApiRoute, error_schema: Any) -> dict[str, Any]:
+    """Every error status the route can answer, each with the error body."""
+    codes = [400, 429, 500, 503]
+    if r.auth:
+        codes += [401, 403]
+    if "{" in r.path or r.request is not None:
+        codes.append(404)
+    if r.request is not None:
+        codes.append(413)
+    if r.method != "GET":
+        codes.append(409)
+    out: dict[str, Any] = {}
+    for code in sorted(codes):
+        resp: dict[str, Any] = {
+            "description": _ERRORS[code],
+            "content": {"application/json": {"schema": error_schema}},
+        }
+        if code == 429:
+            resp["headers"] = {
+                "Retry-After": {
+                    "description": "seconds to wait",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                }
+            }
+        out[str(code)] = resp
+    return out
+
+
+def _body_required(kind: type) -> bool:
+    """An empty body is `{}`: it may be left out when no field is required."""
+    fields = msgspec.structs.fields(kind) if isinstance(kind, type) else ()
+    return any(f.required for f in fields)
+
+
 def openapi(routes: list[ApiRoute]) -> dict[str, Any]:
     types: list[Any] = [ErrorResponse]
     for r in routes:
@@ -51,17 +99,14 @@ def openapi(routes: list[ApiRoute]) -> dict[str, Any]:
         op: dict[str, Any] = {"summary": r.summary, "responses": {}}
         if r.request is not None:
             op["requestBody"] = {
-                "required": True,
+                "required": _body_required(r.request),
                 "content": {"application/json": {"schema": by_type[r.request]}},
             }
         ok: dict[str, Any] = {"description": "success"}
         if r.response is not None:
             ok["content"] = {"application/json": {"schema": by_type[r.response]}}
         op["responses"][str(r.status)] = ok
-        op["responses"]["default"] = {
-            "description": "error: {error: {code, message}} with a SPEC error code",
-            "content": {"application/json": {"schema": by_type[ErrorResponse]}},
-        }
+        op["responses"].update(_errors(r, by_type[ErrorResponse]))
         if r.auth:
             op["security"] = [{"bearer": []}]
         params = [seg[1:-1] for seg in r.path.split("/") if seg.startswith("{")]

@@ -1,0 +1,84 @@
+"""schemathesis against a running node's /openapi.json (issue 13): with a fixed seed and a
+bounded number of examples per operation, no 5xx, and every answer as the schema says (status
+documented, content type, body, headers, `Allow` on 405, invalid input refused)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from livecart.app import API
+
+from .harness import ServerProcess, token
+
+SEED = 20261206
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+        "negative_data_rejection",
+        "unsupported_method",
+        "allow_header_conformance",
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def node(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A node of its own, REST rate limit off: the fuzzer sends one identity's requests as
+    fast as it can (the limit has its own tests)."""
+    proc = ServerProcess(
+        database_url,
+        str(tmp_path_factory.mktemp("schemathesis")),
+        env={"LIVECART_REST_RATE_PER_S": "0"},
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def test_the_running_node_matches_its_openapi_document(node: ServerProcess, tmp_path: Path) -> None:
+    cli = Path(sys.executable).with_name("schemathesis")
+    args = [
+        str(cli),
+        "run",
+        f"{node.url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {token('fuzz-admin', 'admin')}",
+        "--checks",
+        CHECKS,
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--mode",
+        "all",
+        "--max-examples",
+        "25",
+        "--seed",
+        str(SEED),
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "10",
+        "--no-color",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path),
+    ]
+    run = subprocess.run(
+        args, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-8000:] + "\n--- node log ---\n" + "".join(node.output[-40:])
+    assert "failures" not in out.splitlines()[-1], out[-4000:]
+    assert f"Tested: {len(API)}" in out, out[-4000:]  # every operation reached
