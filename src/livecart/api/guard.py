@@ -8,6 +8,8 @@ import logging
 import time
 from typing import Any
 
+import asyncpg
+import redis.exceptions
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -143,10 +145,26 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+# A dependency out of reach: 503, to be retried, rather than a 500 bug.
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
-    """A bug, never a text/plain 500: logged with its traceback, answered `unavailable`."""
+    """Never a text/plain 500: logged with its traceback and answered `unavailable`, 503 with
+    Retry-After when the database or bus is out of reach, else 500."""
     log.error(
         "unexpected error in %s %s: %r", request.method, request.url.path, exc, exc_info=exc
     )
+    if isinstance(exc, _UNREACHABLE):
+        response = error_response(Failure("unavailable", "a dependency is out of reach; retry"))
+        response.headers["Retry-After"] = "1"
+        return response
     body: dict[str, Any] = {"code": "unavailable", "message": "internal error; retry later"}
     return json({"error": body}, 500)

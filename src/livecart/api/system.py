@@ -69,7 +69,7 @@ def _errors(r: ApiRoute, error_schema: Any) -> dict[str, Any]:
             "description": _ERRORS[code],
             "content": {"application/json": {"schema": error_schema}},
         }
-        if code == 429:
+        if code in (429, 503):
             resp["headers"] = {
                 "Retry-After": {
                     "description": "seconds to wait",
