@@ -9,11 +9,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from livecart.app import API
 
-from .harness import ServerProcess, token
+from ..conftest import run_in_thread
+from .harness import ServerProcess, headers, live_session, open_offer, token
 
 SEED = 20261206
 CHECKS = ",".join(
@@ -45,10 +47,58 @@ def node(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         proc.kill()
 
 
+async def _objects(base: str) -> dict[str, str]:
+    """Real objects, so that fuzzed calls reach past `not_found` into each route's logic."""
+    live = await live_session(base, creator="fuzz-creator")
+    sid, pid = live["session"]["id"], live["product"]["id"]
+    offer = await open_offer(base, live, price_cents=500, quantity=20, per_user_limit=5)
+    async with httpx.AsyncClient(base_url=base) as http:
+        r = await http.post(
+            f"/api/sessions/{sid}/auctions",
+            headers=live["headers"],
+            json={
+                "product_id": pid,
+                "start_cents": 100,
+                "min_increment_cents": 10,
+                "duration_s": 600,
+            },
+        )
+        assert r.status_code == 201, r.text
+        auction = r.json()["id"]
+        r = await http.post(
+            "/api/orders",
+            headers=headers(token("fuzz-buyer")),
+            json={"offer_id": offer["id"], "qty": 1, "idempotency_key": "fuzz-1"},
+        )
+        assert r.status_code == 201, r.text
+        order = r.json()["id"]
+    return {
+        "/api/products/": pid,
+        "/api/sessions/": sid,
+        "/api/offers/": offer["id"],
+        "/api/orders/": order,
+        "/api/auctions/": auction,
+        "/api/creators/": "fuzz-creator",
+    }
+
+
+def _config(objects: dict[str, str]) -> str:
+    blocks = [
+        f'[[operations]]\ninclude-path-regex = "^{prefix}"\n'
+        f'parameters = {{ "path.id" = "{value}" }}\n'
+        for prefix, value in objects.items()
+    ]
+    return "\n".join(blocks)
+
+
 def test_the_running_node_matches_its_openapi_document(node: ServerProcess, tmp_path: Path) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(_config(run_in_thread(_objects(node.url))))
     cli = Path(sys.executable).with_name("schemathesis")
     args = [
         str(cli),
+        "--config-file",
+        str(config),
         "run",
         f"{node.url}/openapi.json",
         "--header",
