@@ -7,6 +7,8 @@ import asyncio
 import json
 import re
 import secrets
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +86,61 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
     return int(status_line.split()[1]), head, body
 
 
+def _stream_body(host: str, port: int, head: bytes, total: int) -> tuple[bytes, int]:
+    """Send `head`, then a chunked body of `total` bytes from a thread while this one reads
+    the answer; the sending stops at the answer or when the server closes. Plain blocking
+    sockets: the answer stays readable after the server's reset of the unread rest."""
+    sock = socket.create_connection((host, port))
+    sock.sendall(head)
+    chunk = b"%x\r\n" % (64 * 1024) + b" " * (64 * 1024) + b"\r\n"
+    stop = threading.Event()
+    sent = [0]
+
+    def pump() -> None:
+        try:
+            while sent[0] < total and not stop.is_set():
+                sock.sendall(chunk)
+                sent[0] += 64 * 1024
+            if not stop.is_set():
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server closed the connection: what it should do
+
+    writer = threading.Thread(target=pump, daemon=True)
+    writer.start()
+    sock.settimeout(30)
+    data = b""
+    try:
+        while _parse_response(data)[0] == 0:
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    except ConnectionResetError:
+        pass
+    finally:
+        stop.set()
+        writer.join(30)
+        sock.close()
+    return data, sent[0]
+
+
+def _parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of a complete HTTP/1.1 answer in `data`, else (0, {}, b"")."""
+    top, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        return 0, {}, b""
+    lines = top.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    length = int(fields.get("content-length", "0"))
+    if len(rest) < length:
+        return 0, {}, b""
+    return int(lines[0].split()[1]), fields, rest[:length]
+
+
 # ---------------------------------------------------------------- bodies (finding 4)
 
 
@@ -95,37 +152,21 @@ async def test_a_200_mb_chunked_body_is_refused_while_read_and_never_buffered(
     pid = node.proc.pid if node.proc else 0
     peak_before = _status_kb(pid, "VmHWM")
     host, port = node.url.removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        (
-            "POST /api/products HTTP/1.1\r\n"
-            f"Host: {host}\r\n"
-            f"Authorization: Bearer {token('big-body-creator', 'creator')}\r\n"
-            "Content-Type: application/json\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n"
-        ).encode()
-    )
-    answer = asyncio.create_task(_read_response(reader))
-    chunk = b"%x\r\n" % (64 * 1024) + b" " * (64 * 1024) + b"\r\n"
-    sent = 0
-    try:
-        while sent < HUGE and not answer.done():
-            writer.write(chunk)
-            await writer.drain()
-            sent += 64 * 1024
-        if not answer.done():
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-    except ConnectionError:
-        pass  # the server closed the connection: what it should do
-    status, head, body = await asyncio.wait_for(answer, 30)
-    writer.close()
+    head = (
+        "POST /api/products HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        f"Authorization: Bearer {token('big-body-creator', 'creator')}\r\n"
+        "Content-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    raw, sent = await asyncio.to_thread(_stream_body, host, int(port), head, HUGE)
+    status, head_fields, body = _parse_response(raw)
     assert status == 413, (status, body, "".join(node.output[-30:]))
     assert json.loads(body)["error"]["code"] == "too_large"
     grown_mb = (_status_kb(pid, "VmHWM") - peak_before) / 1024
     assert grown_mb < 8, f"peak RSS grew by {grown_mb:.0f} MB"
     assert sent < HUGE // 4, f"the server read {sent >> 20} MB before answering"
-    assert head.get("connection") == "close"
+    assert head_fields.get("connection") == "close"
 
 
 async def test_a_declared_oversized_body_is_refused_before_any_byte_is_read(
@@ -283,3 +324,50 @@ async def test_rest_is_rate_limited_per_identity_and_per_guest_address(
         # After Retry-After, the identity may call again.
         await asyncio.sleep(int(limited[-1].headers["retry-after"]))
         assert (await http.get("/api/sessions", headers=alice)).status_code == 200
+
+
+# ---------------------------------------------------------------- the schema (issue 13)
+
+
+async def test_the_schema_and_the_decoder_agree(server: ServerProcess) -> None:
+    """Integers written 136.0, `scheduled_at` as an RFC 3339 date-time, PATCH without a body,
+    and every error status documented per operation."""
+    h = headers(token("schema-creator", "creator"))
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        spec = (await http.get("/openapi.json")).json()
+        r = await http.post(
+            "/api/products", headers=h, json={"title": "Jug", "price_cents": 136.0, "stock": 2.0}
+        )
+        assert r.status_code == 201, r.text
+        product = r.json()
+        assert product["price_cents"] == 136 and product["stock"] == 2
+        r = await http.post("/api/products", headers=h, json={"title": "Jug", "price_cents": 1.5})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_frame"
+
+        when = spec["components"]["schemas"]["SessionCreate"]["properties"]["scheduled_at"]
+        assert {"type": "string", "format": "date-time"} in when["anyOf"], when
+        for bad in ("tomorrow", "2030-05-01T18:00:00", "0001-01-01T00:00:00+23:59"):
+            r = await http.post(
+                "/api/sessions", headers=h, json={"title": "Later", "scheduled_at": bad}
+            )
+            assert r.status_code == 400 and r.json()["error"]["code"] == "bad_frame", (bad, r.text)
+        r = await http.post(
+            "/api/sessions",
+            headers=h,
+            json={"title": "Later", "scheduled_at": "2030-05-01T20:00:00+02:00"},
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["scheduled_at"].startswith("2030-05-01T18:00:00")
+
+        patch = spec["paths"]["/api/products/{id}"]["patch"]
+        assert patch["requestBody"]["required"] is False
+        r = await http.patch(f"/api/products/{product['id']}", headers=h)
+        assert r.status_code == 200 and r.json() == product, r.text
+
+        create = spec["paths"]["/api/products"]["post"]["responses"]
+        assert "default" not in create
+        assert {"201", "400", "401", "403", "404", "409", "413", "429", "500", "503"} <= set(create)
+        assert "Retry-After" in create["429"]["headers"]
+        for path, ops in spec["paths"].items():
+            for method, op in ops.items():
+                assert {"400", "429", "500"} <= set(op["responses"]), (method, path)

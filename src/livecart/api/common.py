@@ -126,8 +126,6 @@ async def body(request: Request, kind: type[T]) -> T:
     raw = b"".join(chunks)
     try:
         return msgspec.json.decode(raw or b"{}", type=kind)
-    except msgspec.DecodeError as exc:
-        raise Failure("bad_frame", str(exc)) from None
     except msgspec.ValidationError as exc:
         if not str(exc).startswith("Expected `int`, got `float`"):
             raise Failure("bad_frame", str(exc)) from None
@@ -137,6 +135,8 @@ async def body(request: Request, kind: type[T]) -> T:
             return msgspec.convert(_whole_floats_as_ints(msgspec.json.decode(raw)), type=kind)
         except (msgspec.ValidationError, RecursionError):
             raise Failure("bad_frame", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise Failure("bad_frame", str(exc)) from None
 
 
 def _whole_floats_as_ints(value: Any) -> Any:
