@@ -67,7 +67,6 @@ class Guard:
             self.limiter = RateLimiter(
                 RatePolicy(settings.rest_rate_per_s, settings.rest_burst), max_keys=MAX_KEYS
             )
-        self.limited = 0
         self._always = [
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"no-referrer"),
@@ -91,7 +90,6 @@ class Guard:
         decision = self.limiter.check(key, time.monotonic())
         if decision.allowed:
             return None
-        self.limited += 1
         who = "this identity" if key[0] == "user" else "this address"
         return error_response(
             Failure(
