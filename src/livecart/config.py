@@ -146,8 +146,12 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("webhook_url must start with http:// or https://")
         if self.rest_rate_per_s < 0 or self.rest_burst < 1:
             problems.append("rest_rate_per_s must be >= 0 (0 is off) and rest_burst >= 1")
-        if not self.frame_ancestors.strip() or any(c in self.frame_ancestors for c in ";,\r\n"):
-            problems.append("frame_ancestors must be CSP sources without ';' or ','")
+        if not self.frame_ancestors.strip() or any(
+            c in ";," or not " " <= c <= "~" for c in self.frame_ancestors
+        ):
+            problems.append(
+                "frame_ancestors must be CSP sources (printable ASCII, without ';' or ',')"
+            )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return self

@@ -244,6 +244,18 @@ async def test_frame_ancestors_is_configurable_for_shops_embedding_the_player(
     assert csp["frame-ancestors"] == "'self' https://shop.example"
 
 
+def test_frame_ancestors_cannot_smuggle_other_directives(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    proc = ServerProcess(
+        database_url,
+        str(tmp_path_factory.mktemp("bad-ancestors")),
+        env={"LIVECART_FRAME_ANCESTORS": "'none'; script-src *"},
+    )
+    with pytest.raises(RuntimeError, match="frame_ancestors"):
+        proc.start(timeout=20)
+
+
 # ---------------------------------------------------------------- errors (finding 7)
 
 
