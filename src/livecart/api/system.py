@@ -54,9 +54,9 @@ _ERRORS = {
 
 def _errors(r: ApiRoute, error_schema: Any) -> dict[str, Any]:
     """Every error status the route can answer, each with the error body."""
-    codes = [400, 429, 500, 503]
+    codes = [400, 401, 429, 500, 503]  # 401: any call may carry a bad token
     if r.auth:
-        codes += [401, 403]
+        codes.append(403)
     if "{" in r.path or r.request is not None:
         codes.append(404)
     if r.request is not None:
@@ -73,7 +73,7 @@ def _errors(r: ApiRoute, error_schema: Any) -> dict[str, Any]:
             resp["headers"] = {
                 "Retry-After": {
                     "description": "seconds to wait",
-                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    "schema": {"type": "integer", "minimum": 1},
                 }
             }
         out[str(code)] = resp
