@@ -21,7 +21,7 @@ from .api import moderation as moderation_api
 from .api import ranking as ranking_api
 from .api.common import Handler, json
 from .api.guard import Guard, http_error, unexpected
-from .api.system import ApiRoute, healthz, metrics, openapi, readyz
+from .api.system import ApiRoute, healthz, limit, metrics, openapi, readyz
 from .commerce import AuctionCreate, OfferCreate, OrderCreate
 from .config import Settings
 from .core.commerce import Auction, Offer, Order
@@ -79,6 +79,10 @@ API: list[ApiRoute] = [
         "List sessions (?status=live)",
         None,
         list[Session],
+        query={
+            "status": {"type": "string", "enum": ["scheduled", "live", "ended"]},
+            "limit": limit(500),
+        },
     ),
     ApiRoute("GET", "/api/sessions/{id}", catalog_api.get_session, "Get a session", None, Session),
     ApiRoute(
@@ -227,6 +231,7 @@ API: list[ApiRoute] = [
         None,
         200,
         True,
+        query={"limit": limit(1000)},
     ),
     ApiRoute(
         "POST",
@@ -289,6 +294,11 @@ API: list[ApiRoute] = [
         "/api/trending",
         ranking_api.trending,
         "Trending products and hosts (?kind=&category=&limit=)",
+        query={
+            "kind": {"type": "string", "enum": ["products", "hosts", "both"]},
+            "category": {"type": "string"},
+            "limit": limit(50),
+        },
     ),
     ApiRoute(
         "GET",
@@ -367,6 +377,10 @@ API: list[ApiRoute] = [
         "Replay the session's log (?since=&limit=)",
         None,
         TimelinePage,
+        query={
+            "since": {"type": "integer", "minimum": 0, "maximum": 2**62},
+            "limit": limit(1000),
+        },
     ),
 ]
 

@@ -21,6 +21,12 @@ class ApiRoute(NamedTuple):
     response: Any = None
     status: int = 200
     auth: bool = False
+    query: dict[str, dict[str, Any]] | None = None
+    """Query parameters by name, each with its JSON schema (all optional)."""
+
+
+def limit(hi: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "maximum": hi}
 
 
 async def healthz(request: Request) -> Response:
@@ -110,11 +116,16 @@ def openapi(routes: list[ApiRoute]) -> dict[str, Any]:
         if r.auth:
             op["security"] = [{"bearer": []}]
         params = [seg[1:-1] for seg in r.path.split("/") if seg.startswith("{")]
-        if params:
-            op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
+        parameters = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in params
+        ]
+        parameters += [
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in (r.query or {}).items()
+        ]
+        if parameters:
+            op["parameters"] = parameters
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
