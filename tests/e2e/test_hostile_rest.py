@@ -187,6 +187,20 @@ async def test_a_declared_oversized_body_is_refused_before_any_byte_is_read(
     status, _head, body = await asyncio.wait_for(_read_response(reader), 5)
     writer.close()
     assert status == 413 and json.loads(body)["error"]["code"] == "too_large"
+    # The same on a route that reads no body at all.
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        (
+            "POST /api/sessions/any/start HTTP/1.1\r\n"
+            f"Host: {host}\r\n"
+            f"Content-Length: {HUGE}\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    status, head, body = await asyncio.wait_for(_read_response(reader), 5)
+    writer.close()
+    assert status == 413 and json.loads(body)["error"]["code"] == "too_large"
+    assert head["connection"] == "close"
     # Just over the limit too, and just under it is decoded (then refused as bad JSON).
     async with httpx.AsyncClient(base_url=server.url) as http:
         h = headers(token("declared-body-creator", "creator"))

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import Settings
 from ..core.moderation import RateLimiter, RatePolicy
 from ..protocol import Failure
-from .common import error_response, identity, json
+from .common import MAX_BODY, error_response, identity, json
 
 log = logging.getLogger("livecart.api")
 
@@ -77,8 +77,10 @@ class Guard:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.limiter is not None and scope["path"].startswith(LIMITED_PREFIX):
-            refusal = self._take(scope)
+        if scope["path"].startswith(LIMITED_PREFIX):
+            refusal = _declared_too_large(scope)
+            if refusal is None and self.limiter is not None:
+                refusal = self._take(scope)
             if refusal is not None:
                 await refusal(scope, receive, self._headed(send))
                 return
@@ -112,6 +114,19 @@ class Guard:
             await send(message)
 
         return headed
+
+
+def _declared_too_large(scope: Scope) -> Response | None:
+    """A body declared over MAX_BODY is refused before anything is read, whether or not the
+    route reads bodies (`body()` also counts what chunked bodies deliver)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if len(value) > 9 or not value.isdigit() or int(value) > MAX_BODY:
+                return error_response(
+                    Failure("too_large", f"request bodies are limited to {MAX_BODY} bytes")
+                )
+            return None
+    return None
 
 
 def _key(scope: Scope) -> tuple[str, str]:
