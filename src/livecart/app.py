@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,8 +19,9 @@ from .api import catalog as catalog_api
 from .api import commerce as commerce_api
 from .api import moderation as moderation_api
 from .api import ranking as ranking_api
-from .api.common import json
-from .api.system import ApiRoute, healthz, metrics, openapi, readyz
+from .api.common import Handler, json
+from .api.guard import Guard, http_error, unexpected
+from .api.system import ApiRoute, healthz, limit, metrics, openapi, readyz
 from .commerce import AuctionCreate, OfferCreate, OrderCreate
 from .config import Settings
 from .core.commerce import Auction, Offer, Order
@@ -77,6 +79,10 @@ API: list[ApiRoute] = [
         "List sessions (?status=live)",
         None,
         list[Session],
+        query={
+            "status": {"type": "string", "enum": ["scheduled", "live", "ended"]},
+            "limit": limit(500),
+        },
     ),
     ApiRoute("GET", "/api/sessions/{id}", catalog_api.get_session, "Get a session", None, Session),
     ApiRoute(
@@ -225,6 +231,7 @@ API: list[ApiRoute] = [
         None,
         200,
         True,
+        query={"limit": limit(1000)},
     ),
     ApiRoute(
         "POST",
@@ -287,6 +294,11 @@ API: list[ApiRoute] = [
         "/api/trending",
         ranking_api.trending,
         "Trending products and hosts (?kind=&category=&limit=)",
+        query={
+            "kind": {"type": "string", "enum": ["products", "hosts", "both"]},
+            "category": {"type": "string"},
+            "limit": limit(50),
+        },
     ),
     ApiRoute(
         "GET",
@@ -365,6 +377,10 @@ API: list[ApiRoute] = [
         "Replay the session's log (?since=&limit=)",
         None,
         TimelinePage,
+        query={
+            "since": {"type": "integer", "minimum": 0, "maximum": 2**62},
+            "limit": limit(1000),
+        },
     ),
 ]
 
@@ -392,12 +408,39 @@ def create_app(settings: Settings, database_url: str, jwt_secret: str) -> App:
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi_json),
-        *[Route(r.path, r.handler, methods=[r.method]) for r in API],
+        *api_routes(API),
         *web.routes(),
     ]
-    app = App(gateway, routes=routes, lifespan=lifespan)
+    app = App(
+        gateway,
+        settings,
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: unexpected},
+    )
     app.state.node = node
     return app
+
+
+def api_routes(api: list[ApiRoute]) -> list[Route]:
+    """One route per path with every method it has, so a 405 names them all in `Allow`."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for r in api:
+        by_path.setdefault(r.path, {})[r.method] = r.handler
+    return [Route(path, _by_method(table), methods=list(table)) for path, table in by_path.items()]
+
+
+def _by_method(table: dict[str, Handler]) -> Handler:
+    get = table.get("GET")
+
+    async def dispatch(request: Request) -> Response:
+        handler = table.get(request.method)
+        if handler is None and request.method == "HEAD" and get is not None:
+            handler = get
+        assert handler is not None  # the route admits only these methods
+        return await handler(request)
+
+    return dispatch
 
 
 class App(Starlette):
@@ -405,13 +448,18 @@ class App(Starlette):
     (`gateway.wire`, given to uvicorn as its `ws` class); what reaches the app through ASGI
     (permessage-deflate, another ASGI server) goes straight to the gateway, past the router."""
 
-    def __init__(self, gateway: Gateway, **kw: Any) -> None:
+    def __init__(self, gateway: Gateway, settings: Settings, **kw: Any) -> None:
         super().__init__(**kw)
         self.gateway = gateway
+        self.guard = Guard(super().__call__, settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == "/ws":
             scope["app"] = self
             await self.gateway.handle(WebSocket(scope, receive, send))
+            return
+        if scope["type"] == "http":
+            scope["app"] = self
+            await self.guard(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

@@ -68,6 +68,14 @@ class Settings(msgspec.Struct, kw_only=True):
     """Merchant endpoint for order/offer webhooks; empty disables delivery (events queue)."""
     webhook_secret: str = ""
     """HMAC-SHA256 key for webhook signatures (required with webhook_url)."""
+    rest_rate_per_s: float = 20.0
+    """REST requests per second under /api/ per identity (per client IP for guests), token
+    bucket refill; beyond it 429 rate_limited with Retry-After. Per node. 0 turns it off."""
+    rest_burst: int = 100
+    """REST requests an identity (or guest IP) may send at once before rest_rate_per_s applies."""
+    frame_ancestors: str = "'none'"
+    """CSP frame-ancestors of the pages: who may embed them in a frame ('none', or sources
+    such as "'self' https://shop.example")."""
     chat_rate_per_s: float = 1.0
     """Chat messages per second per user (token bucket refill)."""
     chat_burst: int = 5
@@ -136,6 +144,14 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("webhook_url needs webhook_secret (LIVECART_WEBHOOK_SECRET)")
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             problems.append("webhook_url must start with http:// or https://")
+        if self.rest_rate_per_s < 0 or self.rest_burst < 1:
+            problems.append("rest_rate_per_s must be >= 0 (0 is off) and rest_burst >= 1")
+        if not self.frame_ancestors.strip() or any(
+            c in ";," or not " " <= c <= "~" for c in self.frame_ancestors
+        ):
+            problems.append(
+                "frame_ancestors must be CSP sources (printable ASCII, without ';' or ',')"
+            )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return self

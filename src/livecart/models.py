@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
@@ -16,7 +17,6 @@ Tag = Annotated[str, line_meta(1, 32)]
 Tags = Annotated[list[Tag], Meta(max_length=20)]
 Stock = Annotated[int, Meta(ge=0, le=10**9)]
 Url = Annotated[str, Meta(max_length=2000, pattern=r"^https?://" + LINE_PATTERN[1:])]
-IsoTime = Annotated[str, line_meta(1, 64)]
 SessionStatus = Literal["scheduled", "live", "ended"]
 
 
@@ -84,7 +84,8 @@ class SessionCreate(Struct, forbid_unknown_fields=True):
     category: Category = ""
     tags: Tags = []
     playback_url: Url | None = None
-    scheduled_at: IsoTime | None = None
+    scheduled_at: Annotated[datetime, Meta(tz=True)] | None = None
+    """RFC 3339 with an offset (the schema's `date-time`), e.g. 2030-05-01T18:00:00Z."""
 
     def __post_init__(self) -> None:
         _visible(self.title, self.tags)

@@ -17,13 +17,13 @@ import hashlib
 import hmac
 import json
 import logging
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import asyncpg
+import httpx
 
 from .core.commerce import webhook_backoff_s
 
@@ -85,6 +85,10 @@ def encode_body(payload: Any) -> bytes:
 
 # ---------------------------------------------------------------- HTTP
 
+# A receiver's answer is its status; at most this much of its body is read (so the connection
+# can be reused), a longer body is dropped with its connection.
+MAX_ANSWER_BYTES = 64 * 1024
+
 
 class DeliveryError(Exception):
     """The endpoint could not be reached or did not answer with HTTP."""
@@ -97,54 +101,45 @@ def _parse_url(url: str) -> SplitResult:
     return parts
 
 
+def client(timeout_s: float, max_connections: int) -> httpx.AsyncClient:
+    """One pooled client per deliverer: keep-alive connections (one TLS handshake per
+    connection, not per delivery), timeouts on connect, write, read and pool waits, and the
+    proxy and CA settings of the environment (HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE) as httpx
+    reads them."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        headers={"user-agent": USER_AGENT},
+        follow_redirects=False,
+        trust_env=True,
+    )
+
+
 async def post(
-    url: str,
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    timeout_s: float,
-    ssl_context: ssl.SSLContext | None = None,
+    http: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str], *, timeout_s: float
 ) -> int:
-    """POST `body` and return the response status (HTTP/1.1, one request per connection);
-    the response body is not read, a receiver's answer is its status."""
-    parts = _parse_url(url)
-    https = parts.scheme == "https"
-    host = parts.hostname or ""
-    port = parts.port or (443 if https else 80)
-    shown = f"[{host}]" if ":" in host else host
-    host_header = shown if parts.port is None else f"{shown}:{port}"
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    lines = [
-        f"POST {target} HTTP/1.1",
-        f"Host: {host_header}",
-        f"User-Agent: {USER_AGENT}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-        *(f"{k}: {v}" for k, v in headers.items()),
-    ]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    async with asyncio.timeout(timeout_s):
-        try:
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=(ssl_context or ssl.create_default_context()) if https else None
-            )
-        except OSError as exc:
-            raise DeliveryError(f"connect: {exc}") from exc
-        try:
-            writer.write(head + body)
-            await writer.drain()
-            status_line = await reader.readline()
-        except OSError as exc:
-            raise DeliveryError(f"send: {exc}") from exc
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-    fields = status_line.decode("latin-1").split(" ", 2)
-    if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
-        raise DeliveryError(f"not an HTTP response: {status_line[:80]!r}")
-    return int(fields[1])
+    """POST `body` and return the response status; the whole attempt (connect, send, answer)
+    is bounded by `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with http.stream(
+                "POST",
+                url,
+                content=body,
+                headers={"content-type": "application/json", **headers},
+            ) as response:
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read > MAX_ANSWER_BYTES:
+                        break  # not reused: closed when the stream ends unread
+                return response.status_code
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(f"timed out: {type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------- the deliverer
@@ -205,7 +200,7 @@ class WebhookDeliverer:
         self._backoff_max_s = backoff_max_s
         self._retention_s = retention_s
         self._clock = clock
-        self._ssl = ssl.create_default_context() if url.startswith("https") else None
+        self._http: httpx.AsyncClient | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
@@ -226,6 +221,9 @@ class WebhookDeliverer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
 
     async def _run(self) -> None:
         while True:
@@ -279,11 +277,11 @@ class WebhookDeliverer:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(self._secret, row["event_id"], timestamp, body),
         }
+        if self._http is None:
+            self._http = client(self._timeout_s, self._batch)
         try:
-            status = await post(
-                self.url, body, headers, timeout_s=self._timeout_s, ssl_context=self._ssl
-            )
-        except (DeliveryError, TimeoutError, OSError, ssl.SSLError) as exc:
+            status = await post(self._http, self.url, body, headers, timeout_s=self._timeout_s)
+        except (DeliveryError, TimeoutError, OSError) as exc:
             log.info(
                 "webhook %s (%s) attempt %d failed: %s",
                 row["event_id"],

@@ -38,6 +38,7 @@ class Receiver:
         self.accepted: dict[str, dict[str, Any]] = {}
         self.bad_signatures = 0
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.connections = 0
         self._server: asyncio.Server | None = None
         self.url = ""
 
@@ -52,35 +53,40 @@ class Receiver:
         self._server.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection: requests one after another (HTTP/1.1 keep-alive)."""
+        self.connections += 1
         try:
-            request_line = (await reader.readline()).decode()
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.requests.append((request_line, headers))
-            msg_id = headers.get("webhook-id", "")
-            self.attempts[msg_id] += 1
-            if msg_id in self.hang_once:
-                self.hang_once.discard(msg_id)
-                await asyncio.sleep(3600)  # never answers; the sender gives up or dies
-            if not verify_signature(self.secret, headers, body):
-                self.bad_signatures += 1
-                status = 401
-            elif self.attempts[msg_id] <= self.fail_first:
-                status = 500
-            else:
-                status = 200
-                self.accepted.setdefault(msg_id, json.loads(body))
-            writer.write(
-                f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".encode()
-            )
-            await writer.drain()
+            while request_line := (await reader.readline()).decode():
+                await self._request(request_line, reader, writer)
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
+
+    async def _request(
+        self, request_line: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.requests.append((request_line, headers))
+        msg_id = headers.get("webhook-id", "")
+        self.attempts[msg_id] += 1
+        if msg_id in self.hang_once:
+            self.hang_once.discard(msg_id)
+            await asyncio.sleep(3600)  # never answers; the sender gives up or dies
+        if not verify_signature(self.secret, headers, body):
+            self.bad_signatures += 1
+            status = 401
+        elif self.attempts[msg_id] <= self.fail_first:
+            status = 500
+        else:
+            status = 200
+            self.accepted.setdefault(msg_id, json.loads(body))
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok".encode())
+        await writer.drain()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:
@@ -277,3 +283,24 @@ async def test_a_deliverer_dying_mid_request_loses_nothing(pool: asyncpg.Pool) -
             await successor.stop()
     assert receiver.attempts[event_id] == 2  # at least once: the receiver dedupes by id
     assert event_id in receiver.accepted
+
+
+async def test_deliveries_reuse_one_connection(pool: asyncpg.Pool) -> None:
+    """Deliveries one after another go over one kept-alive connection (one TCP and, on https,
+    one TLS handshake), and the receiver's answer is read in full, not just its status line."""
+    async with Receiver(SECRET) as receiver:
+        d = deliverer(pool, receiver.url, batch_size=500)
+        try:
+            while await d.deliver_due():
+                pass  # rows other tests left due go first, over as many connections as needed
+            before = receiver.connections
+            sent: list[str] = []
+            for _ in range(3):
+                sent += await enqueue(pool, 1)
+                await eventually(lambda s=sent: _all_attempted(d, receiver, s))  # type: ignore[misc]
+            assert await delivered(pool, sent)
+        finally:
+            await d.stop()
+    assert set(sent) <= set(receiver.accepted)
+    opened = receiver.connections - before
+    assert opened <= 1, f"{opened} connections opened for 3 deliveries one after another"

@@ -82,7 +82,7 @@ FROM sessions s
 
 
 async def create_session(pool: asyncpg.Pool, creator: str, body: SessionCreate) -> Session:
-    scheduled = datetime.fromisoformat(body.scheduled_at) if body.scheduled_at else None
+    scheduled = body.scheduled_at
     sid = new_id("ses")
     await pool.execute(
         "INSERT INTO sessions (id, creator, title, category, tags, playback_url, scheduled_at) "
