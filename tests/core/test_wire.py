@@ -119,19 +119,26 @@ class FakeTransport:
     def __init__(self) -> None:
         self.data = bytearray()
         self.close_calls = 0
+        self.aborted = False
         self.events: list[str] = []
         self.buffer_size = 0
         self.protocol: Any = None
 
     @property
     def closed(self) -> bool:
-        return self.close_calls > 0
+        return self.close_calls > 0 or self.aborted
 
     def write(self, data: bytes) -> None:
         self.data += data
 
     def close(self) -> None:
         self.close_calls += 1
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
 
     def is_closing(self) -> bool:
         return self.closed
@@ -171,6 +178,7 @@ class FakeGateway:
         self.reject = reject
         self.connects: list[Handshake] = []
         self.messages: list[tuple[Any, bytes]] = []
+        self.fragments: list[Any] = []
         self.closes: list[tuple[Any, int]] = []
         self.conn = FakeConn()
 
@@ -184,6 +192,9 @@ class FakeGateway:
 
     def received(self, conn: Any, message: bytes) -> None:
         self.messages.append((conn, message))
+
+    def fragment(self, conn: Any) -> None:
+        self.fragments.append(conn)
 
     def closed(self, conn: Any, code: int) -> None:
         self.closes.append((conn, code))
@@ -246,7 +257,7 @@ async def test_the_http_protocol_it_takes_over_from_is_cut_from_its_parser() -> 
     assert http.parser is None
 
 
-def test_the_101_answers_the_rfc_example_key_with_the_default_headers() -> None:
+async def test_the_101_answers_the_rfc_example_key_with_the_default_headers() -> None:
     w = Wire()
     w.proto.data_received(upgrade_request())
     assert w.transport.take() == (
@@ -262,7 +273,7 @@ def test_the_101_answers_the_rfc_example_key_with_the_default_headers() -> None:
     assert wire.accept_key(RFC_KEY) == RFC_ACCEPT
 
 
-def test_the_query_token_reaches_the_gateway() -> None:
+async def test_the_query_token_reaches_the_gateway() -> None:
     w = Wire().open(upgrade_request("/ws?token=a%2Bb.c&x=1"))
     [hs] = w.gateway.connects
     assert hs.ok and hs.key == RFC_KEY
@@ -270,7 +281,7 @@ def test_the_query_token_reaches_the_gateway() -> None:
     assert w.proto.conn is w.gateway.conn
 
 
-def test_a_valid_handshake_is_parsed() -> None:
+async def test_a_valid_handshake_is_parsed() -> None:
     hs = Handshake(upgrade_request("/ws", connection="keep-alive, Upgrade", upgrade="WebSocket"))
     assert hs.ok
     assert hs.key == RFC_KEY
@@ -301,7 +312,7 @@ def test_a_valid_handshake_is_parsed() -> None:
         pytest.param(upgrade_request(extra=["no colon here"]), id="bad-header-line"),
     ],
 )
-def test_handshake_refuses(request_bytes: bytes) -> None:
+async def test_handshake_refuses(request_bytes: bytes) -> None:
     assert Handshake(upgrade_request()).ok, "the base request is valid"
     assert not Handshake(request_bytes).ok
 
@@ -337,7 +348,7 @@ class StubSansIO:
         ),
     ],
 )
-def test_other_upgrades_are_handed_to_uvicorns_protocol(
+async def test_other_upgrades_are_handed_to_uvicorns_protocol(
     monkeypatch: pytest.MonkeyPatch, request_bytes: bytes, node_deflate: bool
 ) -> None:
     StubSansIO.made.clear()
@@ -354,7 +365,7 @@ def test_other_upgrades_are_handed_to_uvicorns_protocol(
     assert w.gateway.connects == []
 
 
-def test_deflate_offered_to_a_node_without_it_is_served_uncompressed(
+async def test_deflate_offered_to_a_node_without_it_is_served_uncompressed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     StubSansIO.made.clear()
@@ -374,7 +385,7 @@ def test_deflate_offered_to_a_node_without_it_is_served_uncompressed(
 # ---------------------------------------------------------------- frames in
 
 
-def test_one_masked_text_frame_is_delivered() -> None:
+async def test_one_masked_text_frame_is_delivered() -> None:
     w = opened()
     w.feed(text('{"type":"ping","ref":"r1"}'))
     assert w.gateway.payloads() == [b'{"type":"ping","ref":"r1"}']
@@ -382,7 +393,7 @@ def test_one_masked_text_frame_is_delivered() -> None:
     assert not w.transport.closed
 
 
-def test_a_frame_delivered_one_byte_at_a_time() -> None:
+async def test_a_frame_delivered_one_byte_at_a_time() -> None:
     w = opened()
     frame = text("one byte at a time")
     for i in range(len(frame) - 1):
@@ -393,7 +404,7 @@ def test_a_frame_delivered_one_byte_at_a_time() -> None:
 
 
 @pytest.mark.parametrize("size", [300, 70_000])
-def test_extended_length_headers_delivered_one_byte_at_a_time(size: int) -> None:
+async def test_extended_length_headers_delivered_one_byte_at_a_time(size: int) -> None:
     w = opened()
     payload = bytes(i % 253 for i in range(size))
     frame = client_frame(OP_BINARY, payload)
@@ -410,14 +421,14 @@ def test_extended_length_headers_delivered_one_byte_at_a_time(size: int) -> None
     assert not w.transport.closed
 
 
-def test_several_frames_in_one_chunk_are_delivered_in_order() -> None:
+async def test_several_frames_in_one_chunk_are_delivered_in_order() -> None:
     w = opened()
     chunk = b"".join(text(f"m{i}") for i in range(5))
     w.feed(chunk)
     assert w.gateway.payloads() == [b"m0", b"m1", b"m2", b"m3", b"m4"]
 
 
-def test_chunks_split_mid_frame_are_delivered_in_order() -> None:
+async def test_chunks_split_mid_frame_are_delivered_in_order() -> None:
     w = opened()
     stream = text("first") + text("x" * 300) + text("third")
     w.feed(stream[:9], stream[9:40], stream[40:])
@@ -425,7 +436,7 @@ def test_chunks_split_mid_frame_are_delivered_in_order() -> None:
 
 
 @pytest.mark.parametrize("size", [125, 126, 200, 65535, 65536, 70_000])
-def test_16_and_64_bit_lengths(size: int) -> None:
+async def test_16_and_64_bit_lengths(size: int) -> None:
     w = opened(max_size=1 << 20)
     payload = bytes(i % 251 for i in range(size))
     frame = client_frame(OP_BINARY, payload)
@@ -434,7 +445,7 @@ def test_16_and_64_bit_lengths(size: int) -> None:
     assert w.gateway.payloads() == [payload]
 
 
-def test_a_fragmented_message_with_a_ping_between_its_fragments() -> None:
+async def test_a_fragmented_message_with_a_ping_between_its_fragments() -> None:
     w = opened()
     w.feed(
         text("hel", fin=False),
@@ -449,14 +460,14 @@ def test_a_fragmented_message_with_a_ping_between_its_fragments() -> None:
     assert not w.transport.closed
 
 
-def test_a_ping_outside_a_message_is_answered_and_a_pong_is_silent() -> None:
+async def test_a_ping_outside_a_message_is_answered_and_a_pong_is_silent() -> None:
     w = opened()
     w.feed(client_frame(OP_PING), client_frame(OP_PONG, b"x"), client_frame(OP_PING, b"2"))
     assert w.transport.frames() == [(True, OP_PONG, b""), (True, OP_PONG, b"2")]
     assert w.gateway.messages == []
 
 
-def test_a_binary_message_is_delivered() -> None:
+async def test_a_binary_message_is_delivered() -> None:
     w = opened()
     w.feed(client_frame(OP_BINARY, b"\x00\xff\xfe"))
     w.feed(client_frame(OP_BINARY, b"\x01", fin=False), client_frame(OP_CONT, b"\xff"))
@@ -464,7 +475,7 @@ def test_a_binary_message_is_delivered() -> None:
     assert not w.transport.closed
 
 
-def test_valid_multibyte_utf8_is_delivered_even_split_across_fragments() -> None:
+async def test_valid_multibyte_utf8_is_delivered_even_split_across_fragments() -> None:
     w = opened()
     message = "prix: 12 € – 🛒 ünd 日本".encode()
     w.feed(text(message))
@@ -474,7 +485,7 @@ def test_valid_multibyte_utf8_is_delivered_even_split_across_fragments() -> None
     assert not w.transport.closed
 
 
-def test_an_empty_text_message_is_delivered() -> None:
+async def test_an_empty_text_message_is_delivered() -> None:
     w = opened()
     w.feed(text(b""))
     assert w.gateway.payloads() == [b""]
@@ -498,7 +509,7 @@ def assert_failed(w: Wire, code: int) -> None:
         pytest.param([text(b"ok", fin=False), client_frame(OP_CONT, b"\xc3")], id="truncated"),
     ],
 )
-def test_invalid_utf8_in_a_text_message_closes_with_1007(frames: list[bytes]) -> None:
+async def test_invalid_utf8_in_a_text_message_closes_with_1007(frames: list[bytes]) -> None:
     w = opened()
     w.feed(*frames)
     assert w.gateway.messages == []
@@ -529,7 +540,7 @@ def test_invalid_utf8_in_a_text_message_closes_with_1007(frames: list[bytes]) ->
         pytest.param([client_frame(0xB, b"x")], id="reserved-control-opcode"),
     ],
 )
-def test_protocol_errors_close_with_1002(frames: list[bytes]) -> None:
+async def test_protocol_errors_close_with_1002(frames: list[bytes]) -> None:
     w = opened()
     # What follows the bad frame in the same chunk is not read.
     w.feed(b"".join(frames) + text("after"))
@@ -537,7 +548,7 @@ def test_protocol_errors_close_with_1002(frames: list[bytes]) -> None:
     assert_failed(w, 1002)
 
 
-def test_a_message_over_max_size_closes_with_1009() -> None:
+async def test_a_message_over_max_size_closes_with_1009() -> None:
     w = opened(max_size=1000)
     w.feed(client_frame(OP_BINARY, b"x" * 1000))
     assert w.gateway.payloads() == [b"x" * 1000], "max_size itself is allowed"
@@ -546,13 +557,13 @@ def test_a_message_over_max_size_closes_with_1009() -> None:
     assert_failed(w, 1009)
 
 
-def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
+async def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
     w = opened(max_size=1000)
     w.feed(bytes((0x81, 0x80 | 127)) + (1 << 40).to_bytes(8, "big"))
     assert_failed(w, 1009)
 
 
-def test_a_message_over_max_size_across_fragments_closes_with_1009() -> None:
+async def test_a_message_over_max_size_across_fragments_closes_with_1009() -> None:
     w = opened(max_size=1000)
     w.feed(text("a" * 400, fin=False), client_frame(OP_CONT, b"b" * 400, fin=False))
     assert w.transport.take() == b""
@@ -561,17 +572,22 @@ def test_a_message_over_max_size_across_fragments_closes_with_1009() -> None:
     assert_failed(w, 1009)
 
 
-def test_fragments_adding_up_to_max_size_are_delivered() -> None:
+async def test_fragments_adding_up_to_max_size_are_delivered() -> None:
+    # Each frame of a fragmented message is charged FRAME_COST bytes besides its payload.
     w = opened(max_size=1000)
-    w.feed(text("a" * 600, fin=False), client_frame(OP_CONT, b"b" * 400))
-    assert w.gateway.payloads() == [b"a" * 600 + b"b" * 400]
+    first = 600 - 2 * wire.FRAME_COST
+    w.feed(text("a" * first, fin=False), client_frame(OP_CONT, b"b" * 400))
+    assert w.gateway.payloads() == [b"a" * first + b"b" * 400]
     assert not w.transport.closed
+    w.feed(text("a" * (first + 1), fin=False), client_frame(OP_CONT, b"b" * 400))
+    assert len(w.gateway.messages) == 1
+    assert_failed(w, 1009)
 
 
 # ---------------------------------------------------------------- closing
 
 
-def test_a_client_close_is_echoed_and_reported() -> None:
+async def test_a_client_close_is_echoed_and_reported() -> None:
     w = opened()
     w.feed(client_frame(OP_CLOSE, close_payload(1000, b"bye")))
     assert w.transport.frames() == [(True, OP_CLOSE, close_payload(1000))]
@@ -582,7 +598,7 @@ def test_a_client_close_is_echoed_and_reported() -> None:
     assert w.proto not in w.state.connections
 
 
-def test_a_client_close_with_another_code_is_echoed_with_it() -> None:
+async def test_a_client_close_with_another_code_is_echoed_with_it() -> None:
     w = opened()
     w.feed(client_frame(OP_CLOSE, close_payload(1001)), text("late"))
     assert w.transport.frames() == [(True, OP_CLOSE, close_payload(1001))]
@@ -591,7 +607,7 @@ def test_a_client_close_with_another_code_is_echoed_with_it() -> None:
     assert w.gateway.closes == [(w.gateway.conn, 1001)]
 
 
-def test_a_client_close_without_a_code_is_answered_1000_and_reported_1005() -> None:
+async def test_a_client_close_without_a_code_is_answered_1000_and_reported_1005() -> None:
     w = opened()
     w.feed(client_frame(OP_CLOSE))
     assert w.transport.frames() == [(True, OP_CLOSE, close_payload(1000))]
@@ -601,7 +617,7 @@ def test_a_client_close_without_a_code_is_answered_1000_and_reported_1005() -> N
 
 
 @pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4009, 4999])
-def test_a_client_close_with_a_valid_code_is_echoed(code: int) -> None:
+async def test_a_client_close_with_a_valid_code_is_echoed(code: int) -> None:
     w = opened()
     w.feed(client_frame(OP_CLOSE, close_payload(code, "au revoir é".encode())))
     assert w.transport.frames() == [(True, OP_CLOSE, close_payload(code))]
@@ -610,14 +626,14 @@ def test_a_client_close_with_a_valid_code_is_echoed(code: int) -> None:
 
 
 @pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
-def test_a_client_close_with_a_code_not_allowed_on_the_wire_closes_with_1002(code: int) -> None:
+async def test_a_client_close_with_a_code_not_allowed_on_the_wire_closes_with_1002(code: int) -> None:
     # 1005, 1006 and 1015 must never be sent; the others are unassigned (RFC 6455 §7.4).
     w = opened()
     w.feed(client_frame(OP_CLOSE, close_payload(code)))
     assert_failed(w, 1002)
 
 
-def test_a_client_close_reason_that_is_not_utf8_closes_with_1007() -> None:
+async def test_a_client_close_reason_that_is_not_utf8_closes_with_1007() -> None:
     w = opened()
     w.feed(client_frame(OP_CLOSE, close_payload(1000, b"bad \xff")))
     assert_failed(w, 1007)
@@ -671,7 +687,7 @@ async def test_a_long_close_reason_is_cut_to_fit_a_control_frame() -> None:
     assert len(payload) == 125
 
 
-def test_connection_lost_without_a_close_frame_reports_1006() -> None:
+async def test_connection_lost_without_a_close_frame_reports_1006() -> None:
     w = opened()
     w.feed(text("hi"))
     w.proto.connection_lost(ConnectionResetError())
@@ -682,7 +698,7 @@ def test_connection_lost_without_a_close_frame_reports_1006() -> None:
     assert len(w.gateway.closes) == 1, "reported once"
 
 
-def test_connection_lost_before_the_handshake_reports_nothing() -> None:
+async def test_connection_lost_before_the_handshake_reports_nothing() -> None:
     w = Wire()
     w.proto.connection_lost(None)
     assert w.gateway.closes == []
@@ -709,7 +725,7 @@ async def test_shutdown_closes_with_1012() -> None:
         (65536, b"\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
     ],
 )
-def test_send_frames_the_payload(size: int, header: bytes) -> None:
+async def test_send_frames_the_payload(size: int, header: bytes) -> None:
     w = opened()
     w.transport.buffer_size = 4321
     payload = bytes(i % 256 for i in range(size))
@@ -719,7 +735,7 @@ def test_send_frames_the_payload(size: int, header: bytes) -> None:
     assert server_frames(written) == [(True, OP_TEXT, payload)]
 
 
-def test_send_writes_a_prebuilt_frame_as_is() -> None:
+async def test_send_writes_a_prebuilt_frame_as_is() -> None:
     w = opened()
     framed = b"\x81\x02[]"
     assert w.proto.send(b"[]", framed) == 0
@@ -735,7 +751,7 @@ async def test_send_after_close_returns_minus_one() -> None:
     assert w.transport.take() == b""
 
 
-def test_send_after_a_client_close_returns_minus_one() -> None:
+async def test_send_after_a_client_close_returns_minus_one() -> None:
     w = opened()
     w.feed(client_frame(OP_CLOSE, close_payload(1000)))
     w.transport.take()
@@ -746,7 +762,7 @@ def test_send_after_a_client_close_returns_minus_one() -> None:
 # ---------------------------------------------------------------- keepalive
 
 
-def test_keepalive_pings_a_silent_client_once_and_drops_it_after_the_timeout() -> None:
+async def test_keepalive_pings_a_silent_client_once_and_drops_it_after_the_timeout() -> None:
     w = opened()
     start = w.proto.last_read
     assert start > 0
@@ -776,7 +792,7 @@ def test_keepalive_pings_a_silent_client_once_and_drops_it_after_the_timeout() -
         pytest.param(text("partial")[:3], id="part-of-a-frame"),
     ],
 )
-def test_data_from_the_client_clears_the_outstanding_ping(answer: bytes) -> None:
+async def test_data_from_the_client_clears_the_outstanding_ping(answer: bytes) -> None:
     w = opened()
     ping_at = w.proto.last_read + wire.PING_INTERVAL_S
     w.proto.keepalive(ping_at)
@@ -813,7 +829,7 @@ async def test_pause_and_resume_reading_reach_the_transport() -> None:
     assert w.transport.events[-1] == "resume", "a closing connection is not paused"
 
 
-def test_reject_answers_http_503_and_closes() -> None:
+async def test_reject_answers_http_503_and_closes() -> None:
     w = Wire(gateway=FakeGateway(reject=True))
     w.proto.data_received(upgrade_request())
     body = b"Service Unavailable"

@@ -218,6 +218,11 @@ class Gateway:
             self._taking = True
             asyncio.get_running_loop().call_soon(self._take)
 
+    def fragment(self, conn: Connection) -> None:
+        """One more frame of a message still being received: it counts toward the flood
+        limit like a whole message does (which may close the connection with 4008)."""
+        self.node.moderation.flooding(conn)
+
     def _take(self) -> None:
         """Handle inbox frames for at most SLICE_S, then let the loop poll again."""
         inbox = self._inbox
