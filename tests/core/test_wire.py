@@ -5,11 +5,17 @@ RFC 6455 requires; what the protocol writes is walked as unmasked server frames.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
+import time
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
+import uvicorn
+import uvicorn.server
 
+from livecart.gateway import http as livecart_http
 from livecart.gateway import wire
 from livecart.gateway.wire import (
     OP_BINARY,
@@ -113,6 +119,20 @@ def close_code(payload: bytes) -> int:
     return int.from_bytes(payload[:2], "big")
 
 
+class FakeSocket:
+    def __init__(self) -> None:
+        self.options: dict[tuple[int, int], bytes] = {}
+
+    def setsockopt(self, level: int, name: int, value: bytes) -> None:
+        self.options[level, name] = value
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", 8000)
+
+    def getpeername(self) -> tuple[str, int]:
+        return ("127.0.0.1", 50000)
+
+
 class FakeTransport:
     """Records what the protocol does to its socket."""
 
@@ -120,6 +140,7 @@ class FakeTransport:
         self.data = bytearray()
         self.close_calls = 0
         self.aborted = False
+        self.socket = FakeSocket()
         self.events: list[str] = []
         self.buffer_size = 0
         self.protocol: Any = None
@@ -138,7 +159,7 @@ class FakeTransport:
         self.aborted = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
+        return self.socket if name == "socket" else default
 
     def is_closing(self) -> bool:
         return self.closed
@@ -174,8 +195,9 @@ class FakeConn:
 
 
 class FakeGateway:
-    def __init__(self, *, reject: bool = False) -> None:
+    def __init__(self, *, reject: bool = False, defer: bool = False) -> None:
         self.reject = reject
+        self.defer = defer  # answer the handshake later (or never)
         self.connects: list[Handshake] = []
         self.messages: list[tuple[Any, bytes]] = []
         self.fragments: list[Any] = []
@@ -184,6 +206,8 @@ class FakeGateway:
 
     def connect(self, socket: WireProtocol, hs: Handshake) -> None:
         self.connects.append(hs)
+        if self.defer:
+            return
         if self.reject:
             socket.reject(503, "Service Unavailable")
             return
@@ -213,13 +237,14 @@ class Wire:
         max_size: int = 1 << 20,
         deflate: bool = False,
         gateway: FakeGateway | None = None,
+        **limits: Any,
     ) -> None:
         self.gateway = gateway or FakeGateway()
         self.config = SimpleNamespace(ws_max_size=max_size, ws_per_message_deflate=deflate)
         self.state = SimpleNamespace(
             connections=set(), default_headers=[(b"server", b"livecart-test")]
         )
-        cls = wire.protocol_class(self.gateway)
+        cls = wire.protocol_class(self.gateway, **limits)
         self.proto: WireProtocol = cls(self.config, self.state, {})
         self.transport = FakeTransport()
         self.proto.connection_made(self.transport)  # type: ignore[arg-type]
@@ -847,3 +872,420 @@ async def test_reject_answers_http_503_and_closes() -> None:
     assert w.proto.send(b"[]", None) == -1
     w.proto.connection_lost(None)
     assert w.gateway.closes == [], "no WebSocket was opened"
+
+
+# ---------------------------------------------------------------- bounded before buffered
+
+
+def big_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """`client_frame` for large payloads (masked in C)."""
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        head = bytes((b0, 0x80 | n))
+    elif n < 1 << 16:
+        head = bytes((b0, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((b0, 0x80 | 127)) + n.to_bytes(8, "big")
+    return head + MASK + (wire.apply_mask(payload, MASK) if n else b"")
+
+
+async def test_a_partial_frame_waits_in_one_buffer_appended_in_place() -> None:
+    w = opened()
+    payload = bytes(i % 251 for i in range(100_000))
+    frame = big_frame(OP_BINARY, payload)
+    assert frame == client_frame(OP_BINARY, payload)
+    w.feed(frame[:1000])
+    buf = w.proto._buf
+    assert isinstance(buf, bytearray) and len(buf) == 1000
+    for i in range(1000, len(frame) - 1, 64):
+        w.feed(frame[i : min(i + 64, len(frame) - 1)])
+        assert w.proto._buf is buf, "appended in place, never copied again"
+    assert w.gateway.messages == []
+    w.feed(frame[-1:])
+    assert w.gateway.payloads() == [payload]
+    assert w.proto._buf is None
+
+
+async def test_whole_frames_in_one_read_leave_nothing_buffered() -> None:
+    w = opened()
+    w.feed(b"".join(text(f"m{i}") for i in range(100)))
+    assert len(w.gateway.messages) == 100
+    assert w.proto._buf is None
+    # A read that ends inside a frame keeps only that frame's start.
+    w.feed(text("a") + text("bcdef")[:3])
+    assert w.proto._buf == text("bcdef")[:3]
+
+
+async def test_a_megabyte_in_64_byte_pieces_costs_linear_time() -> None:
+    """Quadratic buffering (the partial frame copied again on every read) costs seconds
+    here: 16,384 reads copying 512 KiB each on average. Linear costs a few milliseconds per
+    thousand reads, whatever the frame's size."""
+    payload = bytes(range(256)) * 4096
+    frame = big_frame(OP_BINARY, payload)
+
+    def cost(step: int) -> float:
+        w = opened(max_size=1 << 20)
+        pieces = [frame[i : i + step] for i in range(0, len(frame), step)]
+        started = time.perf_counter()
+        for piece in pieces:
+            w.proto.data_received(piece)
+        spent = time.perf_counter() - started
+        assert w.gateway.payloads() == [payload]
+        return spent
+
+    whole = min(cost(len(frame)) for _ in range(3))
+    small = min(cost(64) for _ in range(3))
+    assert small < 0.25 + 20 * whole, (small, whole)
+    # Twice the pieces of a quarter the size each: about twice the time, not eight times.
+    quarter = bytes(256 << 10)
+    qframe = big_frame(OP_BINARY, quarter)
+    w = opened(max_size=1 << 20)
+    started = time.perf_counter()
+    for i in range(0, len(qframe), 32):
+        w.proto.data_received(qframe[i : i + 32])
+    assert time.perf_counter() - started < 0.25 + 20 * whole
+
+
+@pytest.mark.parametrize("how", ["server-close", "protocol-error", "client-close", "shutdown"])
+async def test_a_close_to_a_client_that_does_not_read_is_aborted_after_close_timeout(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setattr(wire, "CLOSE_TIMEOUT_S", 0.05)
+    w = opened()
+    w.transport.buffer_size = 377_000  # what the client has not read
+    if how == "server-close":
+        w.proto.close(4009, "too slow to keep up")
+    elif how == "protocol-error":
+        w.feed(text("x", masked=False))
+    elif how == "client-close":
+        w.feed(client_frame(OP_CLOSE, close_payload(1000)))
+    else:
+        w.proto.shutdown()
+    await asyncio.sleep(0.01)
+    assert not w.transport.aborted, "not before the timeout"
+    await asyncio.sleep(0.1)
+    assert w.transport.aborted
+    assert w.transport.socket.options == {
+        (socket.SOL_SOCKET, socket.SO_LINGER): struct.pack("ii", 1, 0)
+    }, "a reset: the kernel keeps nothing for it either"
+    w.proto.connection_lost(None)
+    [(_, code)] = w.gateway.closes
+    assert code == {"server-close": 4009, "protocol-error": 1002}.get(how, code)
+
+
+async def test_a_close_that_completes_cancels_the_abort(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wire, "CLOSE_TIMEOUT_S", 0.05)
+    w = opened()
+    w.transport.buffer_size = 1000
+    w.feed(text("x", masked=False))
+    w.proto.connection_lost(None)
+    await asyncio.sleep(0.1)
+    assert not w.transport.aborted
+
+
+async def test_a_rejected_upgrade_to_a_client_that_does_not_read_is_aborted_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire, "CLOSE_TIMEOUT_S", 0.05)
+    w = Wire(gateway=FakeGateway(reject=True))
+    w.transport.buffer_size = 10
+    w.proto.data_received(upgrade_request())
+    assert w.transport.take().startswith(b"HTTP/1.1 503 ")
+    await asyncio.sleep(0.1)
+    assert w.transport.aborted
+
+
+@pytest.mark.parametrize("version", ["8", "7", "14", "0"])
+async def test_an_unsupported_websocket_version_gets_426_naming_13(version: str) -> None:
+    for target in ("/ws", "/other"):
+        w = Wire()
+        w.proto.data_received(upgrade_request(target, ws_version=version))
+        answer = w.transport.take()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 426 Upgrade Required"
+        assert b"Sec-WebSocket-Version: 13" in lines[1:]
+        assert body == b"Upgrade Required"
+        assert w.transport.closed
+        assert w.gateway.connects == [] and w.transport.protocol is None
+
+
+async def test_bytes_sent_before_the_101_are_refused_not_buffered() -> None:
+    w = Wire(gateway=FakeGateway(defer=True))
+    w.proto.data_received(upgrade_request())
+    assert w.transport.take() == b"", "the gateway answers later"
+    w.feed(text("too early"))
+    assert w.transport.take().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert w.transport.closed
+    assert w.proto._buf is None
+    w.feed(text("more") * 1000)
+    assert w.transport.take() == b""
+
+
+async def test_an_oversized_upgrade_request_gets_431() -> None:
+    w = Wire(max_request=1024)
+    w.proto.data_received(upgrade_request(extra=["x-pad: " + "p" * 1500]))
+    assert w.transport.take().startswith(b"HTTP/1.1 101 "), "up to twice the head limit"
+    w = Wire(max_request=1024)
+    w.proto.data_received(upgrade_request(extra=["x-pad: " + "p" * 2100]))
+    assert w.transport.take().startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert w.transport.closed and w.gateway.connects == []
+
+
+async def test_an_upgrade_the_gateway_does_not_answer_in_time_is_closed() -> None:
+    w = Wire(gateway=FakeGateway(defer=True), handshake_timeout=0.05)
+    w.proto.data_received(upgrade_request())
+    await asyncio.sleep(0.1)
+    assert w.transport.closed
+    # Answered in time: the deadline is off.
+    w = Wire(gateway=FakeGateway(defer=True), handshake_timeout=0.05)
+    w.proto.data_received(upgrade_request())
+    [hs] = w.gateway.connects
+    w.proto.accept(hs)
+    await asyncio.sleep(0.1)
+    assert not w.transport.closed
+
+
+async def test_a_message_may_span_at_most_max_fragments_frames() -> None:
+    w = opened(max_fragments=4)
+    frames = [text("a", fin=False)] + [client_frame(OP_CONT, b"b", fin=False)] * 2
+    w.feed(*frames, client_frame(OP_CONT, b"c"))
+    assert w.gateway.payloads() == [b"abbc"]
+    w.feed(*frames, client_frame(OP_CONT, b"", fin=False))
+    assert w.transport.take() == b""
+    w.feed(client_frame(OP_CONT, b""))
+    assert len(w.gateway.messages) == 1
+    assert_failed(w, 1009)
+
+
+async def test_empty_continuation_frames_are_charged_against_the_message_size() -> None:
+    w = opened(max_size=1000, max_fragments=10_000)
+    fits = 1000 // wire.FRAME_COST
+    w.feed(text("", fin=False), *[client_frame(OP_CONT, b"", fin=False)] * (fits - 1))
+    assert w.transport.take() == b""
+    w.feed(client_frame(OP_CONT, b"", fin=False))
+    assert_failed(w, 1009)
+
+
+async def test_every_fragment_but_the_last_counts_toward_the_flood_limit() -> None:
+    w = opened()
+    w.feed(text("a", fin=False), client_frame(OP_CONT, b"", fin=False))
+    assert w.gateway.fragments == [w.gateway.conn] * 2
+    w.feed(client_frame(OP_PING), client_frame(OP_CONT, b"b"))
+    assert w.gateway.fragments == [w.gateway.conn] * 2, "the message itself is counted once"
+    assert w.gateway.payloads() == [b"ab"]
+    w.feed(text("whole"))
+    assert len(w.gateway.fragments) == 2
+
+
+class FloodingGateway(FakeGateway):
+    """Closes the connection (4008) at the third fragment, as the node's flood limit would."""
+
+    socket: WireProtocol
+
+    def connect(self, socket: WireProtocol, hs: Handshake) -> None:
+        self.socket = socket
+        super().connect(socket, hs)
+
+    def fragment(self, conn: Any) -> None:
+        super().fragment(conn)
+        if len(self.fragments) == 3:
+            self.socket.close(4008, "flooding")
+
+
+async def test_a_flood_of_fragments_is_closed_by_the_gateway_and_no_longer_counted() -> None:
+    w = opened(gateway=FloodingGateway())
+    w.feed(text("a", fin=False), *[client_frame(OP_CONT, b"", fin=False)] * 10)
+    assert len(w.gateway.fragments) == 3
+    [(_, opcode, payload)] = w.transport.frames()
+    assert (opcode, close_code(payload)) == (OP_CLOSE, 4008)
+    w.feed(client_frame(OP_CONT, b"end"))
+    assert w.gateway.messages == [], "closing: the message is not read"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "failed_at"),
+    [
+        pytest.param([b"ok \xce", b"\xba"], None, id="split-2-byte"),
+        pytest.param([b"\xf0\x9f", b"\x9b", b"\x92 fin"], None, id="split-4-byte"),
+        pytest.param([b"ok", b"\xff", b"more"], 1, id="invalid-byte"),
+        pytest.param([b"\xce", b"\xce"], 1, id="lead-after-lead"),
+        pytest.param([b"ok \xf4", b"\x90\x80\x80", b"ok"], 1, id="over-u10ffff"),
+        pytest.param([b"\xed", b"\xa0", b"\x80"], 1, id="surrogate-at-its-second-byte"),
+        pytest.param([b"\xe0", b"\x80"], 1, id="overlong"),
+        pytest.param([b"ok", b"\xe2\x82"], 1, id="truncated-at-the-end"),
+    ],
+)
+def test_utf8_tail_fails_at_the_first_piece_no_text_could_follow(
+    pieces: list[bytes], failed_at: int | None
+) -> None:
+    tail: bytes | None = b""
+    for i, piece in enumerate(pieces):
+        assert tail is not None
+        tail = wire.utf8_tail(tail, piece, i == len(pieces) - 1)
+        if tail is None:
+            assert i == failed_at
+            return
+    assert failed_at is None and tail == b""
+
+
+async def test_invalid_utf8_in_a_fragment_closes_at_once() -> None:
+    w = opened()
+    w.feed(text("κόσμε".encode() + b"\xed", fin=False))
+    assert w.transport.take() == b""
+    w.feed(client_frame(OP_CONT, b"\xa0", fin=False))
+    assert w.gateway.messages == []
+    assert_failed(w, 1007)
+
+
+async def test_pongs_wait_for_a_client_that_reads() -> None:
+    w = opened()
+    w.transport.buffer_size = wire.PONG_BUFFER_MAX
+    w.feed(*[client_frame(OP_PING, b"p" * 125)] * 100)
+    assert w.transport.take() == b"", "no pong piles up for a client that does not read"
+    w.transport.buffer_size = 0
+    w.feed(client_frame(OP_PING, b"now"))
+    assert w.transport.frames() == [(True, OP_PONG, b"now")]
+
+
+# ---------------------------------------------------------------- HTTP heads (gateway.http)
+
+
+class RecordingParser:
+    """Delegates to httptools' parser and records how many bytes it was fed."""
+
+    def __init__(self, parser: Any) -> None:
+        self._parser = parser
+        self.fed = 0
+
+    def feed_data(self, data: bytes) -> None:
+        self.fed += len(data)
+        self._parser.feed_data(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+class Http:
+    """The node's HTTP protocol over a recording transport, serving a one-line ASGI app."""
+
+    def __init__(self, *, max_head: int = 1024, head_timeout: float = 10.0) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        self.gateway = FakeGateway()
+        config = uvicorn.Config(
+            app,
+            http=livecart_http.protocol_class(max_head=max_head, head_timeout=head_timeout),
+            ws=wire.protocol_class(self.gateway),
+            lifespan="off",
+            log_level="critical",
+        )
+        config.load()
+        self.proto = config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=uvicorn.server.ServerState(), app_state={}
+        )
+        self.parser = RecordingParser(self.proto.parser)  # type: ignore[attr-defined]
+        self.proto.parser = self.parser  # type: ignore[attr-defined]
+        self.transport = FakeTransport()
+        self.transport.protocol = self.proto
+        self.proto.connection_made(self.transport)  # type: ignore[arg-type]
+
+    def feed(self, *chunks: bytes) -> None:
+        for chunk in chunks:
+            self.transport.get_protocol().data_received(chunk)
+
+    async def answer(self) -> bytes:
+        for _ in range(100):
+            if self.transport.data:
+                break
+            await asyncio.sleep(0.001)
+        return self.transport.take()
+
+
+async def test_a_head_up_to_the_limit_is_served_in_any_pieces() -> None:
+    start = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: "
+    head = start + b"p" * (1024 - len(start) - 4) + b"\r\n\r\n"
+    assert len(head) == 1024
+    h = Http(max_head=1024)
+    h.feed(*(head[i : i + 100] for i in range(0, len(head), 100)))
+    assert (await h.answer()).startswith(b"HTTP/1.1 200 OK\r\n")
+    # The next request on the connection has a limit of its own.
+    h.feed(head)
+    assert (await h.answer()).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert not h.transport.closed
+
+
+@pytest.mark.parametrize("chunk", [1, 700, 1024, 1025, 64 * 1024])
+async def test_a_head_over_the_limit_gets_431_and_the_parser_never_more_than_the_limit(
+    chunk: int,
+) -> None:
+    h = Http(max_head=1024)
+    stream = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 200_000
+    for i in range(0, len(stream), chunk):
+        h.feed(stream[i : i + chunk])
+        if h.transport.closed:
+            break
+    answer = h.transport.take()
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer
+    assert b"connection: close\r\n" in answer
+    assert h.transport.closed
+    assert h.parser.fed <= 1024
+
+
+async def test_a_head_that_ends_in_the_read_crossing_the_limit_is_served_with_its_body() -> None:
+    h = Http(max_head=1024)
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+    h.feed(head + b"x" * 5000)
+    assert (await h.answer()).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert h.parser.fed == len(head) + 5000
+
+
+async def test_an_upgrade_in_the_read_crossing_the_limit_is_served() -> None:
+    h = Http(max_head=1024)
+    request = upgrade_request().replace(b"\r\n\r\n", b"\r\nX-Pad: " + b"p" * 700 + b"\r\n\r\n")
+    assert len(request) < 1024
+    # What follows the request before the 101 is not read (RFC 6455 §4.1), as in uvicorn.
+    h.feed(request + text("early") * 100)
+    assert h.transport.take().startswith(b"HTTP/1.1 101 ")
+    assert isinstance(h.transport.get_protocol(), WireProtocol)
+    h.feed(text("on time"))
+    assert h.gateway.payloads() == [b"on time"]
+
+
+async def test_a_head_not_complete_in_time_ends_the_connection() -> None:
+    h = Http(head_timeout=0.05)
+    await asyncio.sleep(0.1)
+    assert h.transport.aborted, "an idle connection is reset"
+    h = Http(head_timeout=0.05)
+    h.feed(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    await asyncio.sleep(0.1)
+    assert h.transport.take().startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert h.transport.closed
+
+
+async def test_the_head_timeout_is_per_request() -> None:
+    h = Http(head_timeout=0.1)
+    await asyncio.sleep(0.06)
+    h.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await h.answer()).startswith(b"HTTP/1.1 200 OK\r\n")
+    await asyncio.sleep(0.06)
+    h.feed(b"GET / HTTP/1.1\r\n")
+    await asyncio.sleep(0.06)
+    h.feed(b"Host: x\r\n\r\n")
+    assert (await h.answer()).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert not h.transport.closed
+
+
+async def test_an_http_1_0_upgrade_gets_400() -> None:
+    h = Http()
+    h.feed(upgrade_request(version="HTTP/1.0"))
+    assert (await h.answer()).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert h.transport.closed
+    assert h.gateway.connects == []
+    # The same request on HTTP/1.1 is upgraded.
+    h = Http()
+    h.feed(upgrade_request())
+    assert h.transport.take().startswith(b"HTTP/1.1 101 ")

@@ -73,12 +73,10 @@ class HttpProtocol(HttpToolsProtocol):
         if self._head == self.max_head:  # the head is still not complete
             self._too_large()
             return
-        rest = data[room:]
-        protocol = transport.get_protocol()
-        if protocol is not self:  # upgraded: the rest is the WebSocket's
-            protocol.data_received(rest)  # type: ignore[attr-defined]
-        else:
-            self.data_received(rest)
+        if transport.get_protocol() is self:
+            self.data_received(data[room:])
+        # else upgraded: like uvicorn, what a client sent after its upgrade request without
+        # waiting for the answer (RFC 6455 §4.1 says it must wait) is not read.
 
     def _too_large(self) -> None:
         self._stop_head_timer()
