@@ -1289,3 +1289,26 @@ async def test_an_http_1_0_upgrade_gets_400() -> None:
     h = Http()
     h.feed(upgrade_request())
     assert h.transport.take().startswith(b"HTTP/1.1 101 ")
+
+
+async def test_a_connection_handed_to_uvicorns_protocol_gets_the_close_deadline_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire, "CLOSE_TIMEOUT_S", 0.05)
+    h = Http()
+    h.feed(upgrade_request("/other"))
+    other = h.transport.get_protocol()
+    assert isinstance(other, wire.WebSocketsSansIOProtocol)
+    h.transport.buffer_size = 377_000  # what the client has not read
+    other.transport.close()
+    assert h.transport.close_calls == 1 and not h.transport.aborted
+    await asyncio.sleep(0.1)
+    assert h.transport.aborted
+    # A connection that ends in time is left alone.
+    h = Http()
+    h.feed(upgrade_request("/other"))
+    other = h.transport.get_protocol()
+    other.transport.close()
+    other.connection_lost(None)
+    await asyncio.sleep(0.1)
+    assert not h.transport.aborted

@@ -46,7 +46,9 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import (
+    WebSocketsSansIOProtocol as UvicornSansIO,
+)
 
 from ..protocol import ws_text_frame
 
@@ -474,11 +476,7 @@ class WireProtocol(asyncio.Protocol):
         if not transport.is_closing() and not transport.get_write_buffer_size():
             transport.close()
             return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:  # a reset, not a FIN queued behind what the client never read
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        transport.abort()
+        _reset(transport)
 
     def pause_reading(self) -> None:
         if not self.close_sent and not self.gone:
@@ -569,6 +567,61 @@ class WireProtocol(asyncio.Protocol):
             + body
         )
         self._shut()
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Drop a connection now: a reset, not a FIN queued behind what the client never read, so
+    neither the socket nor its kernel buffers outlive it."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.abort()
+
+
+class _CloseDeadline:
+    """The transport as uvicorn's websockets-sansio protocol sees it: its `close()` (which
+    waits for what is buffered to be written) also starts the node's close deadline, past
+    which the connection is reset."""
+
+    __slots__ = ("_gone", "_timer", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._timer: asyncio.TimerHandle | None = None
+        self._gone = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._transport.close()
+        if self._timer is None and not self._gone:
+            self._timer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT_S, _reset, self._transport
+            )
+
+    def lost(self) -> None:
+        """The connection is gone: no deadline any more."""
+        self._gone = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class WebSocketsSansIOProtocol(UvicornSansIO):
+    """uvicorn's websockets-sansio protocol (for what the node's wire hands on), with the
+    node's close deadline: a client that does not read loses its socket CLOSE_TIMEOUT_S after
+    the close, as on the wire."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(_CloseDeadline(transport))  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        deadline = self.transport
+        if isinstance(deadline, _CloseDeadline):
+            deadline.lost()
+        super().connection_lost(exc)
 
 
 def _release_parser(http_protocol: Any) -> None:
