@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import socket
+import string
 import time
 from collections.abc import Iterator
 
@@ -336,46 +338,78 @@ async def test_invalid_utf8_in_a_fragment_closes_with_1007_before_the_message_en
 # ---------------------------------------------------------------- finding 6: closes end
 
 
-async def test_a_4009_client_that_never_reads_loses_its_socket_within_close_timeout(
-    loose: ServerProcess,
-) -> None:
-    s = await live_session(loose.url, creator="hostile-loud")
+async def sleeper_loses_its_socket(server: ServerProcess, *, deflate: bool) -> None:
+    """A client that joins a busy room and never reads, with a tiny receive buffer: once it
+    is closed with 4009 its socket is gone from the node within CLOSE_TIMEOUT (old: never,
+    the close waited for it to read)."""
+    s = await live_session(server.url, creator=f"hostile-loud-{deflate}")
     sid = s["session"]["id"]
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", loose.port))
+    sock.connect(("127.0.0.1", server.port))
     peer_port = sock.getsockname()[1]
-    sock.sendall(upgrade(f"/ws?token={token('hostile-sloth')}"))
-    assert b" 101 " in sock.recv(4096)
+    offer = ("Sec-WebSocket-Extensions: permessage-deflate",) if deflate else ()
+    sock.sendall(upgrade(f"/ws?token={token(f'hostile-sloth-{deflate}')}", extra=offer))
+    head = sock.recv(4096)
+    assert b" 101 " in head
+    assert (b"permessage-deflate" in head) == deflate
     join = json.dumps({"type": "join", "session": sid}).encode()
-    sock.sendall(masked(OP_TEXT, join))
-    writer = await Client.connect(loose, token("hostile-writer"), max_queue=None)
-    logged = len(loose.output)
+    sock.sendall(masked(OP_TEXT, join))  # uncompressed: allowed with the extension too
+    writer = await Client.connect(server, token(f"hostile-writer-{deflate}"), max_queue=None)
+    logged = len(server.output)
     gone_at = None
     closed_at = None
     started = time.monotonic()
-    text = "z" * 480
+    rng = random.Random(7)  # text that does not compress away
     k = 0
     while time.monotonic() - started < 30 and gone_at is None:
         for _ in range(5):
             k += 1
-            await writer.send(
-                {"type": "chat", "session": sid, "text": f"{k}{text}", "ref": f"h{k}"}
-            )
+            text = "".join(rng.choices(string.ascii_letters + string.digits, k=480))
+            await writer.send({"type": "chat", "session": sid, "text": text, "ref": f"h{k}"})
         await asyncio.sleep(0.02)
         if closed_at is None and any(
-            "closing slow consumer" in line for line in loose.output[logged:]
+            "closing slow consumer" in line for line in server.output[logged:]
         ):
             closed_at = time.monotonic()
-        if closed_at is not None and not server_sockets(loose.port, peer_port):
+        if closed_at is not None and not server_sockets(server.port, peer_port):
             gone_at = time.monotonic()
     assert closed_at is not None, "the sleeper was closed with 4009"
     assert gone_at is not None, (
-        f"its socket is still there: {server_sockets(loose.port, peer_port)}"
+        f"its socket is still there: {server_sockets(server.port, peer_port)}"
     )
     assert gone_at - closed_at < wire.CLOSE_TIMEOUT_S + SLACK_S
     sock.close()
     await writer.close()
+    assert not [line for line in server.output[logged:] if "Traceback" in line], "".join(
+        server.output[logged:]
+    )[-3000:]
+
+
+async def test_a_4009_client_that_never_reads_loses_its_socket_within_close_timeout(
+    loose: ServerProcess,
+) -> None:
+    await sleeper_loses_its_socket(loose, deflate=False)
+
+
+async def test_so_does_one_on_permessage_deflate(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same through uvicorn's protocol, which serves permessage-deflate clients."""
+    env = {
+        "LIVECART_WS_DEFLATE": "true",
+        "LIVECART_FLOOD_FRAMES": "1000000",
+        "LIVECART_CHAT_RATE_PER_S": "1000",
+        "LIVECART_CHAT_BURST": "1000",
+        "LIVECART_CHAT_DISPLAY_BUDGET": "0",
+        "LIVECART_OUTBOX_MAX_AGE_S": "0.5",
+        "LIVECART_SOCKET_SEND_BUFFER": "8192",
+    }
+    node = ServerProcess(database_url, str(tmp_path_factory.mktemp("deflate")), env=env).start()
+    try:
+        await sleeper_loses_its_socket(node, deflate=True)
+    finally:
+        node.kill()
 
 
 # ---------------------------------------------------------------- finding 8: linear buffering

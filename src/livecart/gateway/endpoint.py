@@ -119,7 +119,15 @@ class Gateway:
         try:
             while not conn.closed:
                 await socket.readable.wait()
-                message = await ws.receive()
+                socket.reading = True
+                try:
+                    message = await ws.receive()
+                except asyncio.CancelledError:
+                    if socket.expired:  # a close the client did not read in time
+                        break
+                    raise
+                finally:
+                    socket.reading = False
                 if message["type"] == "websocket.disconnect":
                     code = message.get("code", 1000)
                     break

@@ -584,10 +584,11 @@ class _CloseDeadline:
     waits for what is buffered to be written) also starts the node's close deadline, past
     which the connection is reset."""
 
-    __slots__ = ("_gone", "_timer", "_transport")
+    __slots__ = ("_delay", "_gone", "_timer", "_transport")
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, delay: float) -> None:
         self._transport = transport
+        self._delay = delay
         self._timer: asyncio.TimerHandle | None = None
         self._gone = False
 
@@ -598,7 +599,7 @@ class _CloseDeadline:
         self._transport.close()
         if self._timer is None and not self._gone:
             self._timer = asyncio.get_running_loop().call_later(
-                CLOSE_TIMEOUT_S, _reset, self._transport
+                self._delay, _reset, self._transport
             )
 
     def lost(self) -> None:
@@ -612,10 +613,16 @@ class _CloseDeadline:
 class WebSocketsSansIOProtocol(UvicornSansIO):
     """uvicorn's websockets-sansio protocol (for what the node's wire hands on), with the
     node's close deadline: a client that does not read loses its socket CLOSE_TIMEOUT_S after
-    the close, as on the wire."""
+    the close, as on the wire (half of it waiting for the client's reply, half for the
+    transport to close)."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any]) -> None:
+        super().__init__(config=config, server_state=server_state, app_state=app_state)
+        self.close_timeout = CLOSE_TIMEOUT_S / 2
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(_CloseDeadline(transport))  # type: ignore[arg-type]
+        deadline = _CloseDeadline(transport, CLOSE_TIMEOUT_S / 2)  # type: ignore[arg-type]
+        super().connection_made(deadline)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
         deadline = self.transport
