@@ -19,7 +19,7 @@ import uvicorn
 
 from . import auth, config, logs
 from .config import ConfigError, Settings, node_name
-from .gateway import wire
+from .gateway import http, wire
 from .store.db import EmbeddedPostgres, migrate
 
 log = logging.getLogger("livecart")
@@ -80,8 +80,17 @@ async def _run_server(settings: Settings, on_ready: Any = None) -> None:
             app,
             host=settings.host,
             port=settings.port,
+            # httptools with every request head bounded in size and time (gateway/http.py).
+            http=http.protocol_class(
+                max_head=settings.max_header_bytes, head_timeout=settings.handshake_timeout_s
+            ),
             # `/ws` on the node's own protocol; anything else it hands to websockets-sansio.
-            ws=wire.protocol_class(app.gateway),
+            ws=wire.protocol_class(
+                app.gateway,
+                max_fragments=settings.ws_max_fragments,
+                max_request=settings.max_header_bytes,
+                handshake_timeout=settings.handshake_timeout_s,
+            ),
             ws_per_message_deflate=settings.ws_deflate,
             ws_max_size=max(1 << 20, settings.max_frame_bytes * 4),
             ws_ping_interval=wire.PING_INTERVAL_S,

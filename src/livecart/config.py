@@ -47,6 +47,16 @@ class Settings(msgspec.Struct, kw_only=True):
     client backs up into the bounded outbox instead of megabytes of kernel memory."""
     max_frame_bytes: int = 16 * 1024
     """Largest client frame accepted (larger gets too_large)."""
+    ws_max_fragments: int = 64
+    """Frames one WebSocket message may span (more closes with 1009); each also counts toward
+    the flood limit and is charged 64 bytes besides its payload against the message size."""
+    max_header_bytes: int = 16 * 1024
+    """Largest HTTP request line + headers, REST and WebSocket upgrades alike: the request is
+    answered 431 and the connection closed as soon as more arrives."""
+    handshake_timeout_s: float = 10.0
+    """Time a client has to send a request's line and headers (from connecting, or from the
+    first byte of a later request on the connection), WebSocket upgrades included; past it
+    the connection is closed."""
     coalesce_interval_s: float = 0.2
     """Interval of coalesced state events (viewers, likes, stock) per session."""
     fanout_tick_s: float = 0.05
@@ -116,6 +126,12 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(f"outbox_max_bytes must be >= 65536, got {self.outbox_max_bytes}")
         if self.max_frame_bytes < 1024:
             problems.append(f"max_frame_bytes must be >= 1024, got {self.max_frame_bytes}")
+        if self.ws_max_fragments < 1:
+            problems.append(f"ws_max_fragments must be >= 1, got {self.ws_max_fragments}")
+        if self.max_header_bytes < 1024:
+            problems.append(f"max_header_bytes must be >= 1024, got {self.max_header_bytes}")
+        if self.handshake_timeout_s <= 0:
+            problems.append(f"handshake_timeout_s must be > 0, got {self.handshake_timeout_s}")
         if self.db_pool_min < 1 or self.db_pool_max < self.db_pool_min:
             problems.append("db_pool_min must be >= 1 and db_pool_max >= db_pool_min")
         if self.log_level not in ("debug", "info", "warning", "error"):

@@ -16,6 +16,7 @@ from starlette.websockets import WebSocket
 from ..auth import Identity
 from ..metrics import Metrics
 from ..protocol import CLOSE_TOO_SLOW, ErrorMsg, encode, frame
+from . import wire
 
 log = logging.getLogger("livecart.gateway")
 
@@ -61,6 +62,12 @@ class AsgiSocket:
         self._wakeup = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self.writer = asyncio.get_running_loop().create_task(self._run())
+        # A close that a client not reading keeps from being sent ends the reading too (the
+        # reader's `ws.receive()` is cancelled), so the connection goes within CLOSE_TIMEOUT.
+        self.reader = asyncio.current_task()
+        self.reading = False  # the reader waits in ws.receive()
+        self.expired = False
+        self._deadline: asyncio.TimerHandle | None = None
 
     def send(self, payload: bytes, framed: bytes | None) -> int:
         """Queue a frame; returns what was still waiting before it (a writer that keeps up
@@ -79,6 +86,21 @@ class AsgiSocket:
             self.closed = True
             self._close = (code, reason)
             self._wakeup.set()
+            self._deadline = asyncio.get_running_loop().call_later(
+                wire.CLOSE_TIMEOUT_S / 2, self._expire
+            )
+
+    def _expire(self) -> None:
+        """The close could not be sent in time (the client does not read): stop writing and
+        reading, so that the ASGI server closes the connection."""
+        self._deadline = None
+        if self.writer.done():
+            return
+        self.expired = True
+        self.writer.cancel()
+        self.readable.set()
+        if self.reading and self.reader is not None:
+            self.reader.cancel()
 
     def pause_reading(self) -> None:
         self.readable.clear()
@@ -102,9 +124,11 @@ class AsgiSocket:
     async def finish(self, timeout: float = 2.0) -> None:
         """Wait for the writer to send what is queued and the close (if any), then stop it."""
         if self._close is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self.writer), timeout)
+            await asyncio.wait({self.writer}, timeout=timeout)
         self.writer.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
 
 class Connection:

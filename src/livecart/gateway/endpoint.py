@@ -135,7 +135,15 @@ class Gateway:
         try:
             while not conn.closed:
                 await socket.readable.wait()
-                message = await ws.receive()
+                socket.reading = True
+                try:
+                    message = await ws.receive()
+                except asyncio.CancelledError:
+                    if socket.expired:  # a close the client did not read in time
+                        break
+                    raise
+                finally:
+                    socket.reading = False
                 if message["type"] == "websocket.disconnect":
                     code = message.get("code", 1000)
                     break
@@ -233,6 +241,11 @@ class Gateway:
         if not self._taking:
             self._taking = True
             asyncio.get_running_loop().call_soon(self._take)
+
+    def fragment(self, conn: Connection) -> None:
+        """One more frame of a message still being received: it counts toward the flood
+        limit like a whole message does (which may close the connection with 4008)."""
+        self.node.moderation.flooding(conn)
 
     def _take(self) -> None:
         """Handle inbox frames for at most SLICE_S, then let the loop poll again."""

@@ -13,7 +13,19 @@ permessage-deflate when the node enables it) is handed on, untouched, to uvicorn
 
 What a client may send: masked frames (RFC 6455 §5.1), text, binary, continuation, ping,
 pong, close; no reserved bits (no extension is negotiated here). Protocol errors close with
-1002, invalid UTF-8 in a text message with 1007, a message over `max_size` with 1009.
+1002, invalid UTF-8 in a text message with 1007 (in a fragmented one as soon as the fragment
+that makes it invalid arrives), a message over `max_size` or of more than `max_fragments`
+frames with 1009. Every fragment is charged `FRAME_COST` bytes on top of its payload and
+counts toward the node's flood limit (`gateway.fragment`), so empty or one-byte continuation
+frames cost what they weigh. Bytes are bounded before they are buffered: a partial frame
+waits in one buffer until the length its header announced is there (each byte is copied once,
+whatever the pieces it arrives in), a frame's header is refused as soon as it announces too
+much, a pong is skipped while the client is not reading what we write.
+
+A close never outlives `CLOSE_TIMEOUT_S`: after our close frame (or a protocol error, or the
+client's close), a client that neither answers nor reads loses its socket when the timeout
+expires (the transport is aborted with a reset, dropping what it still held for it).
+
 Keepalive is one sweep per node (`Gateway`), not a timer per connection: `keepalive()` pings
 a connection silent for `PING_INTERVAL_S` and drops one that stays silent `PING_TIMEOUT_S`
 more.
@@ -24,13 +36,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import codecs
+import contextlib
 import hashlib
 import logging
+import socket
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import (
+    WebSocketsSansIOProtocol as UvicornSansIO,
+)
 
 from ..protocol import ws_text_frame
 
@@ -53,6 +71,16 @@ PATH = "/ws"
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
 CLOSE_TIMEOUT_S = 5.0  # how long a close we sent waits for the client's reply
+MAX_FRAGMENTS = 64  # frames one message may span (LIVECART_WS_MAX_FRAGMENTS)
+# What one more fragment of a message is charged on top of its payload, against `max_size`:
+# about what a frame costs to receive and keep, so a message of empty frames is not free.
+FRAME_COST = 64
+MAX_REQUEST = 16 * 1024  # request line + headers of an upgrade (LIVECART_MAX_HEADER_BYTES)
+HANDSHAKE_TIMEOUT_S = 10.0  # upgrade request to 101 (LIVECART_HANDSHAKE_TIMEOUT_S)
+# Pongs are written only while less than this waits for the client: one that sends pings but
+# does not read gets no more (RFC 6455 §5.5.3 lets a pong answer only the latest ping).
+PONG_BUFFER_MAX = 64 * 1024
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -80,13 +108,34 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _GUID).digest())
 
 
-class Handshake:
-    """The parts of an upgrade request this protocol needs, or `ok = False`."""
+def utf8_tail(tail: bytes, data: bytes, final: bool) -> bytes | None:
+    """Validate the next piece `data` of a UTF-8 text after `tail` (the bytes of a character
+    the previous piece ended inside): the new tail, or None as soon as the text is invalid,
+    i.e. once no continuation could make it valid (a truncated character at the end when
+    `final`)."""
+    chunk = tail + data if tail else data
+    if chunk.isascii():
+        return b""
+    try:
+        _, used = codecs.utf_8_decode(chunk, "strict", final)
+    except UnicodeDecodeError:
+        return None
+    rest = chunk[used:]
+    # The decoder waits for the third byte of a surrogate (ED A0..BF), already invalid.
+    if len(rest) >= 2 and rest[0] == 0xED and rest[1] >= 0xA0:
+        return None
+    return rest
 
-    __slots__ = ("deflate", "key", "ok", "query")
+
+class Handshake:
+    """The parts of an upgrade request this protocol needs, or `ok = False`; `bad_version`:
+    a WebSocket upgrade for a protocol version other than 13 (answered 426, RFC 6455 §4.4)."""
+
+    __slots__ = ("bad_version", "deflate", "key", "ok", "query")
 
     def __init__(self, request: bytes) -> None:
         self.ok = False
+        self.bad_version = False
         self.key = b""
         self.query: dict[str, str] = {}
         self.deflate = False
@@ -106,6 +155,13 @@ class Handshake:
             headers[name] = headers[name] + b"," + value if name in headers else value
         upgrade = {t.strip().lower() for t in headers.get(b"upgrade", b"").split(b",")}
         connection = {t.strip().lower() for t in headers.get(b"connection", b"").split(b",")}
+        version = headers.get(b"sec-websocket-version")
+        self.bad_version = (
+            version is not None
+            and version != b"13"
+            and b"websocket" in upgrade
+            and b"upgrade" in connection
+        )
         key = headers.get(b"sec-websocket-key", b"")
         try:
             valid_key = len(base64.b64decode(key, validate=True)) == 16
@@ -122,26 +178,33 @@ class Handshake:
             decoded_path == PATH
             and b"websocket" in upgrade
             and b"upgrade" in connection
-            and headers.get(b"sec-websocket-version") == b"13"
+            and version == b"13"
             and valid_key
         )
 
 
 class WireProtocol(asyncio.Protocol):
     """One WebSocket client of `/ws`. `gateway` (set on the class by `protocol_class`) gets
-    `connect(socket, query)`, `received(conn, message)` and `closed(conn, code)`."""
+    `connect(socket, query)`, `received(conn, message)`, `fragment(conn)` (one more frame of
+    a message not yet complete) and `closed(conn, code)`."""
 
     gateway: Any = None
+    max_fragments: int = MAX_FRAGMENTS
+    max_request: int = MAX_REQUEST
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_S
 
     __slots__ = (
         "_app_state",
         "_buf",
         "_close_timer",
         "_config",
+        "_need",
         "_parts",
+        "_parts_count",
         "_parts_size",
-        "_parts_text",
+        "_requested",
         "_state",
+        "_utf8",
         "close_code",
         "close_sent",
         "conn",
@@ -167,10 +230,13 @@ class WireProtocol(asyncio.Protocol):
         self.conn: Connection | None = None  # set once the gateway has accepted a client
         self.opened = False  # the 101 has been sent
         self.max_size: int = config.ws_max_size
-        self._buf = b""
-        self._parts: list[bytes] | None = None  # a fragmented message being received
-        self._parts_size = 0
-        self._parts_text = False
+        self._requested = False  # the upgrade request has been read
+        self._buf: bytearray | None = None  # the start of a frame not yet complete
+        self._need = 0  # the bytes `_buf` must hold before parsing can go on
+        self._parts: bytearray | None = None  # a fragmented message being received
+        self._parts_size = 0  # its payload plus FRAME_COST per frame
+        self._parts_count = 0
+        self._utf8: bytes | None = None  # its unfinished last character if text; None: binary
         self._close_timer: asyncio.TimerHandle | None = None
         self.close_sent = False
         self.close_code: int | None = None
@@ -196,32 +262,44 @@ class WireProtocol(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
+        self._buf = self._parts = None
         conn, self.conn = self.conn, None
         if conn is not None:
             self.gateway.closed(conn, self.close_code or CLOSE_ABNORMAL)
 
     def data_received(self, data: bytes) -> None:
         if not self.opened:
-            if not self.close_sent:
-                self._handshake(data)
-            return
+            return self._before_open(data)
         self.last_read = time.monotonic()
         self.ping_sent = 0.0
-        buf = self._buf + data if self._buf else data
+        buf: bytes | bytearray = data
+        pending = self._buf
+        if pending is not None:  # the rest of a frame: parsed once all of it is there
+            pending += data
+            if len(pending) < self._need:
+                return
+            buf = pending
+            self._buf = None
         n = len(buf)
         pos = 0
-        while n - pos >= 2:
+        need = 0
+        while True:
+            if n - pos < 2:
+                need = 2
+                break
             b0 = buf[pos]
             b1 = buf[pos + 1]
             length = b1 & 0x7F
             head = pos + 2
             if length == 126:
                 if n - pos < 4:
+                    need = 4
                     break
                 length = int.from_bytes(buf[head : head + 2], "big")
                 head += 2
             elif length == 127:
                 if n - pos < 10:
+                    need = 10
                     break
                 length = int.from_bytes(buf[head : head + 8], "big")
                 head += 8
@@ -233,13 +311,20 @@ class WireProtocol(asyncio.Protocol):
                 return self.fail(CLOSE_TOO_BIG, "message too big")
             end = head + 4 + length
             if end > n:
+                need = end - pos
                 break
             payload = apply_mask(buf[head + 4 : end], buf[head : head + 4]) if length else b""
             pos = end
             self._frame(b0 & 0x80, b0 & 0x0F, payload)
             if self.gone or self.transport.is_closing():
                 return
-        self._buf = buf[pos:] if pos < n else b""
+        if pos < n:
+            if pending is None:
+                pending = bytearray(memoryview(data)[pos:])
+            elif pos:
+                del pending[:pos]
+            self._buf = pending
+            self._need = need
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -248,7 +333,7 @@ class WireProtocol(asyncio.Protocol):
         """The server is stopping (uvicorn calls this on every connection)."""
         if not self.close_sent and self.conn is not None:
             self.close(CLOSE_RESTART, "server restart")
-        self.transport.close()
+        self._shut()
 
     # ------------------------------------------------------------ frames in
 
@@ -257,8 +342,9 @@ class WireProtocol(asyncio.Protocol):
             if not fin or len(payload) > 125:
                 return self.fail(CLOSE_PROTOCOL_ERROR, "bad control frame")
             if opcode == OP_PING:
-                if not self.close_sent:
-                    self.transport.write(control_frame(OP_PONG, payload))
+                transport = self.transport
+                if not self.close_sent and transport.get_write_buffer_size() < PONG_BUFFER_MAX:
+                    transport.write(control_frame(OP_PONG, payload))
             elif opcode == OP_PONG:
                 pass  # any data counts as life (data_received)
             elif opcode == OP_CLOSE:
@@ -269,20 +355,19 @@ class WireProtocol(asyncio.Protocol):
         if opcode == OP_CONT:
             if self._parts is None:
                 return self.fail(CLOSE_PROTOCOL_ERROR, "continuation without a message")
-            self._parts.append(payload)
-            self._parts_size += len(payload)
-            if self._parts_size > self.max_size:
-                return self.fail(CLOSE_TOO_BIG, "message too big")
-            if not fin:
+            whole = self._fragment(fin, payload)
+            if whole is None:
                 return
-            message, text = b"".join(self._parts), self._parts_text
-            self._parts = None
+            message, text = whole, False  # its text was checked fragment by fragment
         elif opcode in (OP_TEXT, OP_BINARY):
             if self._parts is not None:
                 return self.fail(CLOSE_PROTOCOL_ERROR, "a new message inside a fragmented one")
             text = opcode == OP_TEXT
             if not fin:
-                self._parts, self._parts_size, self._parts_text = [payload], len(payload), text
+                self._parts = bytearray()
+                self._parts_size = self._parts_count = 0
+                self._utf8 = b"" if text else None
+                self._fragment(fin, payload)
                 return
             message = payload
         else:
@@ -295,6 +380,31 @@ class WireProtocol(asyncio.Protocol):
         if self.close_sent or self.conn is None:
             return  # closing: what arrives now is not read
         self.gateway.received(self.conn, message)
+
+    def _fragment(self, fin: int, payload: bytes) -> bytes | None:
+        """One frame of a fragmented message: the whole message with the last one, else None
+        (also when the message is refused). Each frame is charged FRAME_COST bytes besides
+        its payload and counted, text is checked as it comes, and every frame but the last
+        counts toward the flood limit (the whole message counts as one frame there)."""
+        parts = self._parts
+        assert parts is not None
+        self._parts_count += 1
+        self._parts_size += len(payload) + FRAME_COST
+        if self._parts_size > self.max_size or self._parts_count > self.max_fragments:
+            self.fail(CLOSE_TOO_BIG, "message too big")
+            return None
+        if self._utf8 is not None:
+            self._utf8 = utf8_tail(self._utf8, payload, bool(fin))
+            if self._utf8 is None:
+                self.fail(CLOSE_INVALID_DATA, "text frames must be UTF-8")
+                return None
+        parts += payload
+        if not fin:
+            if self.conn is not None and not self.close_sent:
+                self.gateway.fragment(self.conn)
+            return None
+        self._parts = self._utf8 = None
+        return bytes(parts)
 
     def _closed_by_peer(self, payload: bytes) -> None:
         code = 1005
@@ -309,12 +419,12 @@ class WireProtocol(asyncio.Protocol):
             except UnicodeDecodeError:
                 return self.fail(CLOSE_INVALID_DATA, "close reasons must be UTF-8")
         if self.close_sent:  # the reply to ours: the closing handshake is complete
-            self.transport.close()
+            self._shut()
             return
         self.close_code = code
         self.close_sent = True
         self.transport.write(close_frame(code if code != 1005 else 1000))
-        self.transport.close()
+        self._shut()
 
     # ------------------------------------------------------------ output
 
@@ -335,9 +445,7 @@ class WireProtocol(asyncio.Protocol):
         self.close_code = code
         self.transport.write(close_frame(code, reason))
         self.transport.resume_reading()  # the reply must be read even while paused
-        self._close_timer = asyncio.get_running_loop().call_later(
-            CLOSE_TIMEOUT_S, self.transport.close
-        )
+        self._deadline(CLOSE_TIMEOUT_S)
 
     def fail(self, code: int, reason: str) -> None:
         """A protocol error: close frame, then the connection, at once."""
@@ -345,7 +453,30 @@ class WireProtocol(asyncio.Protocol):
             self.close_sent = True
             self.close_code = code
             self.transport.write(close_frame(code, reason))
+        self._shut()
+
+    def _shut(self) -> None:
+        """Close the transport (once what it holds is written), and abort it if that has not
+        happened within CLOSE_TIMEOUT_S of the close (a client that does not read)."""
         self.transport.close()
+        self._deadline(CLOSE_TIMEOUT_S)
+
+    def _deadline(self, seconds: float) -> None:
+        if self._close_timer is None and not self.gone:
+            self._close_timer = asyncio.get_running_loop().call_later(seconds, self._expired)
+
+    def _expired(self) -> None:
+        """The close (or the handshake) took too long: an idle socket is closed, one that
+        still holds data for the client is reset, so neither it nor its buffers outlive the
+        timeout."""
+        self._close_timer = None
+        if self.gone:
+            return
+        transport = self.transport
+        if not transport.is_closing() and not transport.get_write_buffer_size():
+            transport.close()
+            return
+        _reset(transport)
 
     def pause_reading(self) -> None:
         if not self.close_sent and not self.gone:
@@ -370,12 +501,30 @@ class WireProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ handshake
 
+    def _before_open(self, data: bytes) -> None:
+        """The upgrade request (uvicorn hands it over in one piece), or bytes a client sent
+        before our answer, which RFC 6455 §4.1 forbids: refused, never buffered."""
+        if self.close_sent:
+            return  # refused: what arrives now is not read
+        if self._requested:
+            return self.reject(400, "Bad Request")
+        self._requested = True
+        # uvicorn rebuilds the request from headers the HTTP protocol bounded; the bound here
+        # holds under any HTTP protocol (the rebuilt head may be somewhat longer).
+        if len(data) > 2 * self.max_request:
+            return self.reject(431, "Request Header Fields Too Large")
+        self._handshake(data)
+
     def _handshake(self, request: bytes) -> None:
         hs = Handshake(request)
+        if hs.bad_version:
+            return self.reject(426, "Upgrade Required", b"Sec-WebSocket-Version: 13\r\n")
         if not hs.ok or (hs.deflate and self._config.ws_per_message_deflate):
             return self._hand_over(request)
         self.last_read = time.monotonic()
         self.gateway.connect(self, hs)
+        if not self.opened and not self.close_sent:  # the gateway answers later
+            self._deadline(self.handshake_timeout)
 
     def _hand_over(self, request: bytes) -> None:
         """Not ours to serve: uvicorn's websockets-sansio protocol takes the connection."""
@@ -398,17 +547,88 @@ class WireProtocol(asyncio.Protocol):
         head += [name + b": " + value for name, value in self._state.default_headers]
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n")
         self.opened = True
+        if self._close_timer is not None:  # the handshake deadline
+            self._close_timer.cancel()
+            self._close_timer = None
 
-    def reject(self, status: int, reason: str) -> None:
-        """Refuse the upgrade with an HTTP status (no WebSocket is opened)."""
+    def reject(self, status: int, reason: str, headers: bytes = b"") -> None:
+        """Refuse the upgrade with an HTTP status (no WebSocket is opened); `headers`: more
+        header lines, each ending in CRLF."""
         body = reason.encode()
         self.close_sent = True
+        if self._close_timer is not None:  # the handshake deadline; the close's comes now
+            self._close_timer.cancel()
+            self._close_timer = None
         self.transport.write(
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
+            + headers
+            + b"\r\n"
             + body
         )
-        self.transport.close()
+        self._shut()
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Drop a connection now: a reset, not a FIN queued behind what the client never read, so
+    neither the socket nor its kernel buffers outlive it."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.abort()
+
+
+class _CloseDeadline:
+    """The transport as uvicorn's websockets-sansio protocol sees it: its `close()` (which
+    waits for what is buffered to be written) also starts the node's close deadline, past
+    which the connection is reset."""
+
+    __slots__ = ("_delay", "_gone", "_timer", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, delay: float) -> None:
+        self._transport = transport
+        self._delay = delay
+        self._timer: asyncio.TimerHandle | None = None
+        self._gone = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._transport.close()
+        if self._timer is None and not self._gone:
+            self._timer = asyncio.get_running_loop().call_later(
+                self._delay, _reset, self._transport
+            )
+
+    def lost(self) -> None:
+        """The connection is gone: no deadline any more."""
+        self._gone = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class WebSocketsSansIOProtocol(UvicornSansIO):
+    """uvicorn's websockets-sansio protocol (for what the node's wire hands on), with the
+    node's close deadline: a client that does not read loses its socket CLOSE_TIMEOUT_S after
+    the close, as on the wire (half of it waiting for the client's reply, half for the
+    transport to close)."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any]) -> None:
+        super().__init__(config=config, server_state=server_state, app_state=app_state)
+        self.close_timeout = CLOSE_TIMEOUT_S / 2
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        deadline = _CloseDeadline(transport, CLOSE_TIMEOUT_S / 2)  # type: ignore[arg-type]
+        super().connection_made(deadline)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        deadline = self.transport
+        if isinstance(deadline, _CloseDeadline):
+            deadline.lost()
+        super().connection_lost(exc)
 
 
 def _release_parser(http_protocol: Any) -> None:
@@ -416,7 +636,22 @@ def _release_parser(http_protocol: Any) -> None:
     http_protocol.parser = None
 
 
-def protocol_class(gateway: Any) -> type[WireProtocol]:
-    """The `ws` protocol class for uvicorn, bound to `gateway`."""
-    return type("LivecartWire", (WireProtocol,), {"gateway": gateway, "__slots__": ()})
-
+def protocol_class(
+    gateway: Any,
+    *,
+    max_fragments: int = MAX_FRAGMENTS,
+    max_request: int = MAX_REQUEST,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
+) -> type[WireProtocol]:
+    """The `ws` protocol class for uvicorn, bound to `gateway` and the node's limits."""
+    return type(
+        "LivecartWire",
+        (WireProtocol,),
+        {
+            "gateway": gateway,
+            "max_fragments": max_fragments,
+            "max_request": max_request,
+            "handshake_timeout": handshake_timeout,
+            "__slots__": (),
+        },
+    )
