@@ -282,7 +282,29 @@ async def test_slow_consumer_is_closed_with_4009(database_url: str, tmp_path) ->
                 got += 1
             return got
 
+        async def sleeper_close_code() -> int:
+            # The sleeper stays silent long enough to be cut off (outbox age 1.5 s), then
+            # reads: what was sent ends in a 4009 close frame. It must read before the
+            # node's CLOSE_TIMEOUT (5 s after the close) ends the socket for good.
+            await asyncio.sleep(3.0)
+            sock.setblocking(False)
+            data = bytearray()
+            loop = asyncio.get_running_loop()
+            code = None
+            while code is None:
+                try:
+                    chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10)
+                except TimeoutError:
+                    print(len(data), "".join(node.output)[-3000:])
+                    raise
+                assert chunk, "the server closed the socket without a close frame"
+                data += chunk
+                code = _close_code(data)
+            assert len(data) < 8 * 1024 * 1024, "the server stopped sending to it"
+            return code
+
         reader = asyncio.create_task(read_all())
+        sleeper = asyncio.create_task(sleeper_close_code())
         text = "y" * 480
         # About 1.4 MB over 5 s: more than the sleeper's socket buffers and outbox age allow.
         for rnd in range(ROUNDS):
@@ -297,22 +319,7 @@ async def test_slow_consumer_is_closed_with_4009(database_url: str, tmp_path) ->
             print("".join(node.output))
             raise
         assert reader.result() == ROUNDS * 20, "a reading client keeps receiving everything"
-        # The sleeper was cut off: once it reads, what was sent ends in a 4009 close frame.
-        sock.setblocking(False)
-        data = bytearray()
-        loop = asyncio.get_running_loop()
-        code = None
-        while code is None:
-            try:
-                chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10)
-            except TimeoutError:
-                print(len(data), "".join(node.output)[-3000:])
-                raise
-            assert chunk, "the server closed the socket without a close frame"
-            data += chunk
-            code = _close_code(data)
-        assert code == 4009
-        assert len(data) < 8 * 1024 * 1024, "the server stopped sending to it"
+        assert await sleeper == 4009
         sock.close()
         await asyncio.gather(*(w.close() for w in writers), healthy.close())
     finally:
