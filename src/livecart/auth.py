@@ -123,18 +123,28 @@ class Verifier:
 
     @classmethod
     def from_settings(cls, settings: Any, secret: str) -> Verifier:
+        from .config import ConfigError
+
         public_key: str = settings.jwt_public_key
-        if public_key and not public_key.lstrip().startswith("-----"):
-            with open(public_key) as f:  # a path to the PEM file
-                public_key = f.read()
-        return cls(
-            secret,
-            algorithms=tuple(a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()),
-            public_key=public_key,
-            jwks_url=settings.jwt_jwks_url,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-        )
+        try:
+            if public_key and not public_key.lstrip().startswith("-----"):
+                with open(public_key) as f:  # a path to the PEM file
+                    public_key = f.read()
+            return cls(
+                secret,
+                algorithms=tuple(
+                    a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()
+                ),
+                public_key=public_key,
+                jwks_url=settings.jwt_jwks_url,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+            )
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            raise ConfigError(
+                f"invalid configuration: jwt_public_key (LIVECART_JWT_PUBLIC_KEY) is not a "
+                f"usable PEM public key or file: {exc}"
+            ) from None
 
     def _key(self, token: str) -> tuple[Any, list[str]]:
         try:

@@ -252,7 +252,11 @@ class Gateway:
                 conn.grace_until = now + grace
                 heapq.heappush(heap, (conn.grace_until, next(_ids), conn))
         if len(heap) > 2 * len(self.node.connections) + 1024:
-            self._expiries = [e for e in heap if not e[2].closed]
+            self._expiries = [
+                e
+                for e in heap
+                if not e[2].closed and (e[0] == e[2].expires or e[0] == e[2].grace_until)
+            ]
             heapq.heapify(self._expiries)
 
     async def _expiry_loop(self) -> None:
