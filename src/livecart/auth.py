@@ -147,6 +147,8 @@ class Verifier:
             ) from None
 
     def _key(self, token: str) -> tuple[Any, list[str]]:
+        if self.algorithms == ["HS256"] and self.secret:
+            return self.secret, self.algorithms  # the default: no header to read first
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
