@@ -48,6 +48,8 @@ def issue(
     ttl_s: int = 86400,
     minor: bool = False,
     now: float | None = None,
+    issuer: str = "",
+    audience: str = "",
 ) -> str:
     if not _SUB.match(sub):
         raise ValueError("sub must be 1-64 characters of [A-Za-z0-9_-]")
@@ -55,6 +57,8 @@ def issue(
         raise ValueError(f"role must be one of {', '.join(TOKEN_ROLES)}")
     if ttl_s <= 0:
         raise ValueError("ttl must be positive")
+    if name is not None and not (1 <= len(name) <= 64 and is_line(name)):
+        raise ValueError("name must be 1-64 characters without control or bidi characters")
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "sub": sub,
@@ -65,6 +69,10 @@ def issue(
     }
     if minor:
         claims["minor"] = True
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

@@ -185,3 +185,13 @@ def test_roles_act_downwards(
         auth.may_act_on(who, target, target_role, owner=CREATOR, channel_moderators=mods)
         is allowed
     )
+
+
+def test_issued_tokens_carry_issuer_and_audience_and_clean_names() -> None:
+    verifier = auth.Verifier(SECRET, issuer="https://id", audience="shop")
+    tok = auth.issue(SECRET, "u1", "viewer", issuer="https://id", audience="shop")
+    assert verifier.verify(tok).sub == "u1"
+    with pytest.raises(auth.AuthError):
+        verifier.verify(auth.issue(SECRET, "u1", "viewer"))
+    with pytest.raises(ValueError):
+        auth.issue(SECRET, "u1", "viewer", name="adm\u202ein")
