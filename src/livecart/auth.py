@@ -114,12 +114,11 @@ class Verifier:
         self.secret = secret
         self.public_key: Any = None
         if public_key:
-            from jwt.algorithms import get_default_algorithms
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-            asym = [a for a in algorithms if a != "HS256"]
-            if not asym:
+            if all(a == "HS256" for a in algorithms):
                 raise ValueError("a public key needs an asymmetric algorithm in jwt_algorithms")
-            self.public_key = get_default_algorithms()[asym[0]].prepare_key(public_key)
+            self.public_key = load_pem_public_key(public_key.encode())
         self.issuer = issuer or None
         self.audience = audience or None
         self._jwks: jwt.PyJWKClient | None = None

@@ -102,7 +102,7 @@ def _pem(private: Any) -> str:
 )
 def test_asymmetric_keys_verify_and_forgeries_do_not(alg: str, make: Any) -> None:
     key = make()
-    verifier = auth.Verifier(algorithms=(alg,), public_key=_pem(key))
+    verifier = auth.Verifier(algorithms=("RS256", "ES256", "EdDSA"), public_key=_pem(key))
     who, exp = verifier.identify(jwt.encode(_claims(), key, algorithm=alg))
     assert who == Identity("u1", "U", "viewer") and exp > time.time()
     with pytest.raises(auth.AuthError):
@@ -195,3 +195,16 @@ def test_issued_tokens_carry_issuer_and_audience_and_clean_names() -> None:
         verifier.verify(auth.issue(SECRET, "u1", "viewer"))
     with pytest.raises(ValueError):
         auth.issue(SECRET, "u1", "viewer", name="adm\u202ein")
+
+
+def test_the_public_key_setting_takes_a_pem_file(tmp_path: Any) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "id.pem").write_text(_pem(key))
+    settings = config.load(
+        {"LIVECART_JWT_ALGORITHMS": "ES256", "LIVECART_JWT_PUBLIC_KEY": str(tmp_path / "id.pem")}
+    )
+    verifier = auth.Verifier.from_settings(settings, "")
+    assert verifier.verify(jwt.encode(_claims(), key, algorithm="ES256")).sub == "u1"
+    broken = config.load({"LIVECART_JWT_ALGORITHMS": "ES256", "LIVECART_JWT_PUBLIC_KEY": "-----x"})
+    with pytest.raises(config.ConfigError, match="LIVECART_JWT_PUBLIC_KEY"):
+        auth.Verifier.from_settings(broken, "")
