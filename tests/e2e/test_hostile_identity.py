@@ -308,6 +308,18 @@ async def test_roles_act_downwards(server: ServerProcess) -> None:
                     r = await act(actor, action, target)
                     assert r.status_code == 403, (actor, action, target, r.text)
                     assert r.json()["error"]["code"] == "forbidden"
+        # A report sent over the WebSocket, then rejected (a deletion) by the channel
+        # moderator: forbidden for the creator's message, too.
+        await clients[fan].send(
+            {"type": "report", "session": sid, "offset": offsets[host], "reason": "x", "ref": "r1"}
+        )
+        await clients[fan].expect("ack", ref="r1")
+        r = await http.post(
+            f"/api/sessions/{sid}/moderation",
+            headers=headers(token(cmod, "viewer")),
+            json={"action": "reject", "item": f"report:{offsets[host]}"},
+        )
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
         for who in (host, staff, boss):
             assert (await say(clients[who], sid, f"still here {who}"))["type"] == "ack", who
         async with httpx.AsyncClient(base_url=server.url) as http2:
