@@ -246,6 +246,8 @@ def cmd_token(args: argparse.Namespace) -> int:
             name=args.name,
             ttl_s=args.ttl,
             minor=args.minor,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
         )
     except ValueError as exc:
         print(f"livecart token: {exc}", file=sys.stderr)

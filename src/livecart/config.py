@@ -27,7 +27,22 @@ class Settings(msgspec.Struct, kw_only=True):
     redis_url: str = ""
     """Redis URL for cluster mode; empty uses the in-process bus (single node)."""
     jwt_secret: str = ""
-    """HS256 secret; empty generates one and keeps it in data_dir."""
+    """HS256 secret (at least 32 bytes); empty generates one and keeps it in data_dir."""
+    jwt_algorithms: str = "HS256"
+    """Token algorithms accepted, comma-separated: HS256, RS256, ES256, EdDSA."""
+    jwt_public_key: str = ""
+    """PEM public key (or a path to a PEM file) for RS256/ES256/EdDSA tokens."""
+    jwt_jwks_url: str = ""
+    """JWKS URL for RS256/ES256/EdDSA tokens; keys are cached and refetched on an unknown kid."""
+    jwt_issuer: str = ""
+    """Required `iss` of tokens; empty accepts any."""
+    jwt_audience: str = ""
+    """Required `aud` of tokens; empty accepts tokens without one."""
+    auth_grace_s: float = 30.0
+    """After a WebSocket's token expires (it is told `unauthorized`), time to send a fresh
+    `auth` before it is closed with 4001."""
+    max_joined_sessions: int = 20
+    """Sessions one WebSocket connection may have joined at once (more get limit_reached)."""
     workers: int = 1
     """Worker processes (more than one needs redis_url)."""
     node_id: str = ""
@@ -168,10 +183,41 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(
                 "frame_ancestors must be CSP sources (printable ASCII, without ';' or ',')"
             )
+        problems += self._token_problems()
+        if self.auth_grace_s <= 0:
+            problems.append(f"auth_grace_s must be > 0, got {self.auth_grace_s}")
+        if self.max_joined_sessions < 1:
+            problems.append(f"max_joined_sessions must be >= 1, got {self.max_joined_sessions}")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return self
 
+
+    def _token_problems(self) -> list[str]:
+        problems: list[str] = []
+        algorithms = [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
+        unknown = [a for a in algorithms if a not in ("HS256", "RS256", "ES256", "EdDSA")]
+        if not algorithms or unknown:
+            problems.append(
+                "jwt_algorithms (LIVECART_JWT_ALGORITHMS) must list HS256, RS256, ES256 or EdDSA"
+            )
+        if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            problems.append(
+                f"jwt_secret (LIVECART_JWT_SECRET) must be at least {MIN_SECRET_BYTES} bytes"
+            )
+        if any(a != "HS256" for a in algorithms) and not (self.jwt_public_key or self.jwt_jwks_url):
+            problems.append(
+                "RS256/ES256/EdDSA need jwt_public_key (LIVECART_JWT_PUBLIC_KEY) "
+                "or jwt_jwks_url (LIVECART_JWT_JWKS_URL)"
+            )
+        if self.jwt_public_key and self.jwt_jwks_url:
+            problems.append("set jwt_public_key or jwt_jwks_url, not both")
+        if self.jwt_jwks_url and not self.jwt_jwks_url.startswith(("http://", "https://")):
+            problems.append("jwt_jwks_url must start with http:// or https://")
+        return problems
+
+
+MIN_SECRET_BYTES = 32
 
 # Env names that deployments already use without the LIVECART_ prefix.
 _PLAIN_ENV = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}
@@ -209,7 +255,13 @@ def jwt_secret(settings: Settings) -> str:
         return settings.jwt_secret
     path = Path(settings.data_dir) / "jwt_secret"
     if path.exists():
-        return path.read_text().strip()
+        secret = path.read_text().strip()
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"invalid configuration: the JWT secret in {path} is shorter than "
+                f"{MIN_SECRET_BYTES} bytes; set jwt_secret (LIVECART_JWT_SECRET) or remove the file"
+            )
+        return secret
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -32,6 +32,7 @@ from .protocol import (
     encode,
     tombstone,
 )
+from .store import catalog as catalog_store
 from .store import moderation as store
 from .store import rooms as room_store
 from .text import line_meta
@@ -374,6 +375,15 @@ class ModerationService:
         appointed = who.sub in await self.channel_moderators(creator)
         return auth.can(who, Action.MODERATE, owner=creator, channel_moderator=appointed)
 
+    async def _require_above(self, who: Identity, room: Room, target: str) -> None:
+        """Roles act downwards: `forbidden` unless `who` stands above `target` here."""
+        role = await catalog_store.user_role(self.pool, target)
+        mods = await self.channel_moderators(room.creator)
+        if not auth.may_act_on(
+            who, target, role, owner=room.creator, channel_moderators=frozenset(mods)
+        ):
+            raise Failure("forbidden", "moderation acts only on people who stand lower")
+
     async def require_moderator(self, who: Identity, creator: str) -> None:
         if who.is_guest:
             raise Failure("unauthorized", "this call needs a token")
@@ -484,6 +494,9 @@ class ModerationService:
             case "delete":
                 if req.offset is None:
                     raise Failure("bad_frame", "delete needs offset")
+                author = await room_store.chat_author(self.pool, room.id, req.offset)
+                if author is not None:
+                    await self._require_above(who, room, author)
                 removed = await room_store.remove_chat(self.pool, room.id, req.offset)
                 if removed is None:
                     raise Failure("not_found", "no visible chat message at that offset")
@@ -499,6 +512,7 @@ class ModerationService:
                 )
             case "timeout" | "ban":
                 target = self._target(req)
+                await self._require_above(who, room, target)
                 if req.action == "timeout":
                     seconds = DEFAULT_TIMEOUT_S if req.seconds is None else req.seconds
                     if seconds < 1:
@@ -592,6 +606,10 @@ class ModerationService:
     ) -> None:
         """Approve dismisses the reports of a visible message; reject deletes it."""
         approve = req.action == "approve"
+        if not approve:
+            author = await room_store.chat_author(self.pool, room.id, offset)
+            if author is not None:
+                await self._require_above(who, room, author)
         outcome, author, text = await store.decide_reported(
             self.pool, room.id, offset, who.sub, approve
         )

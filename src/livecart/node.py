@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from . import auth
 from .auth import Identity
 from .bus.base import Bus
 from .bus.memory import MemoryBus
@@ -37,6 +38,7 @@ class Node:
         self.settings = settings
         self.database_url = database_url
         self.jwt_secret = jwt_secret
+        self.verifier = auth.Verifier.from_settings(settings, jwt_secret)
         self.id = node_name(settings)
         self.draining = False
         self.started_at = time.time()
@@ -55,6 +57,7 @@ class Node:
 
     async def start(self) -> None:
         s = self.settings
+        await self.verifier.refresh(force=True)  # a JWKS, when configured, before clients
         raw_pool = await connect_pool(
             self.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max
         )

@@ -125,9 +125,17 @@ class Ping(Struct, tag="ping", tag_field="type", frozen=True):
     ref: Ref | None = None
 
 
-ClientFrame = Join | Leave | Chat | Like | Buy | Bid | Signal | Report | Feed | Ping
+class Auth(Struct, tag="auth", tag_field="type", frozen=True):
+    """A token sent as a frame instead of `?token=`: first (then `hello`), or later to
+    refresh the one in force (same `sub`)."""
+
+    token: Annotated[str, Meta(min_length=1, max_length=8192)]
+
+
+ClientFrame = Join | Leave | Chat | Like | Buy | Bid | Signal | Report | Feed | Ping | Auth
 CLIENT_TYPES = frozenset(
-    t.__struct_config__.tag for t in (Join, Leave, Chat, Like, Buy, Bid, Signal, Report, Feed, Ping)
+    t.__struct_config__.tag
+    for t in (Join, Leave, Chat, Like, Buy, Bid, Signal, Report, Feed, Ping, Auth)
 )
 
 _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)  # type: ignore[arg-type]

@@ -87,8 +87,13 @@ def _verify(request: Request) -> Identity:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Failure("unauthorized", "expected 'Authorization: Bearer <token>'")
+    verifier = node_of(request).verifier
     try:
-        return auth.verify(node_of(request).jwt_secret, token.strip())
+        return verifier.verify(token.strip())
+    except auth.KeyMissing as exc:
+        # A key rotated in the JWKS: fetched in the background; the client retries.
+        verifier.refresh_soon()
+        raise Failure("unauthorized", f"invalid token: {exc}", retry_after_ms=1000) from None
     except auth.AuthError as exc:
         raise Failure("unauthorized", f"invalid token: {exc}") from None
 

@@ -150,8 +150,10 @@ class Connection:
         "backlog",
         "close_code",
         "closed",
+        "expires",
         "feed_on",
         "first_seen",
+        "grace_until",
         "id",
         "identity",
         "paused",
@@ -174,6 +176,10 @@ class Connection:
         self.socket = socket
         self.id = conn_id
         self.identity = identity
+        # When the token in force expires (epoch seconds; None for a guest), and until when
+        # a fresh `auth` is awaited once the client was told (None: not told yet).
+        self.expires: float | None = None
+        self.grace_until: float | None = None
         self.rooms: dict[str, RoomCursor] = {}
         self.feed_on = False
         self.first_seen: float | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import itertools
 import logging
 import time
@@ -92,17 +93,21 @@ class Gateway:
         self._unarchived: _RecentMap[tuple[str, str], room_store.ArchiveRow] = _RecentMap(
             10_000, window
         )
+        # (deadline, tie-breaker, connection): token expiries and the grace after them.
+        self._expiries: list[tuple[float, int, Connection]] = []
+        self._expiry: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._keepalive = asyncio.get_running_loop().create_task(
-            self._keepalive_loop(), name="ws-keepalive"
-        )
+        loop = asyncio.get_running_loop()
+        self._keepalive = loop.create_task(self._keepalive_loop(), name="ws-keepalive")
+        self._expiry = loop.create_task(self._expiry_loop(), name="ws-token-expiry")
 
     async def stop(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
+        for task in (self._keepalive, self._expiry):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # ------------------------------------------------------------ opening and closing
 
@@ -158,16 +163,22 @@ class Gateway:
             await socket.finish()
 
     def _open(self, socket: Socket, conn_id: str, token: str | None) -> Connection | None:
-        """Authenticate, register and greet; None (and a 4001 close) for a bad token."""
+        """Authenticate, register and greet; None (and a 4001 close) for a bad token. A
+        connection without a token is a guest at once (`hello`); an `auth` frame may sign it
+        in later."""
         node = self.node
-        try:
-            identity = auth.verify(node.jwt_secret, token) if token else auth.guest(conn_id)
-        except auth.AuthError as exc:
-            err = protocol.ErrorMsg("unauthorized", f"invalid token: {exc}")
-            socket.send(protocol.frame([encode(err)]), None)
-            socket.close(protocol.CLOSE_UNAUTHORIZED, "unauthorized")
-            node.metrics.closes.labels(str(protocol.CLOSE_UNAUTHORIZED)).inc()
-            return None
+        identity, expires, later = auth.guest(conn_id), 0.0, False
+        if token:
+            try:
+                identity, expires = node.verifier.identify(token)
+            except auth.KeyMissing:
+                later = True  # a key not fetched yet: the JWKS is fetched, frames wait
+            except auth.AuthError as exc:
+                err = protocol.ErrorMsg("unauthorized", f"invalid token: {exc}")
+                socket.send(protocol.frame([encode(err)]), None)
+                socket.close(protocol.CLOSE_UNAUTHORIZED, "unauthorized")
+                node.metrics.closes.labels(str(protocol.CLOSE_UNAUTHORIZED)).inc()
+                return None
         s = node.settings
         conn = Connection(
             socket,
@@ -181,27 +192,102 @@ class Gateway:
         node.metrics.connections.labels(identity.role).inc()
         log.debug("connected", extra=conn.info())
         node.connections.add(conn)
+        if later:
+            conn.backlog = deque()
+            self._hold(conn, self._open_later(conn, token or ""))
+        elif identity.is_guest:
+            self._hello(conn)
+        else:
+            # Frames that arrive meanwhile wait in the backlog.
+            conn.backlog = deque()
+            self._hold(conn, self._sign_in(conn, identity, expires))
+        return conn
+
+    def _hello(self, conn: Connection) -> None:
+        s = self.node.settings
+        who = conn.identity
         conn.send(
             encode(
                 Hello(
-                    identity.sub,
-                    identity.role,
+                    who.sub,
+                    who.role,
                     _now_ms(),
                     Limits(s.max_frame_bytes, CHAT_MAX_CHARS, 1.0, 5),
-                    node.id,
+                    self.node.id,
                 )
             )
         )
-        if not identity.is_guest:
-            # Frames that arrive meanwhile wait in the backlog.
-            conn.backlog = deque()
-            self._hold(
-                conn,
-                node.users.add(
-                    catalog.UserRow(identity.sub, identity.name, identity.role, identity.minor)
-                ),
-            )
-        return conn
+
+    def _sign_in(self, conn: Connection, identity: Identity, expires: float) -> Awaitable[None]:
+        """`identity` is now the connection's, until `expires`: `hello` says so, and the
+        user writer records the user (the returned work)."""
+        node = self.node
+        if conn.identity.role != identity.role:
+            node.metrics.connections.labels(conn.identity.role).dec()
+            node.metrics.connections.labels(identity.role).inc()
+        conn.identity = identity
+        conn.expires = expires
+        conn.grace_until = None
+        heapq.heappush(self._expiries, (expires, next(_ids), conn))
+        self._hello(conn)
+        return node.users.add(
+            catalog.UserRow(identity.sub, identity.name, identity.role, identity.minor)
+        )
+
+    async def _open_later(self, conn: Connection, token: str) -> None:
+        """`?token=` signed with a key not cached yet: fetch the key set, then greet or
+        close with 4001."""
+        try:
+            identity, expires = await self.node.verifier.identify_async(token)
+        except auth.AuthError as exc:
+            conn.send_error("unauthorized", f"invalid token: {exc}")
+            conn.close(protocol.CLOSE_UNAUTHORIZED, "unauthorized")
+            return
+        await self._sign_in(conn, identity, expires)
+
+    async def _auth(self, conn: Connection, token: str) -> None:
+        """An `auth` frame: signs a guest connection in, or refreshes the token in force
+        (same `sub`, else `forbidden`). A token that does not verify changes nothing."""
+        try:
+            identity, expires = await self.node.verifier.identify_async(token)
+        except auth.AuthError as exc:
+            raise Failure("unauthorized", f"invalid token: {exc}") from None
+        if not conn.identity.is_guest and identity.sub != conn.identity.sub:
+            raise Failure("forbidden", "a connection keeps its user; connect again for another")
+        await self._sign_in(conn, identity, expires)
+
+    def _sweep_expiries(self, now: float) -> None:
+        """Connections whose token expired are told `unauthorized`; those still without a
+        fresh `auth` after auth_grace_s are closed with 4001. Entries left by a refresh or a
+        close are skipped (and dropped when they outnumber the connections)."""
+        heap = self._expiries
+        grace = self.node.settings.auth_grace_s
+        while heap and heap[0][0] <= now:
+            due, _, conn = heapq.heappop(heap)
+            if conn.closed:
+                continue
+            if conn.grace_until is not None and due == conn.grace_until:
+                conn.close(protocol.CLOSE_UNAUTHORIZED, "token expired")
+            elif conn.grace_until is None and due == conn.expires:
+                conn.send_error(
+                    "unauthorized",
+                    f"token expired; send auth with a fresh token within {grace:g} s",
+                )
+                conn.grace_until = now + grace
+                heapq.heappush(heap, (conn.grace_until, next(_ids), conn))
+        if len(heap) > 2 * len(self.node.connections) + 1024:
+            self._expiries = [
+                e
+                for e in heap
+                if not e[2].closed and (e[0] == e[2].expires or e[0] == e[2].grace_until)
+            ]
+            heapq.heapify(self._expiries)
+
+    async def _expiry_loop(self) -> None:
+        interval = min(1.0, self.node.settings.auth_grace_s / 2)
+        while True:
+            await asyncio.sleep(interval)
+            self._sweep_expiries(time.time())
 
     def closed(self, conn: Connection, code: int) -> None:
         """The client is gone (`code`: what it sent, or what we sent first)."""
@@ -442,6 +528,8 @@ class Gateway:
                     session_id=frame.session,
                 )
                 conn.send(encode(Ack(frame.ref)))
+            case protocol.Auth(token=token):
+                await self._auth(conn, token)
             case protocol.Report():
                 room = await self.node.room(frame.session)
                 await self.node.moderation.report(conn.identity, room, frame.offset, frame.reason)
@@ -469,6 +557,9 @@ class Gateway:
         self, conn: Connection, session_id: str, since: protocol.Position | None
     ) -> None:
         node = self.node
+        cap = node.settings.max_joined_sessions
+        if session_id not in conn.rooms and len(conn.rooms) >= cap:
+            raise Failure("limit_reached", f"a connection may join at most {cap} sessions")
         room = await node.room(session_id)
         node.hub.add(conn, room)
         cursor = conn.rooms.get(session_id)

@@ -209,6 +209,12 @@ class UserWriter(GroupWriter[UserRow]):
         )
 
 
+async def user_role(pool: asyncpg.Pool, sub: str) -> str | None:
+    """The role `sub` last signed in with (None: never seen)."""
+    role: str | None = await pool.fetchval("SELECT role FROM users WHERE id = $1", sub)
+    return role
+
+
 async def upsert_user(pool: asyncpg.Pool, sub: str, name: str, role: str, minor: bool) -> None:
     await pool.execute(
         "INSERT INTO users (id, name, role, minor) VALUES ($1, $2, $3, $4) "

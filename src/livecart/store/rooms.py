@@ -92,6 +92,19 @@ async def remove_chat(
     return None if row is None else (row["author"], row["text"])
 
 
+async def chat_author(
+    conn: asyncpg.Connection | asyncpg.Pool, session: str, offset: int
+) -> str | None:
+    """Who wrote the chat message at `offset` (None: no such message)."""
+    author: str | None = await conn.fetchval(
+        "SELECT author FROM room_events "
+        "WHERE session = $1 AND \"offset\" = $2 AND type = 'chat'",
+        session,
+        offset,
+    )
+    return author
+
+
 async def recent_chat(
     pool: asyncpg.Pool, session: str, below: int, limit: int
 ) -> list[tuple[int, bytes]]:
