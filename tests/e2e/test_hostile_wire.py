@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from livecart.gateway import wire
+from tests.core.test_wire import big_frame
 
 from .harness import Client, ServerProcess, live_session, token
 from .test_wire import OP_CLOSE, OP_CONT, OP_TEXT, RawClient, client_frame, upgrade
@@ -27,7 +28,6 @@ from .test_wire import OP_CLOSE, OP_CONT, OP_TEXT, RawClient, client_frame, upgr
 HANDSHAKE_TIMEOUT_S = 1.5
 MAX_FRAGMENTS = 64  # the default of LIVECART_WS_MAX_FRAGMENTS
 SLACK_S = 3.0
-MASK = b"\x0f\x1e\x2d\x3c"
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +70,7 @@ def loose(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def masked(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
     """A masked client frame of any length."""
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | opcode
-    if n < 126:
-        head = bytes((b0, 0x80 | n))
-    elif n < 1 << 16:
-        head = bytes((b0, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((b0, 0x80 | 127)) + n.to_bytes(8, "big")
-    return head + MASK + (wire.apply_mask(payload, MASK) if n else b"")
+    return big_frame(opcode, payload, fin=fin)
 
 
 async def opened(server: ServerProcess, tok: str | None = None) -> RawClient:
