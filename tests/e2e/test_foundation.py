@@ -21,6 +21,7 @@ async def test_hello_then_two_viewers_see_the_same_offsets_in_order(server: Serv
     hello = await alice.expect("hello")
     assert hello["user"] == "alice" and hello["role"] == "viewer"
     assert hello["limits"]["max_frame_bytes"] == 16384
+    assert (hello["limits"]["chat_rate_per_s"], hello["limits"]["chat_burst"]) == (1.0, 5)
     for c in (alice, bob):
         await c.send({"type": "join", "session": sid})
     ja, jb = await alice.expect("joined"), await bob.expect("joined")
@@ -271,6 +272,8 @@ async def test_slow_consumer_is_closed_with_4009(database_url: str, tmp_path) ->
         assert b" 101 " in sock.recv(4096)
         sock.sendall(_masked_text_frame(json.dumps({"type": "join", "session": sid}).encode()))
         healthy = await Client.connect(node, token("healthy"))
+        limits = (await healthy.expect("hello"))["limits"]
+        assert (limits["chat_rate_per_s"], limits["chat_burst"]) == (1000, 1000), "as configured"
         await healthy.send({"type": "join", "session": sid})
         await healthy.expect("joined")
         writers = [await Client.connect(node, token(f"w{i}"), max_queue=None) for i in range(20)]

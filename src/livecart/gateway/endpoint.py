@@ -212,7 +212,7 @@ class Gateway:
                     who.sub,
                     who.role,
                     _now_ms(),
-                    Limits(s.max_frame_bytes, CHAT_MAX_CHARS, 1.0, 5),
+                    Limits(s.max_frame_bytes, CHAT_MAX_CHARS, s.chat_rate_per_s, s.chat_burst),
                     self.node.id,
                 )
             )
