@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..lua import script
 from .base import Bus, History, OffsetFloor, OnPublication, Publication, StreamPosition
 
 log = logging.getLogger("livecart.bus")
@@ -40,211 +41,27 @@ log = logging.getLogger("livecart.bus")
 # the offset just before that publication. Offsets may not follow on from the old epoch's.
 OnEpoch = Callable[[str, StreamPosition], None]
 
-_PRELUDE = r"""
-local function offset_of(id)
-  return string.match(id, '^(%d+)')
-end
-
-local function field(entry, name)
-  local f = entry[2]
-  for i = 1, #f, 2 do
-    if f[i] == name then return f[i + 1] end
-  end
-  return nil
-end
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- Drop entries older than ttl_ms. The stream keeps its last id, so offsets stay increasing.
-local function trim_expired(log, ttl_ms)
-  if ttl_ms <= 0 then return end
-  local cutoff = now_ms() - ttl_ms
-  local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
-  if #head == 0 or tonumber(field(head[1], 'at')) >= cutoff then return end
-  while true do
-    local batch = redis.call('XRANGE', log, '-', '+', 'COUNT', 100)
-    if #batch == 0 then return end
-    for i = 1, #batch do
-      if tonumber(field(batch[i], 'at')) >= cutoff then
-        redis.call('XTRIM', log, 'MINID', batch[i][1])
-        return
-      end
-    end
-    local last = tonumber(offset_of(batch[#batch][1]))
-    redis.call('XTRIM', log, 'MINID', string.format('%d-0', last + 1))
-  end
-end
-
--- Entries as a flat list offset, kind, data, with tombstones in place of redacted data.
-local function flatten(entries, redacted)
-  local out = {}
-  local n = #entries
-  if n == 0 then return out end
-  local subs = {}
-  if redis.call('EXISTS', redacted) == 1 then
-    local i = 1
-    while i <= n do
-      local ids = {}
-      local j = math.min(n, i + 499)
-      for k = i, j do ids[#ids + 1] = offset_of(entries[k][1]) end
-      local got = redis.call('HMGET', redacted, unpack(ids))
-      for k = 1, #got do subs[i + k - 1] = got[k] end
-      i = j + 1
-    end
-  end
-  for i = 1, n do
-    local e = entries[i]
-    out[#out + 1] = offset_of(e[1])
-    out[#out + 1] = field(e, 'kind')
-    local data = subs[i]
-    if not data then data = field(e, 'data') end
-    out[#out + 1] = data
-  end
-  return out
-end
-"""
+_PRELUDE = script("bus_prelude")
 
 # KEYS log, epoch, offset, redacted
 # ARGV kind, data, size, ttl_ms, log_ttl_ms, meta_ttl_ms, floor, new_epoch, channel, pid, dedupe
 # -> {epoch, offset}; {'', 0} when the epoch is missing and no floor was given.
-_PUBLISH = (
-    _PRELUDE
-    + r"""
-local log, epoch_key, offset_key, redacted = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local kind, data = ARGV[1], ARGV[2]
-local size = tonumber(ARGV[3])
-local ttl_ms = tonumber(ARGV[4])
-local log_ttl_ms = tonumber(ARGV[5])
-local meta_ttl_ms = tonumber(ARGV[6])
-local floor, new_epoch, channel, pid, dedupe = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-
-local epoch = redis.call('GET', epoch_key)
-local current = redis.call('GET', offset_key)
-if not epoch or not current then
-  if floor == '' then return {'', 0} end
-  -- History was lost (Redis restarted, or the room expired): a new epoch from the floor.
-  epoch = new_epoch
-  redis.call('DEL', log, redacted)
-  redis.call('SET', epoch_key, epoch)
-  redis.call('SET', offset_key, floor)
-elseif dedupe == '1' then
-  -- A retry after a lost reply: the first attempt may have been applied already.
-  local recent = redis.call('XREVRANGE', log, '+', '-', 'COUNT', size)
-  for i = 1, #recent do
-    if field(recent[i], 'pid') == pid then
-      return {epoch, tonumber(offset_of(recent[i][1]))}
-    end
-  end
-end
-
-local offset = redis.call('INCR', offset_key)
-local offset_s = string.format('%d', offset)
-redis.call('XADD', log, 'MAXLEN', '~', size, offset_s .. '-0',
-  'at', string.format('%d', now_ms()), 'kind', kind, 'data', data, 'pid', pid)
-trim_expired(log, ttl_ms)
-redis.call('PEXPIRE', log, log_ttl_ms)
-redis.call('PEXPIRE', redacted, log_ttl_ms)
-redis.call('PEXPIRE', epoch_key, meta_ttl_ms)
-redis.call('PEXPIRE', offset_key, meta_ttl_ms)
-redis.call('PUBLISH', channel, offset_s .. '\n' .. epoch .. '\n' .. kind .. '\n' .. data)
-return {epoch, offset}
-"""
-)
+_PUBLISH = _PRELUDE + script("bus_publish")
 
 # KEYS log, epoch, offset, redacted
 # ARGV since_epoch ('' = none), since_offset, limit, size, ttl_ms, floor, new_epoch, meta_ttl_ms
 # -> {epoch, offset, recovered, {offset, kind, data, ...}}; {''} when the epoch is missing and
 # no floor was given.
-_HISTORY = (
-    _PRELUDE
-    + r"""
-local log, epoch_key, offset_key, redacted = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local since_epoch = ARGV[1]
-local since = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local size = tonumber(ARGV[4])
-local ttl_ms = tonumber(ARGV[5])
-local floor, new_epoch = ARGV[6], ARGV[7]
-local meta_ttl_ms = tonumber(ARGV[8])
-
-local epoch = redis.call('GET', epoch_key)
-local current = redis.call('GET', offset_key)
-if not epoch or not current then
-  if floor == '' then return {''} end
-  epoch = new_epoch
-  current = floor
-  redis.call('DEL', log, redacted)
-  redis.call('SET', epoch_key, epoch, 'PX', meta_ttl_ms)
-  redis.call('SET', offset_key, floor, 'PX', meta_ttl_ms)
-end
-current = tonumber(current)
-trim_expired(log, ttl_ms)
-
--- The window is the newest `size` offsets, whatever the approximate MAXLEN left behind.
-local first = current + 1
-local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
-if #head > 0 then first = tonumber(offset_of(head[1][1])) end
-if first < current - size + 1 then first = current - size + 1 end
-
-if since_epoch == epoch and since <= current and since >= first - 1 then
-  local entries = redis.call('XRANGE', log, string.format('%d-0', since + 1), '+')
-  return {epoch, current, 1, flatten(entries, redacted)}
-end
-if limit <= 0 then return {epoch, current, 0, {}} end
-local newest = redis.call('XREVRANGE', log, '+', string.format('%d-0', first), 'COUNT', limit)
-local entries = {}
-for i = #newest, 1, -1 do entries[#entries + 1] = newest[i] end
-return {epoch, current, 0, flatten(entries, redacted)}
-"""
-)
+_HISTORY = _PRELUDE + script("bus_history")
 
 # KEYS log, epoch, offset, redacted
 # ARGV expected_epoch, after (-1 = position only)
 # -> {epoch ('' when missing), offset, {offset, kind, data, ...}}: everything after `after` when
 # the epoch is the expected one, else the whole stream of the current epoch.
-_FOLLOW = (
-    _PRELUDE
-    + r"""
-local log, epoch_key, offset_key, redacted = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local expected = ARGV[1]
-local after = tonumber(ARGV[2])
-local epoch = redis.call('GET', epoch_key)
-local current = redis.call('GET', offset_key)
-if not epoch or not current then return {'', 0, {}} end
-current = tonumber(current)
-if after < 0 then return {epoch, current, {}} end
-local start = '-'
-if epoch == expected then
-  if after >= current then return {epoch, current, {}} end
-  start = string.format('%d-0', after + 1)
-end
-return {epoch, current, flatten(redis.call('XRANGE', log, start, '+'), redacted)}
-"""
-)
+_FOLLOW = _PRELUDE + script("bus_follow")
 
 # KEYS log, redacted; ARGV offset, data -> 1 when the entry is in the stream, else 0.
-_REDACT = (
-    _PRELUDE
-    + r"""
-local log, redacted = KEYS[1], KEYS[2]
-local offset, data = ARGV[1], ARGV[2]
-local id = offset .. '-0'
-if #redis.call('XRANGE', log, id, id) == 0 then return 0 end
-redis.call('HSET', redacted, offset, data)
--- Forget tombstones of entries that have left the stream.
-local first = tonumber(offset_of(redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1][1]))
-local fields = redis.call('HKEYS', redacted)
-for i = 1, #fields do
-  if tonumber(fields[i]) < first then redis.call('HDEL', redacted, fields[i]) end
-end
-local ttl = redis.call('PTTL', log)
-if ttl > 0 then redis.call('PEXPIRE', redacted, ttl) end
-return 1
-"""
-)
+_REDACT = _PRELUDE + script("bus_redact")
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
