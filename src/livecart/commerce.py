@@ -25,7 +25,18 @@ from msgspec import Meta, Struct
 from .auth import Identity
 from .core import commerce as rules
 from .core.commerce import Auction, BidAccepted, Offer, Order
-from .protocol import ErrorCode, Failure
+from .protocol import (
+    AuctionEnded,
+    AuctionEvent,
+    BidEvent,
+    ErrorCode,
+    Failure,
+    OfferEnded,
+    OfferEvent,
+    RoomEvent,
+    Sold,
+    kind_of,
+)
 from .store import commerce as store
 from .text import line_meta
 from .webhooks import WebhookDeliverer
@@ -34,8 +45,8 @@ log = logging.getLogger("livecart.commerce")
 
 T = TypeVar("T")
 
-# Appends an event to a session's room log and returns its offset (the gateway's publisher).
-Publish = Callable[[str, str, dict[str, Any]], Awaitable[int]]
+# Appends an event to its session's room log and returns its offset (the gateway's publisher).
+Publish = Callable[[RoomEvent], Awaitable[int]]
 # Coalesced `stock {offer, remaining}` for a session; synchronous, called after each commit.
 OnStock = Callable[[str, str, int], None]
 
@@ -97,25 +108,19 @@ def _unavailable(exc: BaseException) -> Failure:
     )
 
 
-def _body(obj: Any) -> dict[str, Any]:
-    """A room event body: the object without `session` (the publisher adds it)."""
-    body: dict[str, Any] = msgspec.to_builtins(obj)
-    body.pop("session", None)
-    return body
-
-
 class _Emitter:
     """Publishes room events in commit order per session, off the caller's path, so that a
     slow or failing bus never delays or fails an already committed purchase."""
 
     def __init__(self, publish: Publish) -> None:
         self._publish = publish
-        self._queues: dict[str, deque[tuple[str, dict[str, Any], asyncio.Future[int | None]]]] = {}
+        self._queues: dict[str, deque[tuple[RoomEvent, asyncio.Future[int | None]]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
 
-    def emit(self, session: str, kind: str, body: dict[str, Any]) -> asyncio.Future[int | None]:
+    def emit(self, event: RoomEvent) -> asyncio.Future[int | None]:
         fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(session, deque()).append((kind, body, fut))
+        session = event.session
+        self._queues.setdefault(session, deque()).append((event, fut))
         if session not in self._workers:
             self._workers[session] = asyncio.create_task(
                 self._drain(session), name="commerce-events"
@@ -126,12 +131,12 @@ class _Emitter:
         queue = self._queues[session]
         try:
             while queue:
-                kind, body, fut = queue.popleft()
+                event, fut = queue.popleft()
                 offset: int | None = None
                 try:
-                    offset = await self._publish(session, kind, body)
+                    offset = await self._publish(event)
                 except Exception as exc:
-                    log.error("publishing %s to %s failed: %s", kind, session, exc)
+                    log.error("publishing %s to %s failed: %s", kind_of(event), session, exc)
                 if not fut.done():
                     fut.set_result(offset)
         finally:
@@ -147,7 +152,7 @@ class _Emitter:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         for queue in self._queues.values():
-            for _, _, fut in queue:
+            for _, fut in queue:
                 if not fut.done():
                     fut.set_result(None)
         self._queues.clear()
@@ -376,8 +381,8 @@ class CommerceService:
                 raise _unavailable(exc) from exc
         raise AssertionError("unreachable")
 
-    def _emit(self, session: str, kind: str, body: dict[str, Any]) -> asyncio.Future[int | None]:
-        return self._emitter.emit(session, kind, body)
+    def _emit(self, event: RoomEvent) -> asyncio.Future[int | None]:
+        return self._emitter.emit(event)
 
     def _gated(self, code: ErrorCode) -> Failure:
         self.stats["gate_refusals"] += 1
@@ -441,7 +446,7 @@ class CommerceService:
         offer = await self._db(
             lambda c: store.open_offer(c, who, session_id, product_id, terms, now)
         )
-        await self._emit(session_id, "offer", _body(offer))
+        await self._emit(OfferEvent(**msgspec.structs.asdict(offer)))
         return offer
 
     async def end_offer(self, who: Identity, offer_id: str) -> Offer:
@@ -468,11 +473,7 @@ class CommerceService:
 
     def _after_end(self, ended: store.Ended) -> None:
         self._observe(ended.offer.id, ended.observation)
-        self._emit(
-            ended.offer.session,
-            "offer_ended",
-            {"offer": ended.offer.id, "reason": ended.reason, "returned": ended.returned},
-        )
+        self._emit(OfferEnded(ended.offer.session, ended.offer.id, ended.reason, ended.returned))
         self._webhooks_written()
 
     async def end_due_offers(self, limit: int = 100) -> int:
@@ -614,7 +615,7 @@ class CommerceService:
             order = outcome.order
             if not outcome.replay:
                 self.stats["orders_reserved"] += 1
-                self._emit(order.session, "sold", {"offer": offer_id, "qty": order.qty})
+                self._emit(Sold(order.session, offer_id, order.qty))
                 self.stock_changed(order.session, offer_id)
             if not attempt.future.done():
                 attempt.future.set_result(order)
@@ -704,7 +705,7 @@ class CommerceService:
         auction = await self._db(
             lambda c: store.create_auction(c, who, session_id, product_id, terms, now)
         )
-        await self._emit(session_id, "auction", _body(auction))
+        await self._emit(AuctionEvent(**msgspec.structs.asdict(auction)))
         return auction
 
     async def get_auction(self, auction_id: str) -> Auction:
@@ -745,16 +746,11 @@ class CommerceService:
                 )
                 if not outcome.replay:
                     # Queued under the lock: this node's bid events leave in seq order.
+                    b = outcome.bid
                     self._emit(
-                        outcome.session,
-                        "bid",
-                        {
-                            "auction": auction_id,
-                            "amount_cents": outcome.bid.amount_cents,
-                            "user": outcome.bid.user,
-                            "seq": outcome.bid.seq,
-                            "ends_at": outcome.bid.ends_at,
-                        },
+                        BidEvent(
+                            outcome.session, auction_id, b.amount_cents, b.user, b.seq, b.ends_at
+                        )
                     )
         except TimeoutError as exc:
             raise _unavailable(exc) from exc
@@ -776,13 +772,7 @@ class CommerceService:
                 break
             auction = closed.auction
             self._emit(
-                auction.session,
-                "auction_ended",
-                {
-                    "auction": auction.id,
-                    "winner": auction.leader,
-                    "amount_cents": auction.current_cents,
-                },
+                AuctionEnded(auction.session, auction.id, auction.leader, auction.current_cents)
             )
             if closed.order is not None:
                 self._webhooks_written()

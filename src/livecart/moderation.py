@@ -25,10 +25,13 @@ from .protocol import (
     CLOSE_FLOODING,
     MAX_OFFSET,
     Ack,
+    ChatEvent,
+    ChatRemoved,
     ErrorMsg,
     Failure,
     Held,
     Muted,
+    SlowEvent,
     encode,
     tombstone,
 )
@@ -544,12 +547,12 @@ class ModerationService:
             case "slow":
                 seconds = req.seconds or 0
                 await store.set_room_rules(self.pool, room.id, slow=seconds)
-                await node.append(room.id, "slow", {"seconds": seconds, "shield": room.shield})
+                await node.append(SlowEvent(room.id, seconds, room.shield))
                 await self._audit(who, room, "slow", seconds=seconds, reason=req.reason)
             case "shield_on" | "shield_off":
                 on = req.action == "shield_on"
                 await store.set_room_rules(self.pool, room.id, shield=on)
-                await node.append(room.id, "slow", {"seconds": room.slow, "shield": on})
+                await node.append(SlowEvent(room.id, room.slow, on))
                 await self._audit(who, room, req.action, reason=req.reason)
             case "claim":
                 item = self._item(req)
@@ -578,9 +581,7 @@ class ModerationService:
         offset = None
         if status == "approved":
             offset = await self.node.append(
-                room.id,
-                "chat",
-                {"user": row["author"], "name": row["name"], "text": row["text"], "at": _now_ms()},
+                ChatEvent(room.id, row["author"], row["name"], row["text"], _now_ms()),
                 author=row["author"],
                 text=row["text"],
             )
@@ -633,7 +634,7 @@ class ModerationService:
     async def _announce_removal(self, room: Room, offset: int) -> None:
         """A removed message: tombstone in the live history, `chat_removed` to everyone."""
         await self.node.bus.redact(room.id, offset, tombstone(room.id))
-        await self.node.append(room.id, "chat_removed", {"target": offset})
+        await self.node.append(ChatRemoved(room.id, offset))
 
     async def _why_not(self, room: Room, item: str) -> Failure:
         """Why a claim or decision on a held message did not go through."""

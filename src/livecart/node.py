@@ -25,7 +25,7 @@ from .gateway.hub import Hub, Room
 from .metrics import Metrics
 from .moderation import ModerationService
 from .presence import RedisPresence
-from .protocol import CLOSE_GOING_AWAY, Failure, encode
+from .protocol import CLOSE_GOING_AWAY, Failure, RoomEvent, encode, kind_of
 from .ranking import RankingService
 from .store import catalog, rooms
 from .store.db import MeasuredPool, connect_pool, migrate
@@ -252,17 +252,13 @@ class Node:
         return room
 
     async def append(
-        self,
-        session_id: str,
-        kind: str,
-        body: dict[str, Any],
-        *,
-        author: str | None = None,
-        text: str | None = None,
+        self, event: RoomEvent, *, author: str | None = None, text: str | None = None
     ) -> int:
-        """Append an event to a session's log: published to every viewer, then archived; returns
-        its offset only once the archive has committed it."""
-        data = encode({"type": kind, "session": session_id, **body})
+        """Append an event to its session's log: encoded once, published to every viewer, then
+        archived; returns its offset only once the archive has committed it."""
+        session_id = event.session
+        kind = kind_of(event)
+        data = encode(event)
         try:
             position = await self.bus.publish(session_id, kind, data)
         except Exception as exc:

@@ -358,7 +358,10 @@ class ChatSampled(Struct, tag="chat_sampled", tag_field="type"):
     skipped: int
 
 
-# Room log events: encoded without an offset; the offset is spliced in per delivery.
+# ---------------------------------------------------------------- room events
+# The events of a session's log (SPEC §5), built by the domain code and encoded once by
+# `Node.append`; the offset is spliced in per delivery (`with_offset`). Field order is wire
+# order: `type`, `session`, then the rest.
 
 
 class ChatEvent(Struct, tag="chat", tag_field="type"):
@@ -367,6 +370,13 @@ class ChatEvent(Struct, tag="chat", tag_field="type"):
     name: str
     text: str
     at: int
+
+
+class ChatTombstone(Struct, tag="chat", tag_field="type"):
+    """A deleted chat message as history serves it: no author, no text."""
+
+    session: str
+    removed: bool = True
 
 
 class ChatRemoved(Struct, tag="chat_removed", tag_field="type"):
@@ -387,9 +397,91 @@ class StatusEvent(Struct, tag="status", tag_field="type"):
 class SlowEvent(Struct, tag="slow", tag_field="type"):
     session: str
     seconds: int
+    shield: bool = False  # always sent; the default reads events from before it existed
 
 
-RoomEvent = ChatEvent | ChatRemoved | Pinned | StatusEvent | SlowEvent
+class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True):
+    """An opened offer: every field of `core.commerce.Offer`, `session` first."""
+
+    session: str
+    id: str
+    product: str
+    price_cents: int
+    currency: str
+    quantity: int
+    remaining: int
+    per_user_limit: int
+    starts_at: str
+    ends_at: str
+    status: str
+
+
+class OfferEnded(Struct, tag="offer_ended", tag_field="type"):
+    session: str
+    offer: str
+    reason: str
+    returned: int
+
+
+class Sold(Struct, tag="sold", tag_field="type"):
+    session: str
+    offer: str
+    qty: int
+
+
+class AuctionEvent(Struct, tag="auction", tag_field="type", kw_only=True):
+    """An opened auction: every field of `core.commerce.Auction`, `session` first."""
+
+    session: str
+    id: str
+    product: str
+    start_cents: int
+    min_increment_cents: int
+    current_cents: int | None
+    leader: str | None
+    mode: str
+    ends_at: str
+    status: str
+    bids: int
+    winner_order: str | None = None
+
+
+class BidEvent(Struct, tag="bid", tag_field="type"):
+    session: str
+    auction: str
+    amount_cents: int
+    user: str
+    seq: int
+    ends_at: str
+
+
+class AuctionEnded(Struct, tag="auction_ended", tag_field="type"):
+    session: str
+    auction: str
+    winner: str | None
+    amount_cents: int | None
+
+
+RoomEvent = (
+    ChatEvent
+    | ChatRemoved
+    | Pinned
+    | StatusEvent
+    | SlowEvent
+    | OfferEvent
+    | OfferEnded
+    | Sold
+    | AuctionEvent
+    | BidEvent
+    | AuctionEnded
+)
+ROOM_EVENTS: tuple[type[RoomEvent], ...] = get_args(RoomEvent)
+
+
+def kind_of(event: RoomEvent) -> str:
+    """The event's `type` on the wire, the `kind` of the room log."""
+    return event.__struct_config__.tag  # type: ignore[return-value]
+
 
 _encoder = msgspec.json.Encoder()
 
@@ -422,4 +514,4 @@ def with_offset(offset: int, body: bytes) -> bytes:
 
 def tombstone(session: str) -> bytes:
     """A deleted chat message as history serves it (no author, no text), without offset."""
-    return _encoder.encode({"type": "chat", "session": session, "removed": True})
+    return _encoder.encode(ChatTombstone(session))

@@ -13,13 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from livecart.auth import Identity
 from livecart.commerce import CommerceService
 from livecart.core.commerce import Offer, Order
 from livecart.models import ProductCreate, SessionCreate
-from livecart.protocol import Failure
+from livecart.protocol import Failure, RoomEvent
 from livecart.store import catalog
 from livecart.store.db import connect_pool
 
@@ -42,7 +43,9 @@ class Room:
         self.events: list[tuple[str, str, dict[str, Any]]] = []
         self.stock: list[tuple[str, str, int]] = []
 
-    async def publish(self, session: str, kind: str, body: dict[str, Any]) -> int:
+    async def publish(self, event: RoomEvent) -> int:
+        body: dict[str, Any] = msgspec.to_builtins(event)
+        kind, session = body.pop("type"), body.pop("session")
         self.events.append((session, kind, body))
         return len(self.events)
 

@@ -19,6 +19,7 @@ import pytest
 from livecart.auth import Identity
 from livecart.commerce import CommerceService
 from livecart.models import ProductCreate, SessionCreate
+from livecart.protocol import RoomEvent
 from livecart.store import catalog
 from livecart.store import commerce as store
 from livecart.webhooks import WebhookDeliverer, sign, verify_signature
@@ -165,7 +166,7 @@ async def test_commerce_events_are_delivered_after_failures(pool: asyncpg.Pool) 
 
     async with Receiver(SECRET, fail_first=2) as receiver:
 
-        async def publish(_s: str, _k: str, _b: dict[str, Any]) -> int:
+        async def publish(_event: RoomEvent) -> int:
             return 0
 
         svc = CommerceService(

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from ..auth import Action
 from ..models import PinRequest, ProductCreate, ProductPatch, Session, SessionCreate, ShowcaseAdd
-from ..protocol import Failure
+from ..protocol import Failure, Pinned, StatusEvent
 from ..store import catalog, rooms
 from .common import body, endpoint, json, node_of, query_int, require, signed_in
 
@@ -84,7 +84,7 @@ async def _transition(request: Request, to: str) -> Response:
         raise Failure("not_live", f"a session that is {session.status} cannot become {to}")
     if not any([await catalog.set_status(node.pool, session.id, s, to) for s in sources]):
         raise Failure("not_live", "the session changed state meanwhile; read it again")
-    await node.append(session.id, "status", {"status": to})
+    await node.append(StatusEvent(session.id, to))
     await node.ranking.session_changed(session.id)
     return json(await _session(request))
 
@@ -127,9 +127,7 @@ async def pin(request: Request) -> Response:
             raise Failure("not_found", "pin a product from the session's showcase")
         product = await catalog.get_product(node.pool, data.product_id)
     await catalog.set_pinned(node.pool, session.id, data.product_id)
-    await node.append(
-        session.id, "pinned", {"product": None if product is None else msgspec.to_builtins(product)}
-    )
+    await node.append(Pinned(session.id, None if product is None else msgspec.to_builtins(product)))
     return json(await _session(request))
 
 

@@ -758,9 +758,7 @@ class Gateway:
             return held, 0  # held for review: only the author is told, with `held`
         try:
             offset = await node.append(
-                room.id,
-                "chat",
-                {"user": who.sub, "name": who.name, "text": text, "at": _now_ms()},
+                protocol.ChatEvent(room.id, who.sub, who.name, text, _now_ms()),
                 author=who.sub,
                 text=text,
             )

@@ -20,6 +20,10 @@ from ..metrics import Metrics
 from ..protocol import (
     ChatSampled,
     Likes,
+    Pinned,
+    SlowEvent,
+    Sold,
+    StatusEvent,
     Stock,
     Viewers,
     encode,
@@ -102,7 +106,18 @@ class Room:
         self.chat_kept: deque[float] = deque()
 
 
-_body = msgspec.json.Decoder(dict[str, Any])
+class _ChatSeen(msgspec.Struct):
+    """What the hub reads of a `chat` event; a tombstone (redacted while a node caught up
+    with the log) has neither."""
+
+    user: str | None = None
+    at: int | None = None
+
+
+# Room events read back from the bus, typed (the offset a delivery carries is ignored).
+_state = msgspec.json.Decoder(StatusEvent | Pinned | SlowEvent)
+_sold = msgspec.json.Decoder(Sold)
+_chat = msgspec.json.Decoder(_ChatSeen)
 
 RoomLoader = Callable[[str], Awaitable[Room | None]]
 
@@ -196,17 +211,18 @@ class Hub:
                 room.commerce = None
             else:  # nothing the read shows has changed up to here
                 room.commerce = (pub.offset, read)
-        if pub.kind in ("status", "pinned", "slow"):
-            self._apply(room, pub.kind, _body.decode(pub.data))
-        elif pub.kind == "sold" and self.on_sold is not None:
-            offer = _body.decode(pub.data).get("offer")
-            if isinstance(offer, str):
-                self.on_sold(session_id, offer)
-        elif pub.kind == "chat" and self.on_bus_lag is not None and pub.offset % 16 == 0:
-            # A sample of chat events: their `at` is stamped just before publishing.
-            at = _body.decode(pub.data).get("at")
-            if isinstance(at, int):
-                self.on_bus_lag(max(0.0, time.time() - at / 1000))
+        try:
+            if pub.kind in ("status", "pinned", "slow"):
+                self._apply(room, _state.decode(pub.data))
+            elif pub.kind == "sold" and self.on_sold is not None:
+                self.on_sold(session_id, _sold.decode(pub.data).offer)
+            elif pub.kind == "chat" and self.on_bus_lag is not None and pub.offset % 16 == 0:
+                # A sample of chat events: their `at` is stamped just before publishing.
+                at = _chat.decode(pub.data).at
+                if at is not None:
+                    self.on_bus_lag(max(0.0, time.time() - at / 1000))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("unreadable %s event at %d: %s", pub.kind, pub.offset, exc)
         room.batch.append((pub.offset, with_offset(pub.offset, pub.data), pub.kind == "chat"))
         self._schedule(room)
 
@@ -305,8 +321,8 @@ class Hub:
                 kept.append(message)
             else:
                 skipped.add(offset)
-                author = _body.decode(message).get("user")
-                if isinstance(author, str):
+                author = _chat.decode(message).user
+                if author is not None:
                     own.setdefault(author, set()).add(offset)
         if not skipped:
             return messages, skipped, own
@@ -336,14 +352,14 @@ class Hub:
         conn.flush()
 
     @staticmethod
-    def _apply(room: Room, kind: str, body: dict[str, Any]) -> None:
-        if kind == "status":
-            room.status = body["status"]
-        elif kind == "pinned":
-            room.pinned = body["product"]
-        elif kind == "slow":
-            room.slow = body["seconds"]
-            room.shield = body.get("shield", False)
+    def _apply(room: Room, event: StatusEvent | Pinned | SlowEvent) -> None:
+        if type(event) is StatusEvent:
+            room.status = event.status
+        elif type(event) is Pinned:
+            room.pinned = event.product
+        elif type(event) is SlowEvent:
+            room.slow = event.seconds
+            room.shield = event.shield
 
     def commerce_state(
         self, room: Room, position: int, load: Callable[[], Awaitable[Any]]
