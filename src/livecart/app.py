@@ -26,6 +26,13 @@ from .commerce import AuctionCreate, OfferCreate, OrderCreate
 from .config import Settings
 from .core.commerce import Auction, Offer, Order
 from .gateway.endpoint import Gateway
+from .limits import (
+    AUDIT_PAGE_MAX,
+    MAX_OFFSET,
+    SESSIONS_PAGE_MAX,
+    TIMELINE_PAGE_MAX,
+    TRENDING_PAGE_MAX,
+)
 from .models import (
     PinRequest,
     Product,
@@ -81,7 +88,7 @@ API: list[ApiRoute] = [
         list[Session],
         query={
             "status": {"type": "string", "enum": ["scheduled", "live", "ended"]},
-            "limit": limit(500),
+            "limit": limit(SESSIONS_PAGE_MAX),
         },
     ),
     ApiRoute("GET", "/api/sessions/{id}", catalog_api.get_session, "Get a session", None, Session),
@@ -231,7 +238,7 @@ API: list[ApiRoute] = [
         None,
         200,
         True,
-        query={"limit": limit(1000)},
+        query={"limit": limit(AUDIT_PAGE_MAX)},
     ),
     ApiRoute(
         "POST",
@@ -297,7 +304,7 @@ API: list[ApiRoute] = [
         query={
             "kind": {"type": "string", "enum": ["products", "hosts", "both"]},
             "category": {"type": "string"},
-            "limit": limit(50),
+            "limit": limit(TRENDING_PAGE_MAX),
         },
     ),
     ApiRoute(
@@ -378,8 +385,8 @@ API: list[ApiRoute] = [
         None,
         TimelinePage,
         query={
-            "since": {"type": "integer", "minimum": 0, "maximum": 2**62},
-            "limit": limit(1000),
+            "since": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+            "limit": limit(TIMELINE_PAGE_MAX),
         },
     ),
 ]

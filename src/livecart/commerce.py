@@ -25,6 +25,7 @@ from msgspec import Meta, Struct
 from .auth import Identity
 from .core import commerce as rules
 from .core.commerce import Auction, BidAccepted, Offer, Order
+from .limits import ID_MAX_CHARS, MAX_BUY_QTY, MAX_CENTS, MAX_QUANTITY
 from .protocol import (
     AuctionEnded,
     AuctionEvent,
@@ -50,8 +51,8 @@ Publish = Callable[[RoomEvent], Awaitable[int]]
 # Coalesced `stock {offer, remaining}` for a session; synchronous, called after each commit.
 OnStock = Callable[[str, str, int], None]
 
-_ID = Annotated[str, line_meta(1, 64)]
-_CENTS = Annotated[int, Meta(ge=0, le=rules.MAX_CENTS)]
+_ID = Annotated[str, line_meta(1, ID_MAX_CHARS)]
+_CENTS = Annotated[int, Meta(ge=0, le=MAX_CENTS)]
 _DURATION = Annotated[int, Meta(ge=1, le=rules.MAX_DURATION_S)]
 
 
@@ -63,8 +64,8 @@ class OfferCreate(Struct, forbid_unknown_fields=True):
 
     product_id: _ID
     price_cents: _CENTS
-    quantity: Annotated[int, Meta(ge=1, le=rules.MAX_QUANTITY)]
-    per_user_limit: Annotated[int, Meta(ge=1, le=rules.MAX_QUANTITY)] = 1
+    quantity: Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
+    per_user_limit: Annotated[int, Meta(ge=1, le=MAX_QUANTITY)] = 1
     duration_s: _DURATION = 300
 
 
@@ -72,7 +73,7 @@ class OrderCreate(Struct, forbid_unknown_fields=True):
     """`POST /api/orders`"""
 
     offer_id: _ID
-    qty: Annotated[int, Meta(ge=1, le=1000)]
+    qty: Annotated[int, Meta(ge=1, le=MAX_BUY_QTY)]
     idempotency_key: _ID
 
 
@@ -81,7 +82,7 @@ class AuctionCreate(Struct, forbid_unknown_fields=True):
 
     product_id: _ID
     start_cents: _CENTS
-    min_increment_cents: Annotated[int, Meta(ge=1, le=rules.MAX_CENTS)]
+    min_increment_cents: Annotated[int, Meta(ge=1, le=MAX_CENTS)]
     duration_s: _DURATION
     mode: Literal["extend", "sudden_death"] = "extend"
 
@@ -494,9 +495,9 @@ class CommerceService:
         """What a purchase checks before any I/O: who may buy, the numbers, and the sold-out
         gate (most of a flash sale's attempts end here)."""
         rules.require_buyer(who)
-        if not 1 <= qty <= rules.MAX_QUANTITY:
-            raise Failure("bad_frame", f"qty must be 1..{rules.MAX_QUANTITY}")
-        if not 1 <= len(ref) <= 64:
+        if not 1 <= qty <= MAX_BUY_QTY:
+            raise Failure("bad_frame", f"qty must be 1..{MAX_BUY_QTY}")
+        if not 1 <= len(ref) <= ID_MAX_CHARS:
             raise Failure("bad_frame", "ref must be 1-64 characters")
         self.stats["buy_attempts"] += 1
         code = self.gate.check(offer_id, who.sub, self._clock())
@@ -732,9 +733,9 @@ class CommerceService:
         user, ref). Raises unauthorized (guest), forbidden (minor), not_found, not_live,
         auction_closed, bid_too_low, bad_frame (amount or ref out of range), unavailable."""
         rules.require_buyer(who)
-        if not 0 <= amount_cents <= rules.MAX_CENTS:
-            raise Failure("bad_frame", f"amount_cents must be 0..{rules.MAX_CENTS}")
-        if not 1 <= len(ref) <= 64:
+        if not 0 <= amount_cents <= MAX_CENTS:
+            raise Failure("bad_frame", f"amount_cents must be 0..{MAX_CENTS}")
+        if not 1 <= len(ref) <= ID_MAX_CHARS:
             raise Failure("bad_frame", "ref must be 1-64 characters")
         try:
             async with asyncio.timeout(self._op_timeout_s), self._bid_locks.hold(auction_id):

@@ -7,15 +7,16 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
+from .limits import ID_MAX_CHARS, MAX_CENTS, MAX_QUANTITY
 from .text import LINE_PATTERN, check_visible, line_meta
 
 Title = Annotated[str, line_meta(1, 200)]
-Cents = Annotated[int, Meta(ge=0, le=10**12)]
+Cents = Annotated[int, Meta(ge=0, le=MAX_CENTS)]
 Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
 Category = Annotated[str, line_meta(0, 64)]
 Tag = Annotated[str, line_meta(1, 32)]
 Tags = Annotated[list[Tag], Meta(max_length=20)]
-Stock = Annotated[int, Meta(ge=0, le=10**9)]
+Stock = Annotated[int, Meta(ge=0, le=MAX_QUANTITY)]
 Url = Annotated[str, Meta(max_length=2000, pattern=r"^https?://" + LINE_PATTERN[1:])]
 SessionStatus = Literal["scheduled", "live", "ended"]
 
@@ -92,11 +93,11 @@ class SessionCreate(Struct, forbid_unknown_fields=True):
 
 
 class ShowcaseAdd(Struct, forbid_unknown_fields=True):
-    product_id: Annotated[str, line_meta(1, 64)]
+    product_id: Annotated[str, line_meta(1, ID_MAX_CHARS)]
 
 
 class PinRequest(Struct, forbid_unknown_fields=True):
-    product_id: Annotated[str, line_meta(1, 64)] | None
+    product_id: Annotated[str, line_meta(1, ID_MAX_CHARS)] | None
 
 
 class ErrorBody(Struct):

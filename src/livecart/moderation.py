@@ -21,9 +21,9 @@ from .core import moderation as rules
 from .core.normalize import normalize
 from .gateway.replies import SharedReplies
 from .ids import new_id
+from .limits import ID_MAX_CHARS, MAX_OFFSET
 from .protocol import (
     CLOSE_FLOODING,
-    MAX_OFFSET,
     Ack,
     ChatEvent,
     ChatRemoved,
@@ -65,7 +65,7 @@ ActionName = Literal[
 ]
 
 
-_Id = Annotated[str, line_meta(1, 64)]
+_Id = Annotated[str, line_meta(1, ID_MAX_CHARS)]
 
 
 class ModerationRequest(Struct, forbid_unknown_fields=True):

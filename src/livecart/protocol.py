@@ -10,6 +10,13 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import msgspec
 from msgspec import Meta, Raw, Struct
 
+from .limits import (
+    CHAT_FRAME_MAX_CHARS,
+    ID_MAX_CHARS,
+    MAX_BUY_QTY,
+    MAX_CENTS,
+    MAX_OFFSET,
+)
 from .text import is_line, line_meta
 
 # ---------------------------------------------------------------- error codes
@@ -58,10 +65,8 @@ class Failure(Exception):
 
 # ---------------------------------------------------------------- client frames
 
-Ref = Annotated[str, line_meta(1, 64)]
-Id = Annotated[str, line_meta(1, 64)]
-# Log offsets are PostgreSQL bigints.
-MAX_OFFSET = 2**63 - 1
+Ref = Annotated[str, line_meta(1, ID_MAX_CHARS)]
+Id = Annotated[str, line_meta(1, ID_MAX_CHARS)]
 Offset = Annotated[int, Meta(ge=0, le=MAX_OFFSET)]
 
 
@@ -81,7 +86,7 @@ class Leave(Struct, tag="leave", tag_field="type", frozen=True):
 
 class Chat(Struct, tag="chat", tag_field="type", frozen=True):
     session: Id
-    text: Annotated[str, line_meta(0, 4000)]
+    text: Annotated[str, line_meta(0, CHAT_FRAME_MAX_CHARS)]
     ref: Ref
 
 
@@ -93,14 +98,14 @@ class Like(Struct, tag="like", tag_field="type", frozen=True):
 class Buy(Struct, tag="buy", tag_field="type", frozen=True):
     session: Id
     offer: Id
-    qty: Annotated[int, Meta(ge=1, le=1000)]
+    qty: Annotated[int, Meta(ge=1, le=MAX_BUY_QTY)]
     ref: Ref
 
 
 class Bid(Struct, tag="bid", tag_field="type", frozen=True):
     session: Id
     auction: Id
-    amount_cents: Annotated[int, Meta(ge=1, le=10**12)]
+    amount_cents: Annotated[int, Meta(ge=1, le=MAX_CENTS)]
     ref: Ref
 
 
@@ -255,7 +260,7 @@ def decode_frame(data: bytes | str) -> ClientFrame:
 
 def is_ref(value: str) -> bool:
     """Whether `value` may be echoed back as a ref (1-64 characters of the `Line` rule)."""
-    return 1 <= len(value) <= 64 and is_line(value)
+    return 1 <= len(value) <= ID_MAX_CHARS and is_line(value)
 
 
 def frame_ref(failure: Failure) -> str | None:

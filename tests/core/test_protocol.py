@@ -56,3 +56,54 @@ def test_every_error_code_has_an_http_status() -> None:
 
     assert set(HTTP_STATUS) == set(protocol.ERROR_CODES)
     assert len(protocol.ERROR_CODES) == 20
+
+
+def test_a_purchase_is_1_to_1000_units_on_the_wire_and_over_rest_alike() -> None:
+    """SPEC's bound, stated once (`limits.MAX_BUY_QTY`): the `buy` frame and the order body
+    take the same figure."""
+    from livecart.commerce import OrderCreate
+    from livecart.limits import MAX_BUY_QTY
+
+    assert MAX_BUY_QTY == 1000
+    frame = b'{"type":"buy","session":"s","offer":"o","qty":%d,"ref":"r"}'
+    body = b'{"offer_id":"o","qty":%d,"idempotency_key":"k"}'
+    assert protocol.decode_frame(frame % MAX_BUY_QTY) == protocol.Buy("s", "o", MAX_BUY_QTY, "r")
+    assert msgspec.json.decode(body % MAX_BUY_QTY, type=OrderCreate).qty == MAX_BUY_QTY
+    with pytest.raises(Failure) as exc:
+        protocol.decode_frame(frame % (MAX_BUY_QTY + 1))
+    assert exc.value.code == "bad_frame"
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(body % (MAX_BUY_QTY + 1), type=OrderCreate)
+
+
+def test_ids_refs_and_cents_share_one_bound_across_frames_bodies_and_rules() -> None:
+    from livecart import models
+    from livecart.commerce import OfferCreate
+    from livecart.core import commerce as rules
+    from livecart.limits import ID_MAX_CHARS, MAX_CENTS, MAX_QUANTITY
+
+    ok, long = "r" * ID_MAX_CHARS, "r" * (ID_MAX_CHARS + 1)
+    assert protocol.is_ref(ok) and not protocol.is_ref(long)
+    with pytest.raises(Failure):
+        protocol.decode_frame(b'{"type":"ping","ref":"%s"}' % long.encode())
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"product_id": long}, models.PinRequest)
+    bid = b'{"type":"bid","session":"s","auction":"a","amount_cents":%d,"ref":"r"}'
+    assert isinstance(protocol.decode_frame(bid % MAX_CENTS), protocol.Bid)
+    with pytest.raises(Failure):
+        protocol.decode_frame(bid % (MAX_CENTS + 1))
+    product = {"title": "t", "price_cents": MAX_CENTS + 1}
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(product, models.ProductCreate)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(
+            {**product, "price_cents": 1, "stock": MAX_QUANTITY + 1}, models.ProductCreate
+        )
+    offer = {"product_id": "p", "price_cents": 1, "quantity": MAX_QUANTITY + 1}
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(offer, OfferCreate)
+    terms = rules.OfferTerms(
+        price_cents=1, quantity=MAX_QUANTITY + 1, per_user_limit=1, duration_s=60
+    )
+    with pytest.raises(Failure):
+        rules.validate_offer(terms)

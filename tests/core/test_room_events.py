@@ -107,13 +107,11 @@ GOLDEN: list[tuple[RoomEvent, bytes]] = [
     ),
     (
         AuctionEnded(S, "a1", "u1", 150),
-        b'{"type":"auction_ended","session":"s1","auction":"a1","winner":"u1",'
-        b'"amount_cents":150}',
+        b'{"type":"auction_ended","session":"s1","auction":"a1","winner":"u1","amount_cents":150}',
     ),
     (
         AuctionEnded(S, "a1", None, None),
-        b'{"type":"auction_ended","session":"s1","auction":"a1","winner":null,'
-        b'"amount_cents":null}',
+        b'{"type":"auction_ended","session":"s1","auction":"a1","winner":null,"amount_cents":null}',
     ),
 ]
 IDS = [f"{kind_of(e)}-{i}" for i, (e, _) in enumerate(GOLDEN)]

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..auth import Action
+from ..limits import MAX_OFFSET, SESSIONS_PAGE_MAX, TIMELINE_PAGE_MAX
 from ..models import PinRequest, ProductCreate, ProductPatch, Session, SessionCreate, ShowcaseAdd
 from ..protocol import Failure, Pinned, StatusEvent
 from ..store import catalog, rooms
@@ -63,7 +64,7 @@ async def list_sessions(request: Request) -> Response:
     status = request.query_params.get("status")
     if status is not None and status not in ("scheduled", "live", "ended"):
         raise Failure("bad_frame", "status must be scheduled, live or ended")
-    limit = query_int(request, "limit", 100, 1, 500)
+    limit = query_int(request, "limit", 100, 1, SESSIONS_PAGE_MAX)
     return json(await catalog.list_sessions(node_of(request).pool, status, limit))
 
 
@@ -135,8 +136,8 @@ async def pin(request: Request) -> Response:
 async def timeline(request: Request) -> Response:
     node = node_of(request)
     session = await _session(request)
-    since = query_int(request, "since", 0, 0, 2**62)
-    limit = query_int(request, "limit", 100, 1, 1000)
+    since = query_int(request, "since", 0, 0, MAX_OFFSET)
+    limit = query_int(request, "limit", 100, 1, TIMELINE_PAGE_MAX)
     events = await rooms.timeline(node.pool, session.id, since, limit)
     next_since = events[-1]["offset"] if events else since
     return json({"session": session.id, "events": events, "next_since": next_since})

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..auth import Action
+from ..limits import AUDIT_PAGE_MAX
 from ..moderation import (
     GLOBAL,
     AllowedDomains,
@@ -41,7 +42,7 @@ async def audit(request: Request) -> Response:
     who = signed_in(request)
     creator = request.path_params["id"]
     require(who, Action.APPOINT, owner=creator)
-    limit = query_int(request, "limit", 200, 1, 1000)
+    limit = query_int(request, "limit", 200, 1, AUDIT_PAGE_MAX)
     return json({"creator": creator, "actions": await store.audit_log(node.pool, creator, limit)})
 
 

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..auth import Action
+from ..limits import TRENDING_PAGE_MAX
 from ..protocol import Failure
 from ..ranking import SettingsPatch
 from .common import body, endpoint, identity, json, node_of, query_int, require, signed_in
@@ -25,7 +26,7 @@ async def trending(request: Request) -> Response:
     if kind not in ("products", "hosts", "both"):
         raise Failure("bad_frame", "kind must be products or hosts")
     category = request.query_params.get("category") or None
-    limit = query_int(request, "limit", 10, 1, 50)
+    limit = query_int(request, "limit", 10, 1, TRENDING_PAGE_MAX)
     return json(node_of(request).ranking.trending(kind, category, limit))
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 
 from ..auth import Action, Identity, can
+from ..limits import MAX_CENTS, MAX_QUANTITY
 from ..protocol import ErrorCode, Failure
 
 OfferStatus = Literal["open", "ended"]
@@ -23,8 +24,6 @@ AuctionStatus = Literal["open", "ended"]
 # Orders in these states hold units of an offer; the other two gave them back.
 HOLDING: frozenset[str] = frozenset({"reserved", "paid"})
 
-MAX_CENTS = 10**12
-MAX_QUANTITY = 1_000_000_000  # products.stock is bounded by the same figure
 MAX_DURATION_S = 86_400
 EXTEND_WINDOW_S = 10.0  # SPEC §6: a bid in the last 10 s moves the end to now + 10 s
 DEFAULT_RESERVATION_TTL_S = 600.0

@@ -21,6 +21,7 @@ from ..auth import Action, Identity
 from ..bus.base import StreamPosition
 from ..core.commerce import Order
 from ..core.moderation import _RecentMap
+from ..limits import CHAT_MAX_CHARS
 from ..node import Node, Unarchived
 from ..protocol import (
     Ack,
@@ -45,7 +46,6 @@ from .wire import PING_INTERVAL_S, PING_TIMEOUT_S, Handshake, WireProtocol
 
 log = logging.getLogger("livecart.gateway")
 
-CHAT_MAX_CHARS = 500
 # Chat refusals that a retry of the same (user, ref) gets again without running: they depend
 # on the message alone. The others (rate_limited, slow_mode, muted, unavailable ...) pass
 # with time, so a retry runs again.
