@@ -11,7 +11,7 @@ for every node.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -34,8 +34,9 @@ from .store.catalog import Db
 Append = Callable[[str, str, dict[str, Any]], Awaitable[int]]
 Changed = Callable[[str], Awaitable[None]]
 ReadLog = Callable[[str, int, int], Awaitable[list[dict[str, Any]]]]
-LiveFigures = Callable[[str], "tuple[int, int] | None"]
+LiveFigures = Callable[[str], tuple[int, int] | None]
 RoomState = tuple[dict[str, Any], dict[str, Any] | None]
+T = TypeVar("T")
 
 
 class CatalogService:
@@ -65,10 +66,7 @@ class CatalogService:
         return await store.create_product(self._db, who.sub, data)
 
     async def product(self, product_id: str) -> Product:
-        product = await store.get_product(self._db, product_id)
-        if product is None:
-            raise Failure("not_found", "no such product")
-        return product
+        return _found(await store.get_product(self._db, product_id), "no such product")
 
     async def managed_product(self, who: Identity, product_id: str) -> Product:
         """The product, if `who` may change it: not_found, then forbidden."""
@@ -78,10 +76,7 @@ class CatalogService:
 
     async def patch_product(self, who: Identity, product: Product, data: ProductPatch) -> Product:
         rules.require_manager(who, product.creator)
-        patched = await store.patch_product(self._db, product.id, data)
-        if patched is None:
-            raise Failure("not_found", "no such product")
-        return patched
+        return _found(await store.patch_product(self._db, product.id, data), "no such product")
 
     # ------------------------------------------------------------ sessions
 
@@ -94,10 +89,7 @@ class CatalogService:
         return await store.list_sessions(self._db, status, limit)
 
     async def session(self, session_id: str) -> Session:
-        session = await store.get_session(self._db, session_id)
-        if session is None:
-            raise Failure("not_found", "no such session")
-        return session
+        return _found(await store.get_session(self._db, session_id), "no such session")
 
     async def managed_session(self, who: Identity, session_id: str) -> Session:
         """The session, if `who` may manage it: not_found, then forbidden."""
@@ -176,6 +168,12 @@ class CatalogService:
     async def add_likes(self, counts: dict[str, int]) -> None:
         """Add likes counted in rooms to the sessions' saved totals."""
         await store.add_likes(self._db, counts)
+
+
+def _found(value: T | None, message: str) -> T:
+    if value is None:
+        raise Failure("not_found", message)
+    return value
 
 
 def _plain(product: Product) -> dict[str, Any]:
