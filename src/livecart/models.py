@@ -109,6 +109,23 @@ class ErrorResponse(Struct):
     error: ErrorBody
 
 
+class SessionStats(Struct):
+    """Live and cumulative figures of a session (`GET /api/sessions/{id}/stats`)."""
+
+    session: str
+    status: SessionStatus
+    viewers: int
+    likes: int
+    chat_messages: int
+    chatters: int
+    removed_messages: int
+    orders: int
+    units: int
+    revenue_cents: int
+    paid_cents: int
+    buyers: int
+
+
 class TimelinePage(Struct):
     session: str
     events: list[dict[str, Any]]

@@ -16,6 +16,7 @@ from .auth import Identity
 from .bus.base import Bus
 from .bus.memory import MemoryBus
 from .bus.redis import RedisBus
+from .catalog import CatalogService
 from .commerce import CommerceService
 from .config import Settings, node_name
 from .core.commerce import Order
@@ -47,6 +48,7 @@ class Node:
         self.archive: rooms.ArchiveWriter
         self.users: catalog.UserWriter
         self.hub: Hub
+        self.catalog: CatalogService
         self.commerce: CommerceService
         self.moderation: ModerationService
         self.ranking: RankingService
@@ -65,6 +67,15 @@ class Node:
         measured = MeasuredPool(raw_pool, lambda kind, s: db_seconds.labels(kind).observe(s))
         self.pool = measured
         await migrate(self.pool)
+        self.catalog = CatalogService(
+            self.pool,
+            append=self.append,
+            changed=lambda session_id: self.ranking.session_changed(session_id),
+            read_log=lambda session_id, since, limit: rooms.timeline(
+                self.pool, session_id, since, limit
+            ),
+            live_figures=self._live_figures,
+        )
         if s.redis_url:
             self.bus = RedisBus(
                 s.redis_url,
@@ -91,7 +102,7 @@ class Node:
             chat_budget=s.chat_display_budget,
             metrics=self.metrics,
         )
-        self.hub.on_likes_flush = lambda counts: catalog.add_likes(self.pool, counts)
+        self.hub.on_likes_flush = self.catalog.add_likes
         self.presence = RedisPresence(s.redis_url, self.id) if s.redis_url else None
         if self.presence is not None:
             self.hub.sync_viewers = self.presence.report
@@ -236,14 +247,13 @@ class Node:
         return await rooms.max_offset(self.pool, session_id)
 
     async def _load_room(self, session_id: str) -> Room | None:
-        row = await catalog.room_row(self.pool, session_id)
-        if row is None:
-            return None
-        pinned = None
-        if row["pinned_product"]:
-            product = await catalog.get_product(self.pool, row["pinned_product"])
-            pinned = None if product is None else _plain(product)
-        return Room(row, pinned)
+        state = await self.catalog.room_state(session_id)
+        return None if state is None else Room(*state)
+
+    def _live_figures(self, session_id: str) -> tuple[int, int] | None:
+        """(viewers, likes) of a room loaded on this node, else None."""
+        room = self.hub.rooms.get(session_id)
+        return None if room is None else (self.hub.viewer_count(room), room.likes)
 
     async def room(self, session_id: str) -> Room:
         room = await self.hub.room(session_id)
@@ -279,10 +289,3 @@ class Unarchived(Failure):
     def __init__(self, row: rooms.ArchiveRow) -> None:
         super().__init__("unavailable", "the event could not be stored; retry")
         self.row = row
-
-
-def _plain(struct: Any) -> dict[str, Any]:
-    import msgspec
-
-    out: dict[str, Any] = msgspec.to_builtins(struct)
-    return out

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .. import auth, protocol
 from ..auth import Action, Identity
 from ..bus.base import StreamPosition
+from ..core.catalog import LIVE
 from ..core.commerce import Order
 from ..core.moderation import _RecentMap
 from ..limits import CHAT_MAX_CHARS
@@ -543,7 +544,7 @@ class Gateway:
         """A like or a signal, once the room is known."""
         node = self.node
         if isinstance(frame, protocol.Like):
-            if room.status != "live":
+            if room.status != LIVE:
                 raise Failure("not_live")
             node.hub.add_likes(room, frame.count)
             node.ranking.record(conn.identity, "like", room.id, count=frame.count)
@@ -750,7 +751,7 @@ class Gateway:
         if not 1 <= len(text) <= CHAT_MAX_CHARS:
             raise Failure("bad_frame", f"text must be 1-{CHAT_MAX_CHARS} characters after trimming")
         room = await node.room(frame.session)
-        if room.status != "live":
+        if room.status != LIVE:
             raise Failure("not_live", "chat opens when the session is live")
         held = await node.moderation.check_chat(conn, room, text, frame.ref)
         if held is not None:
