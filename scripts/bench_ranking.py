@@ -55,7 +55,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -878,7 +878,7 @@ def _run_load(
 def bench_adapter(args: argparse.Namespace) -> int:
     """CPU per signal in the node's ranking adapter (`RankingService.record`), alone.
 
-    No server and no database: a stub node with the catalog, the viewers and the room already
+    No server and no database: stub ports, with the catalog, the viewers and the room already
     cached, as on a node in steady state. What the gateway spends on a frame (WebSocket
     parsing, decoding, flood check, dispatch) is not included: compare with the server's CPU
     per signal that `--server`/`--spawn` prints.
@@ -886,24 +886,34 @@ def bench_adapter(args: argparse.Namespace) -> int:
     from types import SimpleNamespace
 
     from livecart.auth import Identity
-    from livecart.config import Settings
     from livecart.metrics import Metrics
-    from livecart.ranking import RankingService, _Viewer
+    from livecart.ranking import RankingService
+    from livecart.ranking.profiles import Viewer
 
-    node: Any = SimpleNamespace(
-        metrics=Metrics(), settings=Settings(), pool=None, hub=SimpleNamespace(rooms={})
+    metrics = Metrics()
+    rooms: dict[str, Any] = {}
+
+    async def no_orders(who: Identity) -> list[Any]:
+        return []
+
+    service = RankingService(
+        cast(Any, None),
+        redis_url=None,
+        room_of=rooms.get,
+        orders_of=no_orders,
+        event_counter=metrics.ranking_events.labels,
+        observe_push=metrics.push_seconds.observe,
     )
-    service = RankingService(node)
     session = SessionInfo("s1", "cr1", "bench")
     products = [ProductInfo(f"p{i}", "cr1", "bench") for i in range(5)]
     for p in products:
-        service._products[p.id] = p
+        service.catalog.products[p.id] = p
         service.index.put_product(p)
     service.index.start_session(session, [p.id for p in products])
-    node.hub.rooms["s1"] = SimpleNamespace(category="bench", tags=[], creator="cr1")
+    rooms["s1"] = SimpleNamespace(category="bench", tags=[], creator="cr1")
     users = [Identity(f"u{i}", f"u{i}", "viewer", False) for i in range(2_500)]
     for who in users:
-        service._viewers[who.sub] = _Viewer(False, True, None)
+        service.profiles.viewers[who.sub] = Viewer(False, True, None)
     rng = random.Random(args.seed)
     n = args.adapter_signals
     plan: list[tuple[Identity, SignalKind, str | None, int]] = []
@@ -919,7 +929,7 @@ def bench_adapter(args: argparse.Namespace) -> int:
         record = service.record
         c0 = time.process_time()
         for who, kind, product, count in plan:
-            await record(who, kind, "s1", product_id=product, count=count)
+            record(who, kind, "s1", product_id=product, count=count)
         return time.process_time() - c0
 
     best = min(asyncio.run(run()) for _ in range(args.repeat))

@@ -135,7 +135,14 @@ class Node:
             flood=FloodPolicy(s.flood_frames, s.flood_window_s),
         )
         await self.moderation.start()
-        self.ranking = RankingService(self)
+        self.ranking = RankingService(
+            self.pool,
+            redis_url=s.redis_url,
+            room_of=self.hub.rooms.get,
+            orders_of=functools.partial(self.commerce.list_orders, limit=1000),
+            event_counter=self.metrics.ranking_events.labels,
+            observe_push=self.metrics.push_seconds.observe,
+        )
         await self.ranking.start()
 
     async def stop(self) -> None:

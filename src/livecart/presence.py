@@ -7,43 +7,9 @@ from __future__ import annotations
 
 import logging
 
+from .lua import script
+
 log = logging.getLogger("livecart.presence")
-
-_REPORT = """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local node, count, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-if count > 0 then
-  redis.call('HSET', KEYS[1], node, count)
-  redis.call('HSET', KEYS[2], node, now_ms)
-else
-  redis.call('HDEL', KEYS[1], node)
-  redis.call('HDEL', KEYS[2], node)
-end
-local total = 0
-local seen = redis.call('HGETALL', KEYS[2])
-for i = 1, #seen, 2 do
-  if now_ms - tonumber(seen[i + 1]) <= ttl then
-    total = total + tonumber(redis.call('HGET', KEYS[1], seen[i]) or '0')
-  else
-    redis.call('HDEL', KEYS[1], seen[i])
-    redis.call('HDEL', KEYS[2], seen[i])
-  end
-end
-redis.call('PEXPIRE', KEYS[1], ttl * 4)
-redis.call('PEXPIRE', KEYS[2], ttl * 4)
-return total
-"""
-
-
-# KEYS[1]: the room's like counter. ARGV: likes taken since the last sync, and the total this
-# node knew before them: it seeds a counter that Redis lost (a restart without persistence).
-_LIKES = """
-redis.call('SET', KEYS[1], ARGV[2], 'NX')
-local total = redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], 86400)
-return total
-"""
 
 
 class RedisPresence:
@@ -51,8 +17,8 @@ class RedisPresence:
         import redis.asyncio as aioredis
 
         self._redis = aioredis.Redis.from_url(url)
-        self._script = self._redis.register_script(_REPORT)
-        self._likes = self._redis.register_script(_LIKES)
+        self._script = self._redis.register_script(script("presence_report"))
+        self._likes = self._redis.register_script(script("presence_likes"))
         self._node = node_id
         self._ttl_ms = int(ttl_s * 1000)
 
