@@ -13,7 +13,7 @@ from typing import Literal
 import msgspec
 
 from ..auth import Action, Identity, can
-from ..protocol import ErrorCode, Failure
+from .failure import ErrorCode, Failure
 
 OfferStatus = Literal["open", "ended"]
 OrderStatus = Literal["reserved", "paid", "cancelled", "expired"]
