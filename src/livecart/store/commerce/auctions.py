@@ -17,6 +17,7 @@ from .offers import check_listing
 from .outbox import enqueue_webhook
 from .rows import AUCTION_COLS, at, auction_from_row, auction_state, iso
 
+# Namespace of the two-key advisory lock per session (a key space of its own in PostgreSQL).
 _LOCK_AUCTION = 0x4C430002  # session: one open auction per session
 
 

@@ -19,6 +19,7 @@ from .rows import ORDER_SELECT, at, iso, offer_state, order_from_row
 
 _json = msgspec.json.Encoder()
 
+# Namespace of the buyers' two-key advisory locks (a key space of their own in PostgreSQL).
 _LOCK_BUY = 0x4C430001  # (offer, user): serialises one buyer's purchases of one offer
 
 # A batch of purchases of one offer, in one transaction: the buyers' advisory locks (in key
