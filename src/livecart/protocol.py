@@ -10,6 +10,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import msgspec
 from msgspec import Meta, Raw, Struct
 
+from .core.failure import ERROR_CODES as ERROR_CODES
+from .core.failure import ErrorCode as ErrorCode
+from .core.failure import Failure as Failure
 from .limits import (
     CHAT_FRAME_MAX_CHARS,
     ID_MAX_CHARS,
@@ -19,48 +22,10 @@ from .limits import (
 )
 from .text import is_line, line_meta
 
-# ---------------------------------------------------------------- error codes
-
-ErrorCode = Literal[
-    "bad_frame",
-    "unknown_type",
-    "too_large",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "not_live",
-    "rate_limited",
-    "slow_mode",
-    "duplicate",
-    "muted",
-    "banned",
-    "blocked",
-    "held",
-    "sold_out",
-    "limit_reached",
-    "offer_closed",
-    "bid_too_low",
-    "auction_closed",
-    "unavailable",
-]
-ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
-
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_FLOODING = 4008
 CLOSE_TOO_SLOW = 4009
-
-
-class Failure(Exception):
-    """A refusal with a SPEC §5 code; adapters turn it into an error frame or HTTP error."""
-
-    def __init__(
-        self, code: ErrorCode, message: str = "", *, retry_after_ms: int | None = None
-    ) -> None:
-        super().__init__(message or code)
-        self.code: ErrorCode = code
-        self.message = message or code.replace("_", " ")
-        self.retry_after_ms = retry_after_ms
 
 
 # ---------------------------------------------------------------- client frames

@@ -14,7 +14,7 @@ import msgspec
 
 from ..auth import Action, Identity, can
 from ..limits import MAX_CENTS, MAX_QUANTITY
-from ..protocol import ErrorCode, Failure
+from .failure import ErrorCode, Failure
 
 OfferStatus = Literal["open", "ended"]
 OrderStatus = Literal["reserved", "paid", "cancelled", "expired"]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 
@@ -37,6 +37,29 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
 
     def get_reset_query(self) -> str:
         return ""
+
+
+class Executor(Protocol):
+    """The database handle every store function takes (the one convention of `store/*`):
+    whatever runs single statements: the asyncpg pool, `MeasuredPool`, or an acquired
+    connection. A function that needs a transaction takes a `Connection` instead."""
+
+    async def execute(self, query: str, *args: Any) -> Any: ...
+
+    async def executemany(self, command: str, args: Any) -> Any: ...
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+class Connection(Executor, Protocol):
+    """An acquired connection: an `Executor` that can open a transaction. Store functions
+    that take one open (and commit) their own transaction on it."""
+
+    def transaction(self) -> Any: ...
 
 
 def row_error(exc: BaseException) -> bool:

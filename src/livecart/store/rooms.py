@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-import asyncpg
-
-from .db import GroupWriter
+from .db import Executor, GroupWriter
 
 
 class ArchiveRow(NamedTuple):
@@ -31,7 +29,7 @@ ON CONFLICT (session, "offset") DO NOTHING
 class ArchiveWriter(GroupWriter[ArchiveRow]):
     """Room events, group-committed: a busy room costs one round trip per batch."""
 
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 2000) -> None:
+    def __init__(self, pool: Executor, *, max_batch: int = 2000) -> None:
         super().__init__(self._write, name="archive-writer", max_batch=max_batch)
         self._pool = pool
 
@@ -50,7 +48,7 @@ class ArchiveWriter(GroupWriter[ArchiveRow]):
         await self._pool.execute(_INSERT, *cols)
 
 
-async def max_offset(pool: asyncpg.Pool, session: str) -> int:
+async def max_offset(pool: Executor, session: str) -> int:
     value = await pool.fetchval(
         'SELECT coalesce(max("offset"), 0) FROM room_events WHERE session = $1', session
     )
@@ -58,7 +56,7 @@ async def max_offset(pool: asyncpg.Pool, session: str) -> int:
 
 
 async def timeline(
-    pool: asyncpg.Pool, session: str, since: int, limit: int
+    pool: Executor, session: str, since: int, limit: int
 ) -> list[dict[str, Any]]:
     """Room events after `since`, oldest first; removed chat comes back as a tombstone."""
     rows = await pool.fetch(
@@ -79,7 +77,7 @@ async def timeline(
 
 
 async def remove_chat(
-    conn: asyncpg.Connection | asyncpg.Pool, session: str, offset: int
+    conn: Executor, session: str, offset: int
 ) -> tuple[str, str] | None:
     """Mark a chat message removed; returns (author, text) of a message that was visible."""
     row = await conn.fetchrow(
@@ -93,7 +91,7 @@ async def remove_chat(
 
 
 async def chat_author(
-    conn: asyncpg.Connection | asyncpg.Pool, session: str, offset: int
+    conn: Executor, session: str, offset: int
 ) -> str | None:
     """Who wrote the chat message at `offset` (None: no such message)."""
     author: str | None = await conn.fetchval(
@@ -106,7 +104,7 @@ async def chat_author(
 
 
 async def recent_chat(
-    pool: asyncpg.Pool, session: str, below: int, limit: int
+    pool: Executor, session: str, below: int, limit: int
 ) -> list[tuple[int, bytes]]:
     """The newest `limit` chat events with offset below `below`, oldest first, as wire bodies
     without offset (a removed message as its tombstone)."""
