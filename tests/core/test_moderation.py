@@ -18,7 +18,6 @@ from livecart.core.moderation import (
     DuplicateFilter,
     FloodDetector,
     FloodPolicy,
-    HeldQueue,
     MuteBook,
     MuteStatus,
     RateDecision,
@@ -35,7 +34,6 @@ from livecart.core.moderation import (
     duplicate_key,
     find_domains,
     first_hit,
-    item_id,
     take_token,
 )
 from livecart.core.normalize import detect_disguises, match_forms, normalize
@@ -545,124 +543,6 @@ def test_sweep_forgets_expired_timeouts() -> None:
     mutes.sweep(50.0)
     assert mutes.status("c", "v", 50.0) is not None
     assert mutes.status("c", "u", 5.0) is None  # forgotten, not resurrected
-
-
-# --------------------------------------------------------------------------- held queue
-
-
-def _held(queue: HeldQueue) -> str:
-    return queue.hold("s1", 42, "author", "dm me", ['blocked term "dm me"'], now=0.0).id
-
-
-def test_claim_is_a_lease() -> None:
-    queue = HeldQueue(lease_s=60.0)
-    item = _held(queue)
-    assert queue.claim(item, "m1", 0.0).status == "claimed"
-    other = queue.claim(item, "m2", 30.0)
-    assert (other.ok, other.status) == (False, "claimed_by_other")
-    assert "m1" in other.message
-    assert queue.claim(item, "m1", 30.0).ok  # renewed by its holder
-    assert not queue.claim(item, "m2", 89.0).ok
-    assert queue.claim(item, "m2", 90.0).ok  # lease lapsed
-
-
-def test_approve_succeeds_exactly_once() -> None:
-    queue = HeldQueue()
-    item = _held(queue)
-    first = queue.approve(item, "m1", 5.0)
-    assert (first.ok, first.status) == (True, "approved")
-    again = queue.approve(item, "m2", 6.0)
-    assert (again.ok, again.status) == (False, "already_decided")
-    assert again.message == "already approved by m1"
-    assert queue.reject(item, "m2", 6.0).status == "already_decided"
-    assert queue.claim(item, "m2", 6.0).status == "already_decided"
-    decided = queue.get(item)
-    assert decided is not None
-    assert (decided.decision, decided.decided_by, decided.decided_at) == ("approved", "m1", 5.0)
-
-
-def test_decision_respects_someone_elses_claim() -> None:
-    queue = HeldQueue()
-    item = _held(queue)
-    queue.claim(item, "m1", 0.0)
-    assert queue.reject(item, "m2", 1.0).status == "claimed_by_other"
-    assert queue.reject(item, "m1", 1.0).status == "rejected"
-
-
-def test_unknown_item() -> None:
-    queue = HeldQueue()
-    assert queue.approve("nope", "m", 0.0).status == "not_found"
-    assert queue.claim("nope", "m", 0.0).status == "not_found"
-
-
-def test_reports_aggregate_into_one_item() -> None:
-    queue = HeldQueue()
-    for reporter in ["a", "b", "a", "author", "c"]:
-        queue.report("s1", 7, "author", "buy here", reporter, "spam", now=1.0)
-    result = queue.report("s1", 7, "author", "buy here", "d", "scam", now=2.0)
-    item = result.item
-    assert item is not None
-    assert item.id == item_id("s1", 7)
-    assert (item.kind, item.reports) == ("reported", 4)
-    assert item.reasons == ("reported: spam", "reported: scam")
-    assert len(queue) == 1
-
-
-def test_report_on_a_held_message_joins_its_item() -> None:
-    queue = HeldQueue()
-    item = _held(queue)
-    queue.report("s1", 42, "author", "dm me", "r1", "spam", now=1.0)
-    held = queue.get(item)
-    assert held is not None
-    assert (held.kind, held.reports) == ("held", 1)
-    assert held.reasons == ('blocked term "dm me"', "reported: spam")
-
-
-def test_pending_lists_most_reported_first_and_hides_decided() -> None:
-    queue = HeldQueue()
-    queue.hold("s1", 1, "a", "x", ["link to evil.io"], now=0.0)
-    queue.report("s1", 2, "b", "y", "r1", "rude", now=1.0)
-    queue.report("s1", 2, "b", "y", "r2", "rude", now=1.0)
-    queue.hold("s2", 3, "c", "z", ["new account"], now=2.0)
-    assert [i.offset for i in queue.pending(5.0)] == [2, 1, 3]
-    assert [i.offset for i in queue.pending(5.0, session="s2")] == [3]
-    queue.approve(item_id("s1", 2), "m", 6.0)
-    assert [i.offset for i in queue.pending(7.0)] == [1, 3]
-
-
-def test_sweep_drops_old_decided_items() -> None:
-    queue = HeldQueue(keep_decided_s=100.0)
-    item = _held(queue)
-    queue.reject(item, "m", 10.0)
-    queue.sweep(109.0)
-    assert queue.get(item) is not None
-    queue.sweep(110.0)
-    assert queue.get(item) is None
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.sampled_from(["approve", "reject", "claim"]), st.sampled_from("abc")),
-        min_size=1,
-        max_size=30,
-    )
-)
-def test_at_most_one_decision_ever_succeeds(calls: list[tuple[str, str]]) -> None:
-    queue = HeldQueue(lease_s=5.0)
-    item = _held(queue)
-    decided = 0
-    for step, (action, moderator) in enumerate(calls):
-        now = float(step * 3)
-        if action == "claim":
-            queue.claim(item, moderator, now)
-        else:
-            result = getattr(queue, action)(item, moderator, now)
-            decided += result.ok
-    assert decided <= 1
-    held = queue.get(item)
-    assert held is not None
-    assert (held.decision is not None) == (decided == 1)
 
 
 # --------------------------------------------------------------------------- shield

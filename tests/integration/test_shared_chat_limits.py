@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from livecart.chat_limits import SharedChatLimits
 from livecart.core.moderation import (
     ChatCandidate,
     ChatDecision,
@@ -21,7 +22,6 @@ from livecart.core.moderation import (
     limit_chat,
     normalize,
 )
-from livecart.moderation import SharedChatLimits
 from tests.conftest import redis_url_or_skip
 
 pytestmark = pytest.mark.redis

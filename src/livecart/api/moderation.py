@@ -7,13 +7,11 @@ from starlette.responses import Response
 
 from ..auth import Action
 from ..moderation import (
-    GLOBAL,
     AllowedDomains,
     ModerationRequest,
     ModeratorRequest,
     TermRequest,
 )
-from ..protocol import Failure
 from ..store import moderation as store
 from .common import body, endpoint, json, node_of, query_int, require, signed_in
 
@@ -68,10 +66,7 @@ async def list_terms(request: Request) -> Response:
     node = node_of(request)
     who = signed_in(request)
     scope = request.path_params["id"]
-    if scope != GLOBAL:
-        await node.moderation.require_moderator(who, scope)
-    elif who.role not in ("moderator", "admin"):
-        raise Failure("forbidden", "global terms are kept by platform staff")
+    await node.moderation.require_terms(who, scope)
     return json({"scope": scope, "terms": node.moderation.terms_of(scope)})
 
 
