@@ -1,10 +1,8 @@
 """Moderation service: runs the pure rules of `core.moderation` against this node's state and
 carries out decisions in PostgreSQL and the room log. It reaches the rest of the node only
 through `ModerationPorts`; what a connection is to do (a notice, a close) comes back to the
-gateway as an outcome (`ChatRefused`, `flooding`), which sends it.
-
-Over ~500 lines: the service is one concern (the moderation of one node: its caches, the
-chat check and the actions of moderators), whose parts share the same state."""
+gateway as an outcome (`ChatRefused`, `flooding`), which sends it. The review queue is
+`review_queue.ReviewQueue`; the cluster's shared limits are `chat_limits.SharedChatLimits`."""
 
 from __future__ import annotations
 
@@ -12,13 +10,11 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any
 
 import asyncpg
-from msgspec import Meta, Struct
 
 from . import auth
 from .auth import Action, Identity
@@ -30,144 +26,22 @@ from .core.moderation.mutes import MuteBook
 from .core.moderation.terms import BlockedTerm, TermMatcher, term_problem
 from .core.normalize import normalize
 from .ids import new_id
+from .moderation_model import ChatRefused, ModerationPorts, ModerationRequest, RoomView
 from .protocol import (
     CLOSE_FLOODING,
-    MAX_OFFSET,
-    Ack,
-    ErrorMsg,
     Failure,
     Muted,
     tombstone,
 )
+from .review_queue import ReviewQueue
 from .store import catalog as catalog_store
 from .store import moderation as store
 from .store import rooms as room_store
-from .text import line_meta
 
 log = logging.getLogger("livecart.moderation")
 
 GLOBAL = "global"  # the scope name of platform-wide blocked terms
-CLAIM_LEASE_S = 60.0
 DEFAULT_TIMEOUT_S = 600
-
-ActionName = Literal[
-    "delete",
-    "timeout",
-    "ban",
-    "unban",
-    "slow",
-    "claim",
-    "approve",
-    "reject",
-    "shield_on",
-    "shield_off",
-]
-
-
-_Id = Annotated[str, line_meta(1, 64)]
-
-
-class ModerationRequest(Struct, forbid_unknown_fields=True):
-    """`POST /api/sessions/{id}/moderation`"""
-
-    action: ActionName
-    user_id: _Id | None = None
-    offset: Annotated[int, Meta(ge=1, le=MAX_OFFSET)] | None = None
-    seconds: Annotated[int, Meta(ge=0, le=14 * 86400)] | None = None
-    reason: Annotated[str, line_meta(0, 500)] | None = None
-    item: _Id | None = None
-
-
-class TermRequest(Struct, forbid_unknown_fields=True):
-    term: Annotated[str, line_meta(1, 100)]
-    action: Literal["block", "hold"] = "block"
-
-
-class AllowedDomains(Struct, forbid_unknown_fields=True):
-    domains: Annotated[list[Annotated[str, line_meta(1, 253)]], Meta(max_length=200)]
-
-    def __post_init__(self) -> None:
-        for domain in self.domains:
-            if not domain_form(domain):
-                raise ValueError(f"domain {domain!r} is empty after normalisation")
-
-
-class ModeratorRequest(Struct, forbid_unknown_fields=True):
-    user_id: _Id
-
-
-class RoomView(Protocol):
-    """What moderation reads of a live session."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def creator(self) -> str: ...
-    @property
-    def slow(self) -> int: ...
-    @property
-    def shield(self) -> bool: ...
-
-
-class Append(Protocol):
-    """Appends an event to a session's log and returns its offset (`Node.append`)."""
-
-    def __call__(
-        self,
-        session_id: str,
-        kind: str,
-        body: dict[str, Any],
-        *,
-        author: str | None = None,
-        text: str | None = None,
-    ) -> Awaitable[int]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ModerationPorts:
-    """What the moderation service needs of the node, and nothing more."""
-
-    room: Callable[[str], Awaitable[RoomView]]
-    """The live session by id; raises `not_found`."""
-    append: Append
-    redact: Callable[[str, int, bytes], Awaitable[object]]
-    """Replace a published event in the live history (session, offset, replacement)."""
-    tell: Callable[[str, Struct], None]
-    """Send a message to every connection of a user on this node."""
-    acted: Callable[[str], None]
-    """Count a moderation action done (by its name)."""
-
-
-class ChatRefused(Failure):
-    """A refused chat message; besides the error, the author's connection gets `notice`
-    (when muted or banned) and is closed with `close` (when flooding)."""
-
-    def __init__(
-        self,
-        code: Any,
-        message: str,
-        *,
-        retry_after_ms: int | None = None,
-        notice: Struct | None = None,
-        close: int | None = None,
-    ) -> None:
-        super().__init__(code, message, retry_after_ms=retry_after_ms)
-        self.notice = notice
-        self.close = close
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _reported_offset(item: str) -> int | None:
-    """The offset of a reported-message queue id (`report:<offset>`), else None."""
-    if not item.startswith(store.REPORT_ITEM):
-        return None
-    digits = item.removeprefix(store.REPORT_ITEM)
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
-        raise Failure("not_found", "no reported message with that id in this session")
-    return int(digits)
 
 
 class ModerationService:
@@ -196,6 +70,13 @@ class ModerationService:
         self._mutes_changed: list[Callable[[MuteBook], object]] | None = None
         self._allowed: dict[str, frozenset[str]] = {}
         self._task: asyncio.Task[None] | None = None
+        self.queue = ReviewQueue(
+            pool,
+            ports,
+            require_above=self._require_above,
+            announce_removal=self._announce_removal,
+            audit=self._audit,
+        )
 
     async def start(self) -> None:
         await self.reload()
@@ -490,100 +371,16 @@ class ModerationService:
                 await self._ports.append(room.id, "slow", {"seconds": room.slow, "shield": on})
                 await self._audit(who, room, req.action, reason=req.reason)
             case "claim":
-                item = self._item(req)
-                if _reported_offset(item) is not None:
-                    raise Failure(
-                        "bad_frame", "reported messages are approved or rejected, not claimed"
-                    )
-                row = await store.claim(self.pool, room.id, item, who.sub, CLAIM_LEASE_S)
-                if row is None:
-                    raise await self._why_not(room, item)
-                result["claimed_until"] = row["claimed_until"].isoformat()
+                result["claimed_until"] = await self.queue.claim(who, room, self._item(req))
             case "approve" | "reject":
-                await self._decide(who, room, self._item(req), req)
+                await self.queue.decide(who, room, self._item(req), req.action, req.reason)
         self._ports.acted(req.action)
         return result
-
-    async def _decide(
-        self, who: Identity, room: RoomView, item: str, req: ModerationRequest
-    ) -> None:
-        reported = _reported_offset(item)
-        if reported is not None:
-            await self._decide_reported(who, room, reported, req)
-            return
-        status = "approved" if req.action == "approve" else "rejected"
-        row = await store.decide(self.pool, room.id, item, who.sub, status)
-        if row is None:
-            raise await self._why_not(room, item)
-        offset = None
-        if status == "approved":
-            offset = await self._ports.append(
-                room.id,
-                "chat",
-                {"user": row["author"], "name": row["name"], "text": row["text"], "at": _now_ms()},
-                author=row["author"],
-                text=row["text"],
-            )
-            await store.set_held_offset(self.pool, item, offset)
-            self._ports.tell(row["author"], Ack(row["ref"], offset))
-        else:
-            self._ports.tell(
-                row["author"],
-                ErrorMsg("blocked", "rejected by a moderator", row["ref"], None, room.id),
-            )
-        await self._audit(
-            who,
-            room,
-            req.action,
-            target=row["author"],
-            offset=offset,
-            reason=req.reason,
-            original_text=row["text"],
-        )
-
-    async def _decide_reported(
-        self, who: Identity, room: RoomView, offset: int, req: ModerationRequest
-    ) -> None:
-        """Approve dismisses the reports of a visible message; reject deletes it."""
-        approve = req.action == "approve"
-        if not approve:
-            author = await room_store.chat_author(self.pool, room.id, offset)
-            if author is not None:
-                await self._require_above(who, room, author)
-        outcome, author, text = await store.decide_reported(
-            self.pool, room.id, offset, who.sub, approve
-        )
-        if outcome == "not_found":
-            raise Failure("not_found", "no reported message with that id in this session")
-        if outcome != "done":
-            raise Failure("forbidden", outcome)
-        if approve:
-            return  # the dismissal is its own audit row, written with the decision
-        await self._announce_removal(room, offset)
-        await self._audit(
-            who,
-            room,
-            "delete",
-            target=author,
-            offset=offset,
-            reason=req.reason or "reported",
-            original_text=text,
-        )
 
     async def _announce_removal(self, room: RoomView, offset: int) -> None:
         """A removed message: tombstone in the live history, `chat_removed` to everyone."""
         await self._ports.redact(room.id, offset, tombstone(room.id))
         await self._ports.append(room.id, "chat_removed", {"target": offset})
-
-    async def _why_not(self, room: RoomView, item: str) -> Failure:
-        """Why a claim or decision on a held message did not go through."""
-        row = await store.held_item(self.pool, item)
-        if row is None or row["session"] != room.id:
-            return Failure("not_found", "no held message with that id in this session")
-        if row["status"] != "held":
-            return Failure("forbidden", f"already {row['status']} by {row['decided_by']}")
-        until = row["claimed_until"].isoformat() if row["claimed_until"] else "?"
-        return Failure("forbidden", f"claimed by {row['claimed_by']} until {until}")
 
     @staticmethod
     def _target(req: ModerationRequest) -> str:

@@ -25,7 +25,8 @@ from .gateway.connection import Connection
 from .gateway.hub import Hub, Room
 from .gateway.replies import SharedReplies
 from .metrics import Metrics
-from .moderation import ModerationPorts, ModerationService
+from .moderation import ModerationService
+from .moderation_model import ModerationPorts
 from .presence import RedisPresence
 from .protocol import CLOSE_GOING_AWAY, Failure, encode
 from .ranking import RankingService

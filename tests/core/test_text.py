@@ -13,7 +13,12 @@ from livecart.commerce import AuctionCreate, OfferCreate, OrderCreate
 from livecart.core import moderation as rules
 from livecart.gateway.replies import ReplyBook
 from livecart.models import PinRequest, ProductCreate, ProductPatch, SessionCreate, ShowcaseAdd
-from livecart.moderation import AllowedDomains, ModerationRequest, ModeratorRequest, TermRequest
+from livecart.moderation_model import (
+    AllowedDomains,
+    ModerationRequest,
+    ModeratorRequest,
+    TermRequest,
+)
 from livecart.protocol import Failure
 from livecart.text import Line, Text, check_line, check_visible, is_line
 

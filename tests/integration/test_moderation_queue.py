@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import pytest
+from msgspec import Struct
 
+from livecart.auth import Identity
+from livecart.moderation_model import ModerationPorts, RoomView
+from livecart.protocol import ErrorMsg, Failure
+from livecart.review_queue import ReviewQueue
 from livecart.store import moderation as store
 
 LEASE_S = 60.0
@@ -116,3 +123,66 @@ async def test_reports_of_one_message_make_one_item(pool: asyncpg.Pool) -> None:
     assert (item["id"], item["kind"], item["offset"]) == ("report:7", "report", 7)
     assert item["reports"] == 4
     assert sorted(item["reasons"]) == ["scam", "spam"]
+
+
+# --------------------------------------------------------------------------- the service's side
+
+
+@dataclass(frozen=True)
+class _Room:
+    id: str
+    creator: str = "cr"
+    slow: int = 0
+    shield: bool = False
+
+
+def _unused(*args: Any, **kw: Any) -> Any:
+    raise AssertionError("not reached by these decisions")
+
+
+def _queue(pool: asyncpg.Pool, told: list[tuple[str, Struct]]) -> ReviewQueue:
+    async def audit(who: Identity, room: RoomView, action: str, **kw: Any) -> None:
+        await store.audit(
+            pool, creator=room.creator, session=room.id, actor=who.sub, action=action, **kw
+        )
+
+    ports = ModerationPorts(
+        room=_unused,
+        append=_unused,
+        redact=_unused,
+        tell=lambda user, message: told.append((user, message)),
+        acted=_unused,
+    )
+    return ReviewQueue(pool, ports, require_above=_unused, announce_removal=_unused, audit=audit)
+
+
+async def test_refusals_say_who_holds_or_decided_the_message(pool: asyncpg.Pool) -> None:
+    told: list[tuple[str, Struct]] = []
+    queue = _queue(pool, told)
+    session, item = await _held(pool)
+    room = _Room(session)
+    m1 = Identity("m1", "M1", "moderator")
+    m2 = Identity("m2", "M2", "moderator")
+    assert await queue.claim(m1, room, item)  # the lease's end, ISO 8601
+    with pytest.raises(Failure) as refused:
+        await queue.decide(m2, room, item, "reject", None)
+    assert refused.value.code == "forbidden"
+    assert refused.value.message.startswith("claimed by m1 until ")
+    await queue.decide(m1, room, item, "reject", "spam")
+    assert told == [("author", ErrorMsg("blocked", "rejected by a moderator", "r1", None, session))]
+    with pytest.raises(Failure) as refused:
+        await queue.decide(m2, room, item, "approve", None)
+    assert (refused.value.code, refused.value.message) == ("forbidden", "already rejected by m1")
+    with pytest.raises(Failure) as refused:
+        await queue.decide(m1, _Room("s-other"), item, "approve", None)
+    assert refused.value.code == "not_found"
+    with pytest.raises(Failure) as refused:
+        await queue.claim(m1, room, "report:5")
+    assert refused.value.code == "bad_frame"
+    with pytest.raises(Failure) as refused:
+        await queue.decide(m1, room, "report:x5", "approve", None)
+    assert refused.value.code == "not_found"
+    audit = await store.audit_log(pool, "cr", 10)
+    assert [(a["action"], a["actor"], a["target"]) for a in audit if a["session"] == session] == [
+        ("reject", "m1", "author")
+    ]

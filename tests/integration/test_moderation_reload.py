@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from livecart.core.moderation.limits import FloodPolicy, RatePolicy
-from livecart.moderation import ModerationPorts, ModerationService
+from livecart.moderation import ModerationService
+from livecart.moderation_model import ModerationPorts
 from livecart.store import moderation as store
 
 

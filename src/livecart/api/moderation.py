@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..auth import Action
-from ..moderation import (
+from ..moderation_model import (
     AllowedDomains,
     ModerationRequest,
     ModeratorRequest,

@@ -21,7 +21,7 @@ from ..auth import Action, Identity
 from ..bus.base import StreamPosition
 from ..core.commerce import Order
 from ..core.moderation import _RecentMap
-from ..moderation import ChatRefused
+from ..moderation_model import ChatRefused
 from ..node import Node, Unarchived
 from ..protocol import (
     CLOSE_FLOODING,
