@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Protocol
 from msgspec import Meta, Struct
 
 from .core.moderation.links import domain_form
-from .protocol import MAX_OFFSET, Failure
+from .protocol import MAX_OFFSET, ErrorCode, Failure
 from .text import line_meta
 
 ActionName = Literal[
@@ -107,7 +107,7 @@ class ChatRefused(Failure):
 
     def __init__(
         self,
-        code: Any,
+        code: ErrorCode,
         message: str,
         *,
         retry_after_ms: int | None = None,
