@@ -210,7 +210,7 @@ def test_another_creators_role_gives_no_privilege_here() -> None:
 
 
 def test_a_forgotten_text_is_no_longer_a_duplicate() -> None:
-    from livecart.core.moderation import DuplicateFilter
+    from livecart.core.moderation.limits import DuplicateFilter
 
     f: DuplicateFilter[str] = DuplicateFilter(30.0)
     f.record("u", "hello there", 0.0)

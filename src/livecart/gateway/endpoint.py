@@ -20,7 +20,7 @@ from .. import auth, protocol
 from ..auth import Action, Identity
 from ..bus.base import StreamPosition
 from ..core.commerce import Order
-from ..core.moderation import _RecentMap
+from ..core.moderation.limits import _RecentMap
 from ..moderation_model import ChatRefused
 from ..node import Node, Unarchived
 from ..protocol import (
