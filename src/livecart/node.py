@@ -52,7 +52,7 @@ class Node:
         self.hub: Hub
         self.commerce: CommerceService
         self.moderation: ModerationService
-        self.chat_replies: SharedReplies | None = None
+        self.shared_replies: SharedReplies | None = None
         """Answers to chat frames by (user, ref) in Redis, for retries on any node."""
         self.ranking: RankingService
         self.connections: set[Connection] = set()
@@ -140,7 +140,7 @@ class Node:
         await self.moderation.start()
         shared = self.moderation.shared
         if shared is not None:
-            self.chat_replies = SharedReplies(
+            self.shared_replies = SharedReplies(
                 shared.redis, shared.prefix, horizon_s=s.history_ttl_s
             )
         self.ranking = RankingService(self)

@@ -700,7 +700,7 @@ class Gateway:
                 conn.send(reply)
                 return
             first, fut = self.chat_replies.claim(key)  # the first had no final answer: run
-        shared = self.node.chat_replies
+        shared = self.node.shared_replies
         if shared is not None:
             try:
                 elsewhere = await shared.claim(key)
