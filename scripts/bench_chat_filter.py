@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from livecart.core.moderation import BlockedTerm, TermMatcher
+from livecart.core.moderation.terms import BlockedTerm, TermMatcher
 from livecart.core.normalize import MatchForms, conflate, match_forms
 
 TARGET_RATE = 20_000

@@ -43,7 +43,7 @@ from .models import (
     ShowcaseAdd,
     TimelinePage,
 )
-from .moderation import AllowedDomains, ModerationRequest, ModeratorRequest, TermRequest
+from .moderation_model import AllowedDomains, ModerationRequest, ModeratorRequest, TermRequest
 from .node import Node
 from .ranking import SettingsPatch
 

@@ -273,6 +273,7 @@ class Action(enum.Enum):
     MANAGE = "manage"  # products, sessions, start/end, pin, offers, auctions
     MODERATE = "moderate"  # delete, timeout, ban, unban, slow, held queue, blocked terms
     APPOINT = "appoint"  # channel moderators, own creator score
+    PLATFORM = "platform"  # global blocked terms: platform staff
 
 
 def can(
@@ -291,6 +292,8 @@ def can(
         return False
     if action is Action.PARTICIPATE or role == "admin":
         return True
+    if action is Action.PLATFORM:
+        return role == "moderator"
     own = role == "creator" and owner is not None and owner == who.sub
     if action in (Action.MANAGE, Action.APPOINT):
         return own

@@ -1,289 +1,88 @@
-"""Moderation adapter: runs the pure rules of `core.moderation` against this node's state and
-carries out decisions in PostgreSQL, the room log and the affected connections."""
+"""Moderation service: runs the pure rules of `core.moderation` against this node's state and
+carries out decisions in PostgreSQL and the room log. It reaches the rest of the node only
+through `ModerationPorts`; what a connection is to do (a notice, a close) comes back to the
+gateway as an outcome (`ChatRefused`, `flooding`), which sends it. The review queue is
+`review_queue.ReviewQueue`; the cluster's shared limits are `chat_limits.SharedChatLimits`."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Any
 
 import asyncpg
-from msgspec import Meta, Struct
 
 from . import auth
 from .auth import Action, Identity
-from .core import moderation as rules
+from .chat_limits import SharedChatLimits
+from .core.moderation import chat as rules
+from .core.moderation.limits import FloodPolicy, RatePolicy
+from .core.moderation.links import domain_form
+from .core.moderation.mutes import MuteBook
+from .core.moderation.terms import BlockedTerm, TermMatcher, term_problem
 from .core.normalize import normalize
-from .gateway.replies import SharedReplies
 from .ids import new_id
-from .limits import ID_MAX_CHARS, MAX_OFFSET
-from .protocol import (
-    CLOSE_FLOODING,
-    Ack,
-    ChatEvent,
-    ChatRemoved,
-    ErrorMsg,
-    Failure,
-    Held,
-    Muted,
-    SlowEvent,
-    encode,
-    tombstone,
-)
+from .moderation_model import ChatRefused, ModerationPorts, ModerationRequest, RoomView
+from .protocol import CLOSE_FLOODING, ChatRemoved, Failure, Muted, SlowEvent, tombstone
+from .review_queue import ReviewQueue
 from .store import catalog as catalog_store
 from .store import moderation as store
 from .store import rooms as room_store
-from .text import line_meta
-
-if TYPE_CHECKING:
-    from .gateway.connection import Connection
-    from .gateway.hub import Room
-    from .node import Node
 
 log = logging.getLogger("livecart.moderation")
 
 GLOBAL = "global"  # the scope name of platform-wide blocked terms
-CLAIM_LEASE_S = 60.0
 DEFAULT_TIMEOUT_S = 600
-
-ActionName = Literal[
-    "delete",
-    "timeout",
-    "ban",
-    "unban",
-    "slow",
-    "claim",
-    "approve",
-    "reject",
-    "shield_on",
-    "shield_off",
-]
-
-
-_Id = Annotated[str, line_meta(1, ID_MAX_CHARS)]
-
-
-class ModerationRequest(Struct, forbid_unknown_fields=True):
-    """`POST /api/sessions/{id}/moderation`"""
-
-    action: ActionName
-    user_id: _Id | None = None
-    offset: Annotated[int, Meta(ge=1, le=MAX_OFFSET)] | None = None
-    seconds: Annotated[int, Meta(ge=0, le=14 * 86400)] | None = None
-    reason: Annotated[str, line_meta(0, 500)] | None = None
-    item: _Id | None = None
-
-
-class TermRequest(Struct, forbid_unknown_fields=True):
-    term: Annotated[str, line_meta(1, 100)]
-    action: Literal["block", "hold"] = "block"
-
-
-class AllowedDomains(Struct, forbid_unknown_fields=True):
-    domains: Annotated[
-        list[Annotated[str, line_meta(1, 253)]], Meta(max_length=200)
-    ]
-
-    def __post_init__(self) -> None:
-        for domain in self.domains:
-            if not rules.domain_form(domain):
-                raise ValueError(f"domain {domain!r} is empty after normalisation")
-
-
-class ModeratorRequest(Struct, forbid_unknown_fields=True):
-    user_id: _Id
-
-
-# Steps 3–5 of `core.moderation.decide_chat` for the whole cluster, in one round trip.
-# KEYS: the user's token bucket, slow-mode stamp (this session), duplicate-window entry.
-# ARGV: rate per s, burst, slow mode ms (0: off), duplicate window ms, mode, slow stamp ttl ms;
-# mode 0: exempt (rate limit only), 1: check and charge, 2: check only (a blocked message).
-# Returns {0, 0} to go on, {1, wait ms} rate limited, {2, wait ms} slow mode, {3, 0} duplicate.
-# Only a message that goes through charges slow mode and the window (the bucket, like the
-# per-node one, is charged by every attempt that passes it). Redis's clock is the only clock.
-_CHAT_LIMITS = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local b = redis.call('HMGET', KEYS[1], 't', 'ts')
-local tokens, ts = tonumber(b[1]), tonumber(b[2])
-if tokens == nil then tokens, ts = burst, now end
-tokens = math.min(burst, tokens + math.max(0, now - ts) / 1000 * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate * 1000) end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-if wait > 0 then return {1, wait} end
-local mode = ARGV[5]
-if mode == '0' then return {0, 0} end
-local slow = tonumber(ARGV[3])
-if slow > 0 then
-  local last = tonumber(redis.call('GET', KEYS[2]))
-  if last ~= nil and now - last < slow then return {2, last + slow - now} end
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {3, 0} end
-if mode == '1' then
-  if slow > 0 then redis.call('SET', KEYS[2], now, 'PX', ARGV[6]) end
-  redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
-end
-return {0, 0}
-"""
-
-
-class SharedChatLimits:
-    """The per-user chat limits of a cluster, kept in Redis so that a user spread over several
-    nodes meets one of each: the token bucket of `core.moderation.take_token`, slow mode per
-    (session, user) and the duplicate window per (user, text). One script checks all three in
-    the order of `decide_chat` and charges slow mode and the window only when the message
-    goes through, so a refused message changes nothing there.
-
-    Keys carry the user as hash tag (one slot per user, so the script also runs on Redis
-    Cluster) and the deployment's namespace: one deployment is one PostgreSQL database, whose
-    user ids are its own.
-
-        lc:<ns>:{user}:rate                  hash t (tokens), ts (ms)
-        lc:<ns>:{user}:slow:<session>        the user's last message in slow mode (ms)
-        lc:<ns>:{user}:dup:<digest>          a text the user said within the window
-        lc:<ns>:{user}:ref:<ref>             the answer to the user's chat frame with that
-                                             ref (`gateway.replies.SharedReplies`)
-    """
-
-    def __init__(
-        self,
-        url: str,
-        policy: rules.RatePolicy,
-        *,
-        namespace: str,
-        duplicate_window_s: float,
-        max_slow_s: float,
-        replies_s: float = 600.0,
-    ) -> None:
-        import redis.asyncio as aioredis
-
-        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
-        self._script = self._redis.register_script(_CHAT_LIMITS)
-        self._policy = policy
-        self._prefix = f"lc:{namespace}:"
-        self._dup_ms = max(1, round(duplicate_window_s * 1000))
-        self._slow_ttl_ms = max(1, round(max_slow_s * 1000))
-        self._pending: set[asyncio.Task[None]] = set()
-        self.replies = SharedReplies(self._redis, self._prefix, horizon_s=replies_s)
-        """Answers to chat frames by (user, ref), for retries on any node."""
-
-    def keys(self, user: str, session: str, normalized: str) -> list[str]:
-        base = f"{self._prefix}{{{user}}}:"
-        return [
-            base + "rate",
-            f"{base}slow:{session}",
-            f"{base}dup:{rules.duplicate_digest(normalized)}",
-        ]
-
-    async def check(self, c: rules.ChatCandidate) -> rules.ChatDecision | None:
-        """The final decision on a screened message, or None when Redis does not answer (the
-        caller then falls back on this node's own state)."""
-        mode = 0 if c.exempt else 1 if c.charges else 2
-        try:
-            code, wait_ms = await self._script(
-                keys=self.keys(c.user, c.session, c.normalized),
-                args=[
-                    self._policy.rate_per_s,
-                    self._policy.burst,
-                    max(0, math.ceil(c.slow_seconds * 1000)),
-                    self._dup_ms,
-                    mode,
-                    self._slow_ttl_ms,
-                ],
-            )
-        except Exception as exc:
-            log.warning("shared chat limits unavailable: %s", exc)
-            return None
-        match int(code):
-            case 0:
-                return c.outcome
-            case 1:
-                return rules.ChatDecision(
-                    "reject", code="rate_limited", retry_after_ms=max(1, int(wait_ms))
-                )
-            case 2:
-                return rules.ChatDecision(
-                    "reject", code="slow_mode", retry_after_ms=max(1, int(wait_ms))
-                )
-            case _:
-                return rules.ChatDecision("reject", code="duplicate", normalized=c.normalized)
-
-    async def forget(self, user: str, normalized: str) -> None:
-        """Drop a text from the user's duplicate window (its message could not be published)."""
-        try:
-            await self._redis.delete(self.keys(user, "", normalized)[2])
-        except Exception as exc:
-            log.warning("could not clear a duplicate-window entry: %s", exc)
-
-    def forget_soon(self, user: str, normalized: str) -> None:
-        """`forget` from synchronous code: started now, before the caller answers the client."""
-        task = asyncio.get_running_loop().create_task(self.forget(user, normalized))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def close(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
-        await self._redis.aclose()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _reported_offset(item: str) -> int | None:
-    """The offset of a reported-message queue id (`report:<offset>`), else None."""
-    if not item.startswith(store.REPORT_ITEM):
-        return None
-    digits = item.removeprefix(store.REPORT_ITEM)
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
-        raise Failure("not_found", "no reported message with that id in this session")
-    return int(digits)
 
 
 class ModerationService:
     def __init__(
         self,
-        node: Node,
+        pool: asyncpg.Pool,
+        ports: ModerationPorts,
         *,
-        rate: rules.RatePolicy,
-        flood: rules.FloodPolicy,
+        rate: RatePolicy,
+        flood: FloodPolicy,
+        redis_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.node = node
-        self.pool: asyncpg.Pool = node.pool
+        self.pool = pool
+        self._ports = ports
+        self._redis_url = redis_url
         self.guards = rules.ChatGuards(rate=rate, flood=flood)
         self._rate = rate
         self.shared: SharedChatLimits | None = None
         """Set in `start` when Redis is configured: the cluster's per-user limits."""
         self._clock = clock
-        self._matchers: dict[str, rules.TermMatcher] = {}
+        self._matchers: dict[str, TermMatcher] = {}
         self._terms: dict[str, dict[str, str]] = {}
         self._moderators: dict[str, set[str]] = {}
         self._seen_action = 0
-        self._mutes_changed: list[Callable[[rules.MuteBook], object]] | None = None
+        self._mutes_changed: list[Callable[[MuteBook], object]] | None = None
         self._allowed: dict[str, frozenset[str]] = {}
         self._task: asyncio.Task[None] | None = None
+        self.queue = ReviewQueue(
+            pool,
+            ports,
+            require_above=self._require_above,
+            announce_removal=self._announce_removal,
+            audit=self._audit,
+        )
 
     async def start(self) -> None:
         await self.reload()
-        if self.node.settings.redis_url:
+        if self._redis_url:
             database = await self.pool.fetchval("SELECT current_database()")
             self.shared = SharedChatLimits(
-                self.node.settings.redis_url,
+                self._redis_url,
                 self._rate,
                 namespace=hashlib.blake2b(database.encode(), digest_size=4).hexdigest(),
                 duplicate_window_s=self.guards.duplicates.window_s,
                 max_slow_s=self.guards.slow.max_seconds,
-                replies_s=self.node.settings.history_ttl_s,
             )
         self._task = asyncio.create_task(self._follow(), name="moderation-follow")
 
@@ -301,10 +100,10 @@ class ModerationService:
         await self.reload_terms()
         # Mutes changed here while the rows are read may be missing from them: they are
         # replayed onto the new book, so a reload never undoes a timeout it raced with.
-        changed: list[Callable[[rules.MuteBook], object]] = []
+        changed: list[Callable[[MuteBook], object]] = []
         self._mutes_changed = changed
         try:
-            mutes = rules.MuteBook()
+            mutes = MuteBook()
             for row in await store.active_mutes(self.pool):
                 if row["kind"] == "ban":
                     mutes.ban(row["creator"], row["user_id"])
@@ -317,11 +116,11 @@ class ModerationService:
             self._mutes_changed = None
         self._moderators.clear()
         self._allowed = {
-            r["id"]: frozenset(d for d in r["domains"] if rules.domain_form(d))
+            r["id"]: frozenset(d for d in r["domains"] if domain_form(d))
             for r in await store.allowed_domains(self.pool)
         }
 
-    def _mute(self, change: Callable[[rules.MuteBook], object]) -> None:
+    def _mute(self, change: Callable[[MuteBook], object]) -> None:
         """Apply a timeout, ban or unban decided here, now and to a reload under way."""
         change(self.guards.mutes)
         if self._mutes_changed is not None:
@@ -351,20 +150,20 @@ class ModerationService:
         self._matchers = {scope: self._build(scope, t) for scope, t in by_scope.items()}
 
     @staticmethod
-    def _build(scope: str, terms: dict[str, str]) -> rules.TermMatcher:
+    def _build(scope: str, terms: dict[str, str]) -> TermMatcher:
         """The scope's matcher from its stored terms; a stored term that no longer loads (one
         the matcher cannot use, an unknown action) is logged and skipped, so it never stops
         a node from starting nor the scope's other terms from being enforced."""
-        usable: list[rules.BlockedTerm] = []
+        usable: list[BlockedTerm] = []
         for term, action in terms.items():
-            problem = rules.term_problem(term)
+            problem = term_problem(term)
             if problem is None and action not in ("block", "hold"):
                 problem = f"unknown action {action!r} for term {term!r}"
             if problem is not None:
                 log.warning("blocked term skipped: %s", problem, extra={"scope": scope})
                 continue
-            usable.append(rules.BlockedTerm(term, action))  # type: ignore[arg-type]
-        return rules.TermMatcher(usable, scope=scope)
+            usable.append(BlockedTerm(term, action))  # type: ignore[arg-type]
+        return TermMatcher(usable, scope=scope)
 
     async def channel_moderators(self, creator: str) -> set[str]:
         mods = self._moderators.get(creator)
@@ -378,7 +177,7 @@ class ModerationService:
         appointed = who.sub in await self.channel_moderators(creator)
         return auth.can(who, Action.MODERATE, owner=creator, channel_moderator=appointed)
 
-    async def _require_above(self, who: Identity, room: Room, target: str) -> None:
+    async def _require_above(self, who: Identity, room: RoomView, target: str) -> None:
         """Roles act downwards: `forbidden` unless `who` stands above `target` here."""
         role = await catalog_store.user_role(self.pool, target)
         mods = await self.channel_moderators(room.creator)
@@ -395,20 +194,28 @@ class ModerationService:
 
     # ------------------------------------------------------------ chat
 
-    def flooding(self, conn: Connection) -> bool:
-        """Counts a non-chat frame toward the connection's flood budget."""
-        if self.guards.flood.hit(conn.id, self._clock()):
-            conn.close(CLOSE_FLOODING, "flooding")
-            return True
-        return False
+    def flooding(self, connection: str) -> bool:
+        """Counts a non-chat frame toward the connection's flood budget: True when it is
+        spent (the caller closes the connection with 4008)."""
+        return self.guards.flood.hit(connection, self._clock())
 
-    async def check_chat(self, conn: Connection, room: Room, text: str, ref: str) -> str | None:
-        """Raise the refusal, or return the reason when the message was held (the author is
-        told) and None when it may be published."""
-        who = conn.identity
+    async def first_seen(self, user: str) -> float | None:
+        """When the platform first saw `user` (None: not yet), for `check_chat`."""
+        return await store.first_seen(self.pool, user)
+
+    async def check_chat(
+        self,
+        who: Identity,
+        room: RoomView,
+        text: str,
+        ref: str,
+        *,
+        connection: str,
+        first_seen: float | None,
+    ) -> str | None:
+        """Raise the refusal (`ChatRefused`), or return the reason when the message was held
+        (the caller tells the author with `held`) and None when it may be published."""
         now = self._clock()
-        if conn.first_seen is None:
-            conn.first_seen = await store.first_seen(self.pool, who.sub)
         creator_terms = self._matchers.get(room.creator)
         shield = rules.DEFAULT_SHIELD if room.shield else None
         ctx = rules.ChatContext(
@@ -418,8 +225,8 @@ class ModerationService:
             session=room.id,
             text=text,
             channel_moderator=who.sub in await self.channel_moderators(room.creator),
-            connection=conn.id,
-            first_seen=conn.first_seen,
+            connection=connection,
+            first_seen=first_seen,
             rules=rules.RoomRules(
                 slow_seconds=float(room.slow),
                 allowed_domains=self._allowed.get(room.creator, frozenset()),
@@ -442,8 +249,9 @@ class ModerationService:
             case "accept":
                 return None
             case "close":
-                conn.close(decision.close_code or CLOSE_FLOODING, "flooding")
-                raise Failure("rate_limited", "flooding")
+                raise ChatRefused(
+                    "rate_limited", "flooding", close=decision.close_code or CLOSE_FLOODING
+                )
             case "hold":
                 reason = "; ".join(decision.reasons) or "held for review"
                 await store.hold(
@@ -456,7 +264,6 @@ class ModerationService:
                     reason=reason,
                     ref=ref,
                 )
-                conn.send(encode(Held(ref, reason)))
                 return reason
             case _:
                 code = decision.code or "blocked"
@@ -468,10 +275,13 @@ class ModerationService:
                     "duplicate": "you just said that",
                     "blocked": decision.hit.why if decision.hit else "message blocked",
                 }.get(code, code)
+                notice = None
                 if code in ("muted", "banned"):
                     until = None if decision.until is None else int(decision.until * 1000)
-                    conn.send(encode(Muted(room.id, until)))
-                raise Failure(code, message, retry_after_ms=decision.retry_after_ms)
+                    notice = Muted(room.id, until)
+                raise ChatRefused(
+                    code, message, retry_after_ms=decision.retry_after_ms, notice=notice
+                )
 
     def not_published(self, user: str, text: str) -> None:
         """A message passed the checks but failed to publish: a retry is not a duplicate."""
@@ -480,7 +290,7 @@ class ModerationService:
         if self.shared is not None:
             self.shared.forget_soon(user, normalized)
 
-    async def report(self, who: Identity, room: Room, offset: int, reason: str) -> None:
+    async def report(self, who: Identity, room: RoomView, offset: int, reason: str) -> None:
         if who.is_guest:
             raise Failure("unauthorized", "sign in to report")
         if not await store.report(self.pool, room.id, offset, who.sub, reason):
@@ -489,8 +299,7 @@ class ModerationService:
     # ------------------------------------------------------------ actions
 
     async def act(self, who: Identity, session_id: str, req: ModerationRequest) -> dict[str, Any]:
-        node = self.node
-        room = await node.room(session_id)
+        room = await self._ports.room(session_id)
         await self.require_moderator(who, room.creator)
         result: dict[str, Any] = {"action": req.action, "ok": True}
         match req.action:
@@ -529,13 +338,13 @@ class ModerationService:
                         "timeout",
                         datetime.fromtimestamp(until, UTC),
                     )
-                    self._tell(target, encode(Muted(room.id, int(until * 1000))))
+                    self._ports.tell(target, Muted(room.id, int(until * 1000)))
                     result["until"] = int(until * 1000)
                 else:
                     seconds = None
                     self._mute(lambda book: book.ban(room.creator, target))
                     await store.set_mute(self.pool, room.creator, target, "ban", None)
-                    self._tell(target, encode(Muted(room.id, None)))
+                    self._ports.tell(target, Muted(room.id, None))
                 await self._audit(
                     who, room, req.action, target=target, seconds=seconds, reason=req.reason
                 )
@@ -547,104 +356,24 @@ class ModerationService:
             case "slow":
                 seconds = req.seconds or 0
                 await store.set_room_rules(self.pool, room.id, slow=seconds)
-                await node.append(SlowEvent(room.id, seconds, room.shield))
+                await self._ports.append(SlowEvent(room.id, seconds, room.shield))
                 await self._audit(who, room, "slow", seconds=seconds, reason=req.reason)
             case "shield_on" | "shield_off":
                 on = req.action == "shield_on"
                 await store.set_room_rules(self.pool, room.id, shield=on)
-                await node.append(SlowEvent(room.id, room.slow, on))
+                await self._ports.append(SlowEvent(room.id, room.slow, on))
                 await self._audit(who, room, req.action, reason=req.reason)
             case "claim":
-                item = self._item(req)
-                if _reported_offset(item) is not None:
-                    raise Failure(
-                        "bad_frame", "reported messages are approved or rejected, not claimed"
-                    )
-                row = await store.claim(self.pool, room.id, item, who.sub, CLAIM_LEASE_S)
-                if row is None:
-                    raise await self._why_not(room, item)
-                result["claimed_until"] = row["claimed_until"].isoformat()
+                result["claimed_until"] = await self.queue.claim(who, room, self._item(req))
             case "approve" | "reject":
-                await self._decide(who, room, self._item(req), req)
-        self.node.metrics.moderation_actions.labels(req.action).inc()
+                await self.queue.decide(who, room, self._item(req), req.action, req.reason)
+        self._ports.acted(req.action)
         return result
 
-    async def _decide(self, who: Identity, room: Room, item: str, req: ModerationRequest) -> None:
-        reported = _reported_offset(item)
-        if reported is not None:
-            await self._decide_reported(who, room, reported, req)
-            return
-        status = "approved" if req.action == "approve" else "rejected"
-        row = await store.decide(self.pool, room.id, item, who.sub, status)
-        if row is None:
-            raise await self._why_not(room, item)
-        offset = None
-        if status == "approved":
-            offset = await self.node.append(
-                ChatEvent(room.id, row["author"], row["name"], row["text"], _now_ms()),
-                author=row["author"],
-                text=row["text"],
-            )
-            await store.set_held_offset(self.pool, item, offset)
-            self._tell(row["author"], encode(Ack(row["ref"], offset)))
-        else:
-            self._tell(
-                row["author"],
-                encode(ErrorMsg("blocked", "rejected by a moderator", row["ref"], None, room.id)),
-            )
-        await self._audit(
-            who,
-            room,
-            req.action,
-            target=row["author"],
-            offset=offset,
-            reason=req.reason,
-            original_text=row["text"],
-        )
-
-    async def _decide_reported(
-        self, who: Identity, room: Room, offset: int, req: ModerationRequest
-    ) -> None:
-        """Approve dismisses the reports of a visible message; reject deletes it."""
-        approve = req.action == "approve"
-        if not approve:
-            author = await room_store.chat_author(self.pool, room.id, offset)
-            if author is not None:
-                await self._require_above(who, room, author)
-        outcome, author, text = await store.decide_reported(
-            self.pool, room.id, offset, who.sub, approve
-        )
-        if outcome == "not_found":
-            raise Failure("not_found", "no reported message with that id in this session")
-        if outcome != "done":
-            raise Failure("forbidden", outcome)
-        if approve:
-            return  # the dismissal is its own audit row, written with the decision
-        await self._announce_removal(room, offset)
-        await self._audit(
-            who,
-            room,
-            "delete",
-            target=author,
-            offset=offset,
-            reason=req.reason or "reported",
-            original_text=text,
-        )
-
-    async def _announce_removal(self, room: Room, offset: int) -> None:
+    async def _announce_removal(self, room: RoomView, offset: int) -> None:
         """A removed message: tombstone in the live history, `chat_removed` to everyone."""
-        await self.node.bus.redact(room.id, offset, tombstone(room.id))
-        await self.node.append(ChatRemoved(room.id, offset))
-
-    async def _why_not(self, room: Room, item: str) -> Failure:
-        """Why a claim or decision on a held message did not go through."""
-        row = await store.held_item(self.pool, item)
-        if row is None or row["session"] != room.id:
-            return Failure("not_found", "no held message with that id in this session")
-        if row["status"] != "held":
-            return Failure("forbidden", f"already {row['status']} by {row['decided_by']}")
-        until = row["claimed_until"].isoformat() if row["claimed_until"] else "?"
-        return Failure("forbidden", f"claimed by {row['claimed_by']} until {until}")
+        await self._ports.redact(room.id, offset, tombstone(room.id))
+        await self._ports.append(ChatRemoved(room.id, offset))
 
     @staticmethod
     def _target(req: ModerationRequest) -> str:
@@ -658,12 +387,7 @@ class ModerationService:
             raise Failure("bad_frame", f"{req.action} needs item")
         return req.item
 
-    def _tell(self, user: str, message: bytes) -> None:
-        for conn in self.node.connections:
-            if conn.identity.sub == user:
-                conn.send(message)
-
-    async def _audit(self, who: Identity, room: Room, action: str, **kw: Any) -> None:
+    async def _audit(self, who: Identity, room: RoomView, action: str, **kw: Any) -> None:
         await store.audit(
             self.pool, creator=room.creator, session=room.id, actor=who.sub, action=action, **kw
         )
@@ -674,10 +398,10 @@ class ModerationService:
         return [{"term": t, "action": a} for t, a in sorted(self._terms.get(scope, {}).items())]
 
     async def add_term(self, who: Identity, scope: str, term: str, action: str) -> None:
-        await self._require_terms(who, scope)
+        await self.require_terms(who, scope)
         # Refused before it is stored, so a term the matcher cannot use never reaches the table
         # (removing one stored earlier stays possible).
-        problem = rules.term_problem(term)
+        problem = term_problem(term)
         if problem is not None:
             raise Failure("bad_frame", problem)
         await store.add_term(self.pool, scope, term, action, who.sub)
@@ -692,7 +416,7 @@ class ModerationService:
         await self.reload_terms()
 
     async def remove_term(self, who: Identity, scope: str, term: str) -> None:
-        await self._require_terms(who, scope)
+        await self.require_terms(who, scope)
         if not await store.remove_term(self.pool, scope, term):
             raise Failure("not_found", "no such term")
         await store.audit(
@@ -700,11 +424,13 @@ class ModerationService:
         )
         await self.reload_terms()
 
-    async def _require_terms(self, who: Identity, scope: str) -> None:
+    async def require_terms(self, who: Identity, scope: str) -> None:
+        """`forbidden` unless `who` keeps the blocked terms of `scope` (a creator's, or
+        `GLOBAL`)."""
         if scope == GLOBAL:
             if who.is_guest:
                 raise Failure("unauthorized", "this call needs a token")
-            if who.role not in ("moderator", "admin"):
+            if not auth.can(who, Action.PLATFORM):
                 raise Failure("forbidden", "global terms are kept by platform staff")
         else:
             await self.require_moderator(who, scope)
@@ -715,7 +441,7 @@ class ModerationService:
     async def set_allowed(self, who: Identity, creator: str, domains: list[str]) -> list[str]:
         """Replace the creator's link allow-list (links elsewhere are held for review)."""
         await self.require_moderator(who, creator)
-        clean = sorted({rules.domain_form(d) for d in domains})
+        clean = sorted({domain_form(d) for d in domains})
         if "" in clean:
             raise Failure("bad_frame", "a domain is empty after normalisation")
         await store.set_allowed_domains(self.pool, creator, clean)

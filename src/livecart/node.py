@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from msgspec import Struct
 
 from . import auth
 from .auth import Identity
@@ -20,11 +21,13 @@ from .catalog import CatalogService
 from .commerce import CommerceService
 from .config import Settings, node_name
 from .core.commerce import Order
-from .core.moderation import FloodPolicy, RatePolicy
+from .core.moderation.limits import FloodPolicy, RatePolicy
 from .gateway.connection import Connection
 from .gateway.hub import Hub, Room
+from .gateway.replies import SharedReplies
 from .metrics import Metrics
 from .moderation import ModerationService
+from .moderation_model import ModerationPorts
 from .presence import RedisPresence
 from .protocol import CLOSE_GOING_AWAY, Failure, RoomEvent, encode, kind_of
 from .ranking import RankingService
@@ -51,6 +54,8 @@ class Node:
         self.catalog: CatalogService
         self.commerce: CommerceService
         self.moderation: ModerationService
+        self.shared_replies: SharedReplies | None = None
+        """Answers to chat frames by (user, ref) in Redis, for retries on any node."""
         self.ranking: RankingService
         self.connections: set[Connection] = set()
         self.metrics = Metrics()
@@ -129,12 +134,26 @@ class Node:
         )
         await self.commerce.start()
         self.hub.on_sold = self.commerce.stock_changed
+        moderation_actions = self.metrics.moderation_actions
         self.moderation = ModerationService(
-            self,
+            self.pool,
+            ModerationPorts(
+                room=self.room,
+                append=self.append,
+                redact=self.bus.redact,
+                tell=self.tell,
+                acted=lambda action: moderation_actions.labels(action).inc(),
+            ),
             rate=RatePolicy(s.chat_rate_per_s, s.chat_burst),
             flood=FloodPolicy(s.flood_frames, s.flood_window_s),
+            redis_url=s.redis_url,
         )
         await self.moderation.start()
+        shared = self.moderation.shared
+        if shared is not None:
+            self.shared_replies = SharedReplies(
+                shared.redis, shared.prefix, horizon_s=s.history_ttl_s
+            )
         self.ranking = RankingService(
             self.pool,
             redis_url=s.redis_url,
@@ -247,6 +266,13 @@ class Node:
         finally:
             if then is not None:
                 then(bought)
+
+    def tell(self, user: str, message: Struct) -> None:
+        """Send `message` to every connection of `user` on this node."""
+        data = encode(message)
+        for conn in self.connections:
+            if conn.identity.sub == user:
+                conn.send(data)
 
     # ------------------------------------------------------------ room log
 

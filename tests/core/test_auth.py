@@ -73,6 +73,12 @@ ADMIN = Identity("a", "a", "admin")
         (MOD, Action.APPOINT, False, False),
         (VIEWER, Action.APPOINT, True, False),
         (ADMIN, Action.APPOINT, False, True),
+        # The global blocked terms: platform staff only, whatever the channel.
+        (MOD, Action.PLATFORM, False, True),
+        (ADMIN, Action.PLATFORM, False, True),
+        (OWNER, Action.PLATFORM, False, False),
+        (VIEWER, Action.PLATFORM, True, False),
+        (GUEST, Action.PLATFORM, False, False),
     ],
 )
 def test_permission_table(who: Identity, action: Action, channel_mod: bool, allowed: bool) -> None:

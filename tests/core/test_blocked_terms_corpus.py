@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from livecart.core.moderation import TermMatcher
+from livecart.core.moderation.terms import TermMatcher
 
 BLOCKED = [
     "ass", "scam", "fake", "idiot", "cunt", "sex", "cock", "anal", "hell", "tit", "cum",

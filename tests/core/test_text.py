@@ -10,10 +10,15 @@ import pytest
 
 from livecart import protocol
 from livecart.commerce import AuctionCreate, OfferCreate, OrderCreate
-from livecart.core import moderation as rules
+from livecart.core.moderation import links, terms
 from livecart.gateway.replies import ReplyBook
 from livecart.models import PinRequest, ProductCreate, ProductPatch, SessionCreate, ShowcaseAdd
-from livecart.moderation import AllowedDomains, ModerationRequest, ModeratorRequest, TermRequest
+from livecart.moderation_model import (
+    AllowedDomains,
+    ModerationRequest,
+    ModeratorRequest,
+    TermRequest,
+)
 from livecart.protocol import Failure
 from livecart.text import Line, Text, check_line, check_visible, is_line
 
@@ -195,19 +200,19 @@ def test_honest_bodies_pass() -> None:
 
 def test_term_problem_matches_the_matcher() -> None:
     for term in ("\u200b", "   ", "\u00ad\u200d", "*", "**", "\u0301"):
-        assert rules.term_problem(term) is not None
+        assert terms.term_problem(term) is not None
         with pytest.raises(ValueError):
-            rules.TermMatcher([(term, "block")])
+            terms.TermMatcher([(term, "block")])
     for term in ("scam", "fake*", "*coin", "ab"):
-        assert rules.term_problem(term) is None
-        rules.TermMatcher([(term, "block")])
+        assert terms.term_problem(term) is None
+        terms.TermMatcher([(term, "block")])
 
 
 def test_domain_form() -> None:
-    assert rules.domain_form(" Shop.Example ") == "shop.example"
-    assert rules.domain_form(".shop.example") == "shop.example"
-    assert rules.domain_form("shop\u200b.example") == "shop.example"
-    assert rules.domain_form("\u200b") == ""
+    assert links.domain_form(" Shop.Example ") == "shop.example"
+    assert links.domain_form(".shop.example") == "shop.example"
+    assert links.domain_form("shop\u200b.example") == "shop.example"
+    assert links.domain_form("\u200b") == ""
 
 
 # ------------------------------------------------------------------ reply book

@@ -5,26 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 import pytest
 
-from livecart.core import moderation as rules
+from livecart.core.moderation.limits import FloodPolicy, RatePolicy
 from livecart.moderation import ModerationService
+from livecart.moderation_model import ModerationPorts
 from livecart.store import moderation as store
+
+
+def _unused(*args: Any, **kw: Any) -> Any:
+    raise AssertionError("a reload reaches nothing of the node but PostgreSQL")
+
+
+UNUSED_PORTS = ModerationPorts(
+    room=_unused, append=_unused, redact=_unused, tell=_unused, acted=_unused
+)
 
 
 @pytest.mark.parametrize("change", ["timeout", "ban"])
 async def test_a_mute_made_during_a_reload_survives_it(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
-    service = ModerationService(
-        SimpleNamespace(pool=pool),  # type: ignore[arg-type]
-        rate=rules.RatePolicy(),
-        flood=rules.FloodPolicy(),
-    )
+    service = ModerationService(pool, UNUSED_PORTS, rate=RatePolicy(), flood=FloodPolicy())
     reading, release = asyncio.Event(), asyncio.Event()
     real_active_mutes = store.active_mutes
 

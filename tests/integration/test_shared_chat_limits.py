@@ -13,15 +13,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from livecart.core.moderation import (
-    ChatCandidate,
-    ChatDecision,
-    ChatGuards,
-    RatePolicy,
-    limit_chat,
-    normalize,
-)
-from livecart.moderation import SharedChatLimits
+from livecart.chat_limits import SharedChatLimits
+from livecart.core.moderation.chat import ChatCandidate, ChatDecision, ChatGuards, limit_chat
+from livecart.core.moderation.limits import RatePolicy
+from livecart.core.normalize import normalize
 from tests.conftest import redis_url_or_skip
 
 pytestmark = pytest.mark.redis

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
-from ..core.moderation import RateLimiter, RatePolicy
+from ..core.moderation.limits import RateLimiter, RatePolicy
 from ..protocol import Failure
 from .common import MAX_BODY, error_response, identity, json
 

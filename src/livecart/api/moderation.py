@@ -7,14 +7,12 @@ from starlette.responses import Response
 
 from ..auth import Action
 from ..limits import AUDIT_PAGE_MAX
-from ..moderation import (
-    GLOBAL,
+from ..moderation_model import (
     AllowedDomains,
     ModerationRequest,
     ModeratorRequest,
     TermRequest,
 )
-from ..protocol import Failure
 from ..store import moderation as store
 from .common import body, endpoint, json, node_of, query_int, require, signed_in
 
@@ -69,10 +67,7 @@ async def list_terms(request: Request) -> Response:
     node = node_of(request)
     who = signed_in(request)
     scope = request.path_params["id"]
-    if scope != GLOBAL:
-        await node.moderation.require_moderator(who, scope)
-    elif who.role not in ("moderator", "admin"):
-        raise Failure("forbidden", "global terms are kept by platform staff")
+    await node.moderation.require_terms(who, scope)
     return json({"scope": scope, "terms": node.moderation.terms_of(scope)})
 
 

@@ -21,10 +21,12 @@ from ..auth import Action, Identity
 from ..bus.base import StreamPosition
 from ..core.catalog import LIVE
 from ..core.commerce import Order
-from ..core.moderation import _RecentMap
+from ..core.moderation.limits import _RecentMap
 from ..limits import CHAT_MAX_CHARS
+from ..moderation_model import ChatRefused
 from ..node import Node, Unarchived
 from ..protocol import (
+    CLOSE_FLOODING,
     Ack,
     ErrorMsg,
     Failure,
@@ -332,7 +334,8 @@ class Gateway:
     def fragment(self, conn: Connection) -> None:
         """One more frame of a message still being received: it counts toward the flood
         limit like a whole message does (which may close the connection with 4008)."""
-        self.node.moderation.flooding(conn)
+        if self.node.moderation.flooding(conn.id):
+            conn.close(CLOSE_FLOODING, "flooding")
 
     def _take(self) -> None:
         """Handle inbox frames for at most SLICE_S, then let the loop poll again."""
@@ -423,7 +426,8 @@ class Gateway:
             conn.send_error(exc.code, exc.message, protocol.frame_ref(exc))
             return None
         frames_in.labels(type(frame).__struct_config__.tag).inc()
-        if not isinstance(frame, protocol.Chat) and node.moderation.flooding(conn):
+        if not isinstance(frame, protocol.Chat) and node.moderation.flooding(conn.id):
+            conn.close(CLOSE_FLOODING, "flooding")
             return None
         try:
             if isinstance(frame, protocol.Buy):
@@ -697,10 +701,10 @@ class Gateway:
                 conn.send(reply)
                 return
             first, fut = self.chat_replies.claim(key)  # the first had no final answer: run
-        shared = self.node.moderation.shared
+        shared = self.node.shared_replies
         if shared is not None:
             try:
-                elsewhere = await shared.replies.claim(key)
+                elsewhere = await shared.claim(key)
             except TimeoutError:
                 self.chat_replies.settle(key, fut, None)
                 raise Failure("unavailable", "this ref is still being handled; retry") from None
@@ -716,11 +720,8 @@ class Gateway:
                 held, offset = None, unstored.offset
             else:
                 held, offset = await self._chat(conn, frame, started)
-            if held is None:
-                reply = encode(Ack(frame.ref, offset))
-                conn.send(reply)
-            else:  # the author has been told with `held`
-                reply = encode(Held(frame.ref, held))
+            reply = encode(Ack(frame.ref, offset) if held is None else Held(frame.ref, held))
+            conn.send(reply)
         except Failure as exc:
             if isinstance(exc, Unarchived):
                 self._unarchived.put(key, exc.row, time.monotonic())
@@ -732,7 +733,7 @@ class Gateway:
         finally:
             self.chat_replies.settle(key, fut, reply)
             if shared is not None:
-                shared.replies.settle(key, reply)
+                shared.settle(key, reply)
 
     async def _store_chat(self, key: tuple[str, str], row: room_store.ArchiveRow) -> None:
         try:
@@ -753,7 +754,18 @@ class Gateway:
         room = await node.room(frame.session)
         if room.status != LIVE:
             raise Failure("not_live", "chat opens when the session is live")
-        held = await node.moderation.check_chat(conn, room, text, frame.ref)
+        if conn.first_seen is None:
+            conn.first_seen = await node.moderation.first_seen(who.sub)
+        try:
+            held = await node.moderation.check_chat(
+                who, room, text, frame.ref, connection=conn.id, first_seen=conn.first_seen
+            )
+        except ChatRefused as refused:
+            if refused.notice is not None:
+                conn.send(encode(refused.notice))
+            if refused.close is not None:
+                conn.close(refused.close, "flooding")
+            raise
         if held is not None:
             node.metrics.chat_refused.labels("held").inc()
             return held, 0  # held for review: only the author is told, with `held`

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..core.moderation import _RecentMap
+from ..core.moderation.limits import _RecentMap
 
 log = logging.getLogger("livecart.gateway")
 

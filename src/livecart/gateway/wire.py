@@ -43,7 +43,7 @@ import logging
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import (
@@ -52,8 +52,11 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import (
 
 from ..protocol import ws_text_frame
 
-if TYPE_CHECKING:
-    from .connection import Connection
+
+class Client(Protocol):
+    """What the wire knows of the gateway's connection it feeds (`gateway.connection`)."""
+
+    def info(self) -> dict[str, Any]: ...
 
 try:  # websockets' C helper (a uvicorn[standard] dependency); the fallback is pure Python
     from websockets.speedups import apply_mask
@@ -227,7 +230,7 @@ class WireProtocol(asyncio.Protocol):
         self._state = server_state
         self._app_state = app_state
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.conn: Connection | None = None  # set once the gateway has accepted a client
+        self.conn: Client | None = None  # set once the gateway has accepted a client
         self.opened = False  # the 101 has been sent
         self.max_size: int = config.ws_max_size
         self._requested = False  # the upgrade request has been read
