@@ -22,8 +22,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from livecart.core.moderation.terms import BlockedTerm, TermMatcher
-from livecart.core.normalize import MatchForms, conflate, match_forms
+from livecart.chat.rules.normalize import MatchForms, conflate, match_forms
+from livecart.chat.rules.terms import BlockedTerm, TermMatcher
 
 TARGET_RATE = 20_000
 TARGET_RATIO = 20.0

@@ -591,7 +591,7 @@ class BaselineProcess:
 def livecart_node(
     database_url: str, secret: str, redis_url: str = "", extra_env: dict[str, str] | None = None
 ) -> Any:
-    from livecart.process import NodeProcess
+    from livecart.runtime.process import NodeProcess
 
     env = {
         "LIVECART_JWT_SECRET": secret,
@@ -1386,7 +1386,7 @@ async def amain(args: argparse.Namespace) -> int:
     pg_pid: int | None = None
     try:
         if "livecart" in systems and not database_url:
-            from livecart.store.db import EmbeddedPostgres
+            from livecart.runtime.db import EmbeddedPostgres
 
             embedded_dir = tempfile.mkdtemp(prefix="livecart-bench-fanout-pg-")
             embedded = EmbeddedPostgres(embedded_dir)

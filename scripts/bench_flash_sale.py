@@ -55,7 +55,7 @@ from benchlib import (
     self_cpu_s,
     use_uvloop,
 )
-from livecart.process import NodeProcess
+from livecart.runtime.process import NodeProcess
 
 TARGET_RATIO = 3.0
 TARGET_P99_MS = 250.0
@@ -611,8 +611,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace) -> int:
     import asyncpg
 
-    from livecart import config
-    from livecart.store.db import EmbeddedPostgres
+    from livecart.runtime import config
+    from livecart.runtime.db import EmbeddedPostgres
 
     settings = config.load()
     pool_size = args.pool_size or settings.db_pool_max

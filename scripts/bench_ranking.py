@@ -60,7 +60,7 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from benchlib import loadavg, process_cpu_s
-from livecart.core.ranking import (
+from livecart.ranking.core import (
     ProductInfo,
     RankingConfig,
     SessionInfo,
@@ -599,7 +599,7 @@ def _spawn(args: argparse.Namespace, secret: str) -> list[Any]:
     """Start `--spawn` nodes on one PostgreSQL (and one Redis for more than one)."""
     import tempfile
 
-    from livecart.process import NodeProcess
+    from livecart.runtime.process import NodeProcess
 
     if args.spawn > 1 and not args.redis_url:
         raise SystemExit("--spawn N > 1 needs --redis-url (nodes share ranking through Redis)")
@@ -886,9 +886,9 @@ def bench_adapter(args: argparse.Namespace) -> int:
     from types import SimpleNamespace
 
     from livecart.auth import Identity
-    from livecart.metrics import Metrics
     from livecart.ranking import RankingService
     from livecart.ranking.profiles import Viewer
+    from livecart.runtime.metrics import Metrics
 
     metrics = Metrics()
     rooms: dict[str, Any] = {}

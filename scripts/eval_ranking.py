@@ -36,7 +36,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from livecart.core.ranking import (
+from livecart.ranking.core import (
     Candidate,
     CreatorStats,
     FeedConfig,

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livecart.process import NodeProcess
+from livecart.runtime.process import NodeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "img" / "dashboard.png"
@@ -1091,7 +1091,7 @@ def summary(scrapes: Scrapes, load: Load, server_log: Iterable[str]) -> list[str
 
 
 def registry_families() -> set[str]:
-    from livecart.metrics import Metrics
+    from livecart.runtime.metrics import Metrics
 
     metrics = Metrics()
     metrics.track_pool(lambda: (1, 0, 10, 0))

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from livecart.store.db import EmbeddedPostgres, connect_pool, migrate
+from livecart.runtime.db import EmbeddedPostgres, connect_pool, migrate
 
 T = TypeVar("T")
 

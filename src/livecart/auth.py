@@ -130,7 +130,7 @@ class Verifier:
 
     @classmethod
     def from_settings(cls, settings: Any, secret: str) -> Verifier:
-        from .config import ConfigError
+        from .runtime.config import ConfigError
 
         public_key: str = settings.jwt_public_key
         try:

@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import msgspec
 from msgspec import Meta, Raw, Struct
 
-from .core.failure import ERROR_CODES as ERROR_CODES
-from .core.failure import ErrorCode as ErrorCode
-from .core.failure import Failure as Failure
+from .failure import ERROR_CODES as ERROR_CODES
+from .failure import ErrorCode as ErrorCode
+from .failure import Failure as Failure
 from .limits import (
     CHAT_FRAME_MAX_CHARS,
     ID_MAX_CHARS,

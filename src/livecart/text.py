@@ -56,7 +56,7 @@ def is_line(value: str) -> bool:
 def check_visible(value: str, what: str) -> str:
     """`value` if something is left of it after normalisation (invisible characters, marks
     and whitespace removed), else ValueError naming `what`: a title, tag or term of nothing."""
-    from .core.normalize import normalize
+    from .chat.rules.normalize import normalize
 
     if not normalize(value).strip():
         raise ValueError(f"{what} is empty after normalisation")

@@ -7,7 +7,7 @@ import re
 
 from playwright.sync_api import expect
 
-from livecart.demo import CREATOR, Demo
+from livecart.runtime.demo import CREATOR, Demo
 from tests.e2e.harness import SECRET, ServerProcess, token
 
 from .conftest import SCREENSHOTS, Background, Pages

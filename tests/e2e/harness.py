@@ -12,7 +12,7 @@ import httpx
 import websockets
 
 from livecart import auth
-from livecart.process import NodeProcess
+from livecart.runtime.process import NodeProcess
 
 SECRET = "e2e-secret-" + "x" * 32
 

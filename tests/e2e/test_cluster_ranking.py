@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 
-from livecart.core.ranking import ProductInfo, RankingConfig, SessionInfo, Signal, TrendingIndex
-from livecart.core.ranking.shared import SharedStore, batch_deltas, ledger_period
-from livecart.core.ranking.trending import Delta
 from livecart.ranking import SharedTrending
+from livecart.ranking.core import ProductInfo, RankingConfig, SessionInfo, Signal, TrendingIndex
+from livecart.ranking.core.shared import SharedStore, batch_deltas, ledger_period
+from livecart.ranking.core.trending import Delta
 
 from ..conftest import redis_url_or_skip
 from .harness import Client, ServerProcess, headers, live_session, token

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from livecart.store.db import EmbeddedPostgres, migrate
+from livecart.runtime.db import EmbeddedPostgres, migrate
 
 from ..conftest import redis_url_or_skip
 from .harness import Client, ServerProcess, live_session, token

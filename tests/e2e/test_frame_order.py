@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from livecart import config
+from livecart.runtime import config
 
 from .harness import ServerProcess, live_session, open_offer, token
 from .test_wire import (

@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from livecart.store.db import migrate
+from livecart.runtime.db import migrate
 
 from ..conftest import run_in_thread
 from .harness import ServerProcess, headers, token

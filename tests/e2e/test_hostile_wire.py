@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from livecart.gateway import wire
-from tests.core.test_wire import big_frame
+from livecart.realtime import wire
+from tests.realtime.test_wire import big_frame
 
 from .harness import Client, ServerProcess, live_session, token
 from .test_wire import OP_CLOSE, OP_CONT, OP_TEXT, RawClient, client_frame, upgrade

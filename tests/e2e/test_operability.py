@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from livecart.store.db import EmbeddedPostgres, migrate
+from livecart.runtime.db import EmbeddedPostgres, migrate
 
 from .harness import Client, ServerProcess, headers, live_session, token
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from livecart.app import API
+from livecart.runtime.app import API
 
 from ..conftest import run_in_thread
 from .harness import ServerProcess, headers, live_session, open_offer, token

@@ -9,13 +9,13 @@ from typing import Any
 import msgspec
 
 from ..auth import Identity
-from ..core import commerce as rules
-from ..core.commerce import Auction, BidAccepted
-from ..core.failure import Failure
+from ..failure import Failure
 from ..limits import ID_MAX_CHARS, MAX_CENTS
 from ..protocol import AuctionEnded, AuctionEvent, BidEvent
-from ..store import commerce as store
+from . import rules as rules
+from . import store as store
 from .base import CommerceBase, unavailable
+from .rules import Auction, BidAccepted
 
 
 class AuctionService(CommerceBase):

@@ -13,14 +13,14 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..auth import Identity
-from ..core import commerce as rules
-from ..core.commerce import Order
-from ..core.failure import ErrorCode, Failure
+from ..failure import ErrorCode, Failure
 from ..protocol import RoomEvent
-from ..store import commerce as store
-from ..webhooks import WebhookDeliverer
+from . import rules as rules
+from . import store as store
 from .emitter import Emitter, Publish
 from .locks import KeyedLocks
+from .rules import Order
+from .webhooks import WebhookDeliverer
 
 log = logging.getLogger("livecart.commerce")
 

@@ -8,12 +8,12 @@ from typing import Any
 import msgspec
 
 from ..auth import Identity
-from ..core import commerce as rules
-from ..core.commerce import Offer
-from ..core.failure import Failure
+from ..failure import Failure
 from ..protocol import OfferEnded, OfferEvent
-from ..store import commerce as store
+from . import rules as rules
+from . import store as store
 from .base import CommerceBase
+from .rules import Offer
 
 
 class OfferService(CommerceBase):

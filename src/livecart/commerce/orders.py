@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 
 from ..auth import Identity
-from ..core import commerce as rules
-from ..core.commerce import Order
-from ..core.failure import Failure
-from ..store import commerce as store
+from ..failure import Failure
+from . import rules as rules
+from . import store as store
 from .base import CommerceBase
+from .rules import Order
 
 
 class OrderService(CommerceBase):

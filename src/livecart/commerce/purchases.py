@@ -8,13 +8,13 @@ import asyncio
 from collections import deque
 
 from ..auth import Identity
-from ..core import commerce as rules
-from ..core.commerce import Order
-from ..core.failure import Failure
+from ..failure import Failure
 from ..limits import ID_MAX_CHARS, MAX_BUY_QTY
 from ..protocol import Sold
-from ..store import commerce as store
+from . import rules as rules
+from . import store as store
 from .base import Attempt, CommerceBase
+from .rules import Order
 
 # Purchases of one offer that go to PostgreSQL together, at most (one transaction).
 BUY_BATCH_MAX = 64

@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from ..core import commerce as rules
 from ..limits import ID_MAX_CHARS, MAX_BUY_QTY, MAX_CENTS, MAX_QUANTITY
 from ..text import line_meta
+from . import rules as rules
 
 _ID = Annotated[str, line_meta(1, ID_MAX_CHARS)]
 _CENTS = Annotated[int, Meta(ge=0, le=MAX_CENTS)]

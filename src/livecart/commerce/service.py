@@ -17,8 +17,8 @@ import functools
 import logging
 from typing import Any
 
-from ..core.failure import Failure
-from ..store import commerce as store
+from ..failure import Failure
+from . import store as store
 from .auctions import AuctionService
 from .offers import OfferService
 from .orders import OrderService

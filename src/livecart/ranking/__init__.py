@@ -1,4 +1,4 @@
-"""Ranking: trending and personal feeds over the pure core in `livecart.core.ranking`.
+"""Ranking: trending and personal feeds over the pure core in `livecart.ranking.core`.
 
 service.py is the façade a node builds (from the narrow ports in ports.py); catalog_cache.py,
 profiles.py, exposure.py and feeds.py hold its parts; store.py its SQL; sync.py the cluster

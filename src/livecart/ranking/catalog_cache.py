@@ -11,8 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from ..core.ranking import FeedItem, ProductInfo, Signal, TrendingIndex
 from . import store
+from .core import FeedItem, ProductInfo, Signal, TrendingIndex
 from .store import SessionRow
 
 log = logging.getLogger("livecart.ranking")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..core.ranking import CreatorStats, FeedItem
+from .core import CreatorStats, FeedItem
 
 TICK_S = 0.1
 """Impressions handed to the exploration bandit are rebuilt at most this often."""

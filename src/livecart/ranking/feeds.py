@@ -9,7 +9,10 @@ import random
 import zlib
 from typing import Any
 
-from ..core.ranking import (
+from ..protocol import encode, ws_text_frame
+from ..protocol import frame as protocol_frame
+from .catalog_cache import CatalogCache
+from .core import (
     Candidate,
     FeedItem,
     Landing,
@@ -22,9 +25,6 @@ from ..core.ranking import (
     trend_digest,
     trends_moved,
 )
-from ..protocol import encode, ws_text_frame
-from ..protocol import frame as protocol_frame
-from .catalog_cache import CatalogCache
 from .exposure import Exposure
 from .messages import FeedMsg, TrendingMsg
 from .ports import ObservePush, Subscriber

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from ..core.ranking import FeedItem
+from .core import FeedItem
 
 
 class TrendingMsg(msgspec.Struct, tag="trending", tag_field="type"):

@@ -13,11 +13,11 @@ import asyncpg
 import msgspec
 
 from ..auth import Identity
-from ..core.ranking import InterestProfile, ProfileBuilder
-from ..core.ranking.signals import SignalKind
 from ..protocol import Failure
 from . import store
 from .catalog_cache import CatalogCache
+from .core import InterestProfile, ProfileBuilder
+from .core.signals import SignalKind
 from .ports import OrdersOf, RoomOf
 from .store import PROFILE_SAVE_CHUNK
 from .sync import SharedTrending

@@ -16,7 +16,9 @@ from typing import Any
 import asyncpg
 
 from ..auth import Identity
-from ..core.ranking import (
+from . import store
+from .catalog_cache import CatalogCache
+from .core import (
     SIGNAL_KINDS,
     CreatorStats,
     Delta,
@@ -25,12 +27,10 @@ from ..core.ranking import (
     TrendingIndex,
     creator_score,
 )
-from ..core.ranking.creator_score import CreatorScore, started_on_time
-from ..core.ranking.shared import store_numerators, unsynced
-from ..core.ranking.signals import SignalKind
-from ..core.ranking.trending import Scope
-from . import store
-from .catalog_cache import CatalogCache
+from .core.creator_score import CreatorScore, started_on_time
+from .core.shared import store_numerators, unsynced
+from .core.signals import SignalKind
+from .core.trending import Scope
 from .exposure import Exposure
 from .feeds import TICK_S, Feeds
 from .ports import CounterOf, ObservePush, OrdersOf, RoomOf, Subscriber

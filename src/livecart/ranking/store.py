@@ -10,8 +10,8 @@ import asyncpg
 import msgspec
 
 from ..auth import Identity
-from ..core.ranking import ProductInfo, SessionInfo
-from ..store.catalog import upsert_user
+from ..catalog.store import upsert_user
+from .core import ProductInfo, SessionInfo
 
 PROFILE_SAVE_CHUNK = 500
 """Interest profiles written per statement."""

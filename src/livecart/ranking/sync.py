@@ -9,10 +9,10 @@ from typing import Any
 
 import msgspec
 
-from ..core.ranking import Delta, TrendingIndex
-from ..core.ranking.shared import batch_deltas, ledger_period
-from ..core.ranking.trending import Scope
 from ..lua import script
+from .core import Delta, TrendingIndex
+from .core.shared import batch_deltas, ledger_period
+from .core.trending import Scope
 
 SYNC_EVERY_S = 0.1
 """How often a node sends its increments to Redis and reads the global numerators."""

@@ -1,0 +1,45 @@
+"""Offers, orders, auctions, bids and the webhook outbox in PostgreSQL.
+
+Every function takes the database handle of `store.db` (an `Executor`, or a `Connection`
+where it runs its own transaction). Decisions come from `livecart.commerce.rules`; the
+counters are changed by conditional single-statement updates that mirror `apply_buy` /
+`apply_release` / `apply_end`, so a concurrent writer can never push a counter past its
+bound. Lock order, where a transaction takes several row locks: order → offer → product;
+batches lock offers and products in id order.
+
+One module per concern: `offers`, `purchases` (the batched buy path), `orders` (confirm,
+cancel, expiry), `auctions`, `outbox` (webhooks, returned-stock notices) and `rows` (row
+mapping); this package re-exports what the service and the tests use.
+"""
+
+from .auctions import BidOutcome as BidOutcome
+from .auctions import Closed as Closed
+from .auctions import bid as bid
+from .auctions import close_due_auction as close_due_auction
+from .auctions import create_auction as create_auction
+from .auctions import get_auction as get_auction
+from .auctions import open_auction as open_auction
+from .offers import Ended as Ended
+from .offers import Observation as Observation
+from .offers import end_due_offer as end_due_offer
+from .offers import end_offer as end_offer
+from .offers import get_offer as get_offer
+from .offers import offer_creator as offer_creator
+from .offers import open_offer as open_offer
+from .offers import open_offers as open_offers
+from .offers import remaining_of as remaining_of
+from .orders import Release as Release
+from .orders import cancel as cancel
+from .orders import confirm as confirm
+from .orders import expire_due as expire_due
+from .orders import get_order as get_order
+from .orders import list_orders as list_orders
+from .outbox import STOCK_RETURNED as STOCK_RETURNED
+from .outbox import enqueue_webhook as enqueue_webhook
+from .outbox import notify_returned as notify_returned
+from .outbox import webhook_event as webhook_event
+from .purchases import BatchOutcome as BatchOutcome
+from .purchases import BuyOutcome as BuyOutcome
+from .purchases import BuyRequest as BuyRequest
+from .purchases import buy_many as buy_many
+from .rows import at as at
