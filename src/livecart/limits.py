@@ -1,5 +1,5 @@
 """The bounds of client input, each stated once. The wire decoders (`protocol`), the REST
-bodies (`models`, `commerce`), the rules (`core.commerce`) and the checks behind them import
+bodies (`models`, `commerce`), the rules (`commerce.rules`) and the checks behind them import
 them from here; where they disagreed, SPEC's figure won (a purchase is 1-1,000 units)."""
 
 from __future__ import annotations

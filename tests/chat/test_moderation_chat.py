@@ -1,4 +1,4 @@
-"""Shield mode and the decision on one chat message (`core.moderation.chat`)."""
+"""Shield mode and the decision on one chat message (`chat.rules.chat`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-node limiters (`core.moderation.limits`): rate limit, flooding, duplicates, slow mode,
+"""Per-node limiters (`chat.rules.limits`): rate limit, flooding, duplicates, slow mode,
 each with the clock as a parameter."""
 
 from __future__ import annotations

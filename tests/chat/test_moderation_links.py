@@ -1,4 +1,4 @@
-"""Linked domains and allow-lists (`core.moderation.links`)."""
+"""Linked domains and allow-lists (`chat.rules.links`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Timeouts and bans (`core.moderation.mutes`), with the clock as a parameter."""
+"""Timeouts and bans (`chat.rules.mutes`), with the clock as a parameter."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The matching form of text (`core.normalize`): what blocked terms are matched against."""
+"""The matching form of text (`chat.rules.normalize`): what blocked terms are matched against."""
 
 from __future__ import annotations
 

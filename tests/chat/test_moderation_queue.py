@@ -1,4 +1,4 @@
-"""The review queue's rules as production keeps them: in PostgreSQL (`store.moderation`),
+"""The review queue's rules as production keeps them: in PostgreSQL (`chat.store`),
 one statement per claim or decision, so they hold across nodes. A claim is a lease; a held
 message is decided exactly once, never over someone else's live claim; reports of one
 message make one queue item."""

@@ -1,4 +1,4 @@
-"""Blocked terms and their matcher (`core.moderation.terms`)."""
+"""Blocked terms and their matcher (`chat.rules.terms`)."""
 
 from __future__ import annotations
 

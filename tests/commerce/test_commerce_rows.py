@@ -1,4 +1,4 @@
-"""Row mapping of the commerce store (`store.commerce.rows`) on rows PostgreSQL returns:
+"""Row mapping of the commerce store (`commerce.store.rows`) on rows PostgreSQL returns:
 by column name, extra columns ignored, timestamps as the objects carry them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The node's own WebSocket protocol (`gateway.wire`), driven directly: a recording transport
+"""The node's own WebSocket protocol (`realtime.wire`), driven directly: a recording transport
 stands for the socket and a recording gateway for the node. Client frames are built masked as
 RFC 6455 requires; what the protocol writes is walked as unmasked server frames."""
 

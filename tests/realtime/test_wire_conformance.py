@@ -1,4 +1,4 @@
-"""RFC 6455 conformance of the node's wire (`gateway.wire`), table-driven after the public
+"""RFC 6455 conformance of the node's wire (`realtime.wire`), table-driven after the public
 case list of the Autobahn|Testsuite (sections 1 framing, 2 pings/pongs, 3 reserved bits,
 4 opcodes, 5 fragmentation, 6 UTF-8 handling, 7 closing, 9 limits; 10 miscellaneous). Each
 case names the Autobahn case it follows. What the client sends is a list of reads (a case

@@ -1,4 +1,4 @@
-"""Fuzzing the frame parser (`gateway.wire`) with Hypothesis, on the recording transport and
+"""Fuzzing the frame parser (`realtime.wire`) with Hypothesis, on the recording transport and
 gateway of test_wire: random byte streams (valid frames, invalid ones, garbage) cut at random
 points never raise, end only in the defined closes, keep the protocol's buffers within the
 message limit, and behave exactly as the same stream read in one piece. Conversations of valid

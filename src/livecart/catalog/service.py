@@ -1,7 +1,7 @@
 """The catalog service: products, sessions, the showcase and the pin, applied to stored state.
 
 REST routes and WebSocket frames call these methods, so both share one permission check and
-one set of rules (`core.catalog`). The service knows the node only through narrow ports:
+one set of rules (`catalog.rules`). The service knows the node only through narrow ports:
 the database handle, `append` (publish and archive a room event), `changed` (the ranking
 index follows a session), `read_log` (the room log) and `live_figures` (a room's viewers and
 likes on this node). A session's start and end times are the database's `now()`: one clock

@@ -1,8 +1,8 @@
-"""Moderation service: runs the pure rules of `core.moderation` against this node's state and
+"""Moderation service: runs the pure rules of `chat.rules` against this node's state and
 carries out decisions in PostgreSQL and the room log. It reaches the rest of the node only
 through `ModerationPorts`; what a connection is to do (a notice, a close) comes back to the
 gateway as an outcome (`ChatRefused`, `flooding`), which sends it. The review queue is
-`review_queue.ReviewQueue`; the cluster's shared limits are `chat_limits.SharedChatLimits`."""
+`review_queue.ReviewQueue`; the cluster's shared limits are `shared_limits.SharedChatLimits`."""
 
 from __future__ import annotations
 

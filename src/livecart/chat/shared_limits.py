@@ -16,7 +16,7 @@ log = logging.getLogger("livecart.moderation")
 
 class SharedChatLimits:
     """The per-user chat limits of a cluster, kept in Redis so that a user spread over several
-    nodes meets one of each: the token bucket of `core.moderation.take_token`, slow mode per
+    nodes meets one of each: the token bucket of `chat.rules.take_token`, slow mode per
     (session, user) and the duplicate window per (user, text). One script checks all three in
     the order of `decide_chat` and charges slow mode and the window only when the message
     goes through, so a refused message changes nothing there.

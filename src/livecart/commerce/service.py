@@ -1,5 +1,5 @@
 """CommerceService: the one adapter the WebSocket gateway and the REST routes call for offers,
-orders and auctions (SPEC §4–§6). Rules live in `core.commerce`, SQL in `store.commerce`;
+orders and auctions (SPEC §4–§6). Rules live in `commerce.rules`, SQL in `commerce.store`;
 this package adds the sold-out gate, room events, the background loops and error mapping,
 one part per module (`offers`, `purchases`, `orders`, `auctions`); this one adds the
 lifecycle and the background duties.

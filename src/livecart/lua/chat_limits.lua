@@ -1,4 +1,4 @@
--- Steps 3–5 of `core.moderation.chat.decide_chat` for the whole cluster, in one round trip.
+-- Steps 3–5 of `chat.rules.chat.decide_chat` for the whole cluster, in one round trip.
 -- KEYS: the user's token bucket, slow-mode stamp (this session), duplicate-window entry.
 -- ARGV: rate per s, burst, slow mode ms (0: off), duplicate window ms, mode, slow stamp ttl ms;
 -- mode 0: exempt (rate limit only), 1: check and charge, 2: check only (a blocked message).

@@ -1,7 +1,7 @@
 -- Cluster trending: one atomic step per node and sync. Move the landmark if this batch is the
 -- first of a new period, apply the increments (the capped ones against the shared per-user
 -- ledger), and read back the numerators of the node's live items. `SharedStore` in
--- core/ranking/shared.py is the same in Python. Every key carries the `{rank}` hash tag: one
+-- ranking/core/shared.py is the same in Python. Every key carries the `{rank}` hash tag: one
 -- Redis Cluster slot.
 --
 -- KEYS[1] <prefix>:landmark   the store's landmark, as the decimal string used in key names

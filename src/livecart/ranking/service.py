@@ -1,4 +1,4 @@
-"""The ranking service: feeds viewer events into the pure ranking core (core/ranking) and the
+"""The ranking service: feeds viewer events into the pure ranking core (ranking/core) and the
 viewers' interest profiles, shares trending numerators between nodes through Redis (when
 configured), and pushes `trending` and `feed` to the viewers who asked for them.
 

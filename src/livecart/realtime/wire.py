@@ -54,7 +54,7 @@ from ..protocol import ws_text_frame
 
 
 class Client(Protocol):
-    """What the wire knows of the gateway's connection it feeds (`gateway.connection`)."""
+    """What the wire knows of the gateway's connection it feeds (`realtime.connection`)."""
 
     def info(self) -> dict[str, Any]: ...
 

@@ -81,7 +81,7 @@ async def _run_server(settings: Settings, on_ready: Any = None) -> None:
             app,
             host=settings.host,
             port=settings.port,
-            # httptools with every request head bounded in size and time (gateway/http.py).
+            # httptools with every request head bounded in size and time (realtime/http.py).
             http=http.protocol_class(
                 max_head=settings.max_header_bytes, head_timeout=settings.handshake_timeout_s
             ),

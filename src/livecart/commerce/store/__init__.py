@@ -1,6 +1,6 @@
 """Offers, orders, auctions, bids and the webhook outbox in PostgreSQL.
 
-Every function takes the database handle of `store.db` (an `Executor`, or a `Connection`
+Every function takes the database handle of `runtime.db` (an `Executor`, or a `Connection`
 where it runs its own transaction). Decisions come from `livecart.commerce.rules`; the
 counters are changed by conditional single-statement updates that mirror `apply_buy` /
 `apply_release` / `apply_end`, so a concurrent writer can never push a counter past its

@@ -24,7 +24,7 @@ _LOCK_BUY = 0x4C430001  # (offer, user): serialises one buyer's purchases of one
 
 # A batch of purchases of one offer, in one transaction: the buyers' advisory locks (in key
 # order, so batches cannot deadlock each other), then one snapshot with the offer row locked,
-# the decisions in `core.commerce`, then one write.
+# the decisions in `commerce.rules`, then one write.
 _LOCK_BUYERS = """
 SELECT pg_advisory_xact_lock($1, k)
 FROM (SELECT DISTINCT hashtext($2 || chr(31) || u) AS k FROM unnest($3::text[]) AS u
