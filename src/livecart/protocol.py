@@ -371,7 +371,7 @@ class SlowEvent(Struct, tag="slow", tag_field="type"):
 
 
 class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True):
-    """An opened offer: every field of `core.commerce.Offer`, `session` first."""
+    """An opened offer: every field of `commerce.rules.Offer`, `session` first."""
 
     session: str
     id: str
@@ -400,7 +400,7 @@ class Sold(Struct, tag="sold", tag_field="type"):
 
 
 class AuctionEvent(Struct, tag="auction", tag_field="type", kw_only=True):
-    """An opened auction: every field of `core.commerce.Auction`, `session` first."""
+    """An opened auction: every field of `commerce.rules.Auction`, `session` first."""
 
     session: str
     id: str

@@ -1,4 +1,4 @@
-"""Batched purchases against real PostgreSQL: `store.buy_many` decides the requests of a batch
+"""Batched purchases against real PostgreSQL: `commerce.store.buy_many` decides the requests of a batch
 in order, each against the offer as the earlier ones left it, idempotently per (user, ref),
 and commits the orders and their `order.reserved` webhooks in one transaction."""
 
