@@ -7,6 +7,7 @@ import json
 import re
 import time
 
+import asyncpg
 import httpx
 import pytest
 import websockets
@@ -103,13 +104,87 @@ async def test_metrics_move_by_exactly_the_scripted_amounts(database_url: str, t
         assert delta(before, after, "livecart_offers_sold_out_total") == 1, "counted once"
         assert delta(before, after, 'livecart_connections{role="viewer"}') == 0
         assert after["livecart_db_pool_size"] >= 1
-        assert after["livecart_db_pool_waiting"] >= 0
+        # A quiet moment: every request answered, nothing waits for a connection.
+        assert after["livecart_db_pool_waiting"] == 0
         assert delta(before, after, 'livecart_db_query_seconds_count{kind="transaction"}') >= 1
         assert delta(before, after, 'livecart_db_query_seconds_count{kind="statement"}') >= 3
         assert "livecart_event_loop_lag_seconds" in after
         assert delta(before, after, "livecart_frames_out_total") >= 1
     finally:
         node.kill()
+
+
+async def test_pool_waiting_counts_requests_held_up_for_a_connection(  # type: ignore[no-untyped-def]
+    database_url: str, tmp_path
+) -> None:
+    """With a pool of two connections (one held by the node's LISTEN for returned stock), a
+    request blocked on a row lock holds the other: a second request waits for a connection
+    and `livecart_db_pool_waiting` shows it; once the lock goes, both are answered and the
+    gauge is back to 0."""
+    node = ServerProcess(
+        database_url,
+        str(tmp_path),
+        env={"LIVECART_DB_POOL_MIN": "2", "LIVECART_DB_POOL_MAX": "2"},
+    ).start()
+    try:
+        s = await live_session(node.url, creator="pool-creator")
+        pid, h = s["product"]["id"], s["headers"]
+        quiet = await scrape(node.url)
+        assert quiet["livecart_db_pool_max"] == 2
+        assert quiet["livecart_db_pool_waiting"] == 0
+        locker = await asyncpg.connect(database_url)
+        try:
+            async with httpx.AsyncClient(base_url=node.url, timeout=30) as http:
+                tx = locker.transaction()
+                await tx.start()
+                await locker.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", pid)
+                first = asyncio.create_task(
+                    http.patch(f"/api/products/{pid}", headers=h, json={"title": "First"})
+                )
+                # The first request's UPDATE waits for the row lock, on the pool's last free
+                # connection.
+                await until(lambda: locked_updates(locker), "the first update waits for the lock")
+                second = asyncio.create_task(
+                    http.patch(f"/api/products/{pid}", headers=h, json={"title": "Second"})
+                )
+                waiting = await until_metric(node.url, lambda m: m >= 1)
+                assert waiting >= 1
+                await tx.rollback()
+                answers = await asyncio.gather(first, second)
+                assert [r.status_code for r in answers] == [200, 200]
+            assert await until_metric(node.url, lambda m: m == 0) == 0
+        finally:
+            await locker.close()
+    finally:
+        node.kill()
+
+
+async def locked_updates(conn: asyncpg.Connection) -> bool:
+    """Whether an UPDATE of products waits for a lock in this database (a fresh view of
+    pg_stat_activity: within a transaction it is otherwise read once)."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    n = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE products%'"
+    )
+    return bool(n)
+
+
+async def until(check, what: str, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+async def until_metric(base: str, ok, timeout: float = 10) -> float:  # type: ignore[no-untyped-def]
+    """`livecart_db_pool_waiting` once `ok(value)`, scraped until then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = (await scrape(base))["livecart_db_pool_waiting"]
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.02)
 
 
 async def test_readyz_fails_first_during_drain(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]

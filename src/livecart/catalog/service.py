@@ -17,6 +17,7 @@ import msgspec
 
 from ..auth import Identity
 from ..protocol import Failure, Pinned, RoomEvent, StatusEvent
+from ..runtime.db import Executor
 from . import rules as rules
 from . import store as store
 from .models import (
@@ -29,7 +30,6 @@ from .models import (
     SessionStatus,
     TimelinePage,
 )
-from .store import Db
 
 Append = Callable[[RoomEvent], Awaitable[int]]
 Changed = Callable[[str], Awaitable[None]]
@@ -42,14 +42,14 @@ T = TypeVar("T")
 class CatalogService:
     def __init__(
         self,
-        db: Db,
+        pool: Executor,
         *,
         append: Append,
         changed: Changed,
         read_log: ReadLog,
         live_figures: LiveFigures,
     ) -> None:
-        self._db = db
+        self._pool = pool
         self._append = append
         self._changed = changed
         self._read_log = read_log
@@ -63,10 +63,10 @@ class CatalogService:
 
     async def create_product(self, who: Identity, data: ProductCreate) -> Product:
         rules.require_manager(who, who.sub)
-        return await store.create_product(self._db, who.sub, data)
+        return await store.create_product(self._pool, who.sub, data)
 
     async def product(self, product_id: str) -> Product:
-        return _found(await store.get_product(self._db, product_id), "no such product")
+        return _found(await store.get_product(self._pool, product_id), "no such product")
 
     async def managed_product(self, who: Identity, product_id: str) -> Product:
         """The product, if `who` may change it: not_found, then forbidden."""
@@ -76,20 +76,20 @@ class CatalogService:
 
     async def patch_product(self, who: Identity, product: Product, data: ProductPatch) -> Product:
         rules.require_manager(who, product.creator)
-        return _found(await store.patch_product(self._db, product.id, data), "no such product")
+        return _found(await store.patch_product(self._pool, product.id, data), "no such product")
 
     # ------------------------------------------------------------ sessions
 
     async def create_session(self, who: Identity, data: SessionCreate) -> Session:
         rules.require_manager(who, who.sub)
         rules.check_schedule(data.scheduled_at)
-        return await store.create_session(self._db, who.sub, data)
+        return await store.create_session(self._pool, who.sub, data)
 
     async def sessions(self, status: SessionStatus | None, limit: int) -> list[Session]:
-        return await store.list_sessions(self._db, status, limit)
+        return await store.list_sessions(self._pool, status, limit)
 
     async def session(self, session_id: str) -> Session:
-        return _found(await store.get_session(self._db, session_id), "no such session")
+        return _found(await store.get_session(self._pool, session_id), "no such session")
 
     async def managed_session(self, who: Identity, session_id: str) -> Session:
         """The session, if `who` may manage it: not_found, then forbidden."""
@@ -110,7 +110,7 @@ class CatalogService:
         sources = rules.transition(session.status, to)
         if sources is None:
             return session
-        if not await store.set_status(self._db, session.id, sources, to):
+        if not await store.set_status(self._pool, session.id, sources, to):
             raise Failure("not_live", "the session changed state meanwhile; read it again")
         await self._append(StatusEvent(session.id, to))
         await self._changed(session.id)
@@ -120,8 +120,8 @@ class CatalogService:
 
     async def add_to_showcase(self, who: Identity, session: Session, product_id: str) -> Session:
         rules.require_manager(who, session.creator)
-        product = rules.check_showcase(session, await store.get_product(self._db, product_id))
-        await store.add_to_showcase(self._db, session.id, product.id)
+        product = rules.check_showcase(session, await store.get_product(self._pool, product_id))
+        await store.add_to_showcase(self._pool, session.id, product.id)
         await self._changed(session.id)
         return await self.session(session.id)
 
@@ -129,8 +129,8 @@ class CatalogService:
         """Pin a product of the showcase (None unpins) and tell the room."""
         rules.require_manager(who, session.creator)
         rules.check_pin(session, product_id)
-        product = None if product_id is None else await store.get_product(self._db, product_id)
-        await store.set_pinned(self._db, session.id, product_id)
+        product = None if product_id is None else await store.get_product(self._pool, product_id)
+        await store.set_pinned(self._pool, session.id, product_id)
         await self._append(Pinned(session.id, None if product is None else _plain(product)))
         return await self.session(session.id)
 
@@ -144,7 +144,7 @@ class CatalogService:
     async def stats(self, who: Identity, session_id: str) -> SessionStats:
         """Live and cumulative figures of a session for its creator (and admins)."""
         session = await self.managed_session(who, session_id)
-        figures = await store.session_figures(self._db, session.id)
+        figures = await store.session_figures(self._pool, session.id)
         saved_likes = figures.pop("likes_saved")
         live = self._live_figures(session.id)
         viewers, likes = (0, saved_likes) if live is None else live
@@ -154,18 +154,18 @@ class CatalogService:
 
     async def room_state(self, session_id: str) -> RoomState | None:
         """What a room is loaded from: its session row and the pinned product (plain)."""
-        row = await store.room_row(self._db, session_id)
+        row = await store.room_row(self._pool, session_id)
         if row is None:
             return None
         pinned = None
         if row["pinned_product"]:
-            product = await store.get_product(self._db, row["pinned_product"])
+            product = await store.get_product(self._pool, row["pinned_product"])
             pinned = None if product is None else _plain(product)
         return row, pinned
 
     async def add_likes(self, counts: dict[str, int]) -> None:
         """Add likes counted in rooms to the sessions' saved totals."""
-        await store.add_likes(self._db, counts)
+        await store.add_likes(self._pool, counts)
 
 
 def _found(value: T | None, message: str) -> T:

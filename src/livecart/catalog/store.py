@@ -1,21 +1,18 @@
 """Products, sessions and the showcase.
 
-Every function takes the database handle first, as `db: Db` (the pool, or a connection when
-the caller holds a transaction); rows become Structs by `msgspec.convert`.
+Every function takes the database handle first, as `db: Executor` (`runtime.db`); rows become
+Structs by `runtime.db.from_row`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple
 
-import asyncpg
 import msgspec
 
 from ..ids import new_id
-from ..runtime.db import GroupWriter
+from ..runtime.db import Executor, GroupWriter, from_row
 from .models import Product, ProductCreate, ProductPatch, Session, SessionCreate
-
-Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 _PRODUCT_COLS = "id, creator, title, price_cents, currency, stock, category, tags"
 # Session's times are the text Python's isoformat gives (what the API has always answered),
@@ -23,19 +20,15 @@ _PRODUCT_COLS = "id, creator, title, price_cents, currency, stock, category, tag
 _STAMPS = ("scheduled_at", "started_at", "ended_at")
 
 
-def _product(row: asyncpg.Record) -> Product:
-    return msgspec.convert(dict(row), Product)
+def _product(row: Any) -> Product:
+    return from_row(row, Product)
 
 
-def _session(row: asyncpg.Record) -> Session:
-    data = dict(row)
-    for key in _STAMPS:
-        if data[key] is not None:
-            data[key] = data[key].isoformat()
-    return msgspec.convert(data, Session)
+def _session(row: Any) -> Session:
+    return from_row(row, Session, iso_times=_STAMPS)
 
 
-async def create_product(db: Db, creator: str, body: ProductCreate) -> Product:
+async def create_product(db: Executor, creator: str, body: ProductCreate) -> Product:
     row = await db.fetchrow(
         f"INSERT INTO products ({_PRODUCT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
         f"RETURNING {_PRODUCT_COLS}",
@@ -51,12 +44,12 @@ async def create_product(db: Db, creator: str, body: ProductCreate) -> Product:
     return _product(row)
 
 
-async def get_product(db: Db, product_id: str) -> Product | None:
+async def get_product(db: Executor, product_id: str) -> Product | None:
     row = await db.fetchrow(f"SELECT {_PRODUCT_COLS} FROM products WHERE id = $1", product_id)
     return None if row is None else _product(row)
 
 
-async def patch_product(db: Db, product_id: str, body: ProductPatch) -> Product | None:
+async def patch_product(db: Executor, product_id: str, body: ProductPatch) -> Product | None:
     changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
     if not changes:
         return await get_product(db, product_id)
@@ -78,7 +71,7 @@ FROM sessions s
 """
 
 
-async def create_session(db: Db, creator: str, body: SessionCreate) -> Session:
+async def create_session(db: Executor, creator: str, body: SessionCreate) -> Session:
     sid = new_id("ses")
     await db.execute(
         "INSERT INTO sessions (id, creator, title, category, tags, playback_url, scheduled_at) "
@@ -96,12 +89,12 @@ async def create_session(db: Db, creator: str, body: SessionCreate) -> Session:
     return session
 
 
-async def get_session(db: Db, session_id: str) -> Session | None:
+async def get_session(db: Executor, session_id: str) -> Session | None:
     row = await db.fetchrow(_SESSION_SELECT + " WHERE s.id = $1", session_id)
     return None if row is None else _session(row)
 
 
-async def list_sessions(db: Db, status: str | None, limit: int) -> list[Session]:
+async def list_sessions(db: Executor, status: str | None, limit: int) -> list[Session]:
     if status is None:
         rows = await db.fetch(_SESSION_SELECT + " ORDER BY s.created_at DESC LIMIT $1", limit)
     else:
@@ -113,7 +106,7 @@ async def list_sessions(db: Db, status: str | None, limit: int) -> list[Session]
     return [_session(r) for r in rows]
 
 
-async def set_status(db: Db, session_id: str, sources: tuple[str, ...], to: str) -> bool:
+async def set_status(db: Executor, session_id: str, sources: tuple[str, ...], to: str) -> bool:
     """Move a session to `to` from one of `sources`, stamping when it started or ended; False
     when it was in none of them (it changed meanwhile)."""
     stamp = "started_at" if to == "live" else "ended_at"
@@ -127,7 +120,7 @@ async def set_status(db: Db, session_id: str, sources: tuple[str, ...], to: str)
     return result.endswith(" 1")
 
 
-async def add_to_showcase(db: Db, session_id: str, product_id: str) -> None:
+async def add_to_showcase(db: Executor, session_id: str, product_id: str) -> None:
     await db.execute(
         "INSERT INTO session_products (session, product, position) "
         "VALUES ($1, $2, (SELECT coalesce(max(position), 0) + 1 FROM session_products "
@@ -137,7 +130,7 @@ async def add_to_showcase(db: Db, session_id: str, product_id: str) -> None:
     )
 
 
-async def set_pinned(db: Db, session_id: str, product_id: str | None) -> None:
+async def set_pinned(db: Executor, session_id: str, product_id: str | None) -> None:
     await db.execute(
         "UPDATE sessions SET pinned_product = $2 WHERE id = $1", session_id, product_id
     )
@@ -161,13 +154,13 @@ FROM offers f LEFT JOIN orders o ON o.offer = f.id WHERE f.session = $1
 """
 
 
-async def session_figures(db: Db, session_id: str) -> dict[str, int]:
+async def session_figures(db: Executor, session_id: str) -> dict[str, int]:
     """A session's stored figures: chat, saved likes (`likes_saved`), orders and revenue."""
     row = await db.fetchrow(_FIGURES, session_id)
     return {k: int(v or 0) for k, v in dict(row).items()}
 
 
-async def add_likes(db: Db, counts: dict[str, int]) -> None:
+async def add_likes(db: Executor, counts: dict[str, int]) -> None:
     await db.execute(
         "UPDATE sessions s SET like_total = like_total + u.n "
         "FROM unnest($1::text[], $2::bigint[]) AS u(id, n) WHERE s.id = u.id",
@@ -176,7 +169,7 @@ async def add_likes(db: Db, counts: dict[str, int]) -> None:
     )
 
 
-async def room_row(db: Db, session_id: str) -> dict[str, Any] | None:
+async def room_row(db: Executor, session_id: str) -> dict[str, Any] | None:
     row = await db.fetchrow(
         "SELECT id, creator, status, pinned_product, slow_seconds, shield, like_total, category, "
         "tags "
@@ -205,7 +198,7 @@ class UserWriter(GroupWriter[UserRow]):
     """Who connected, group-committed: thousands joining at the start of a show cost one
     statement per batch, not one each."""
 
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Executor) -> None:
         super().__init__(self._write, name="user-writer")
         self._db = db
 
@@ -221,13 +214,13 @@ class UserWriter(GroupWriter[UserRow]):
         )
 
 
-async def user_role(db: Db, sub: str) -> str | None:
+async def user_role(db: Executor, sub: str) -> str | None:
     """The role `sub` last signed in with (None: never seen)."""
     role: str | None = await db.fetchval("SELECT role FROM users WHERE id = $1", sub)
     return role
 
 
-async def upsert_user(db: Db, sub: str, name: str, role: str, minor: bool) -> None:
+async def upsert_user(db: Executor, sub: str, name: str, role: str, minor: bool) -> None:
     await db.execute(
         "INSERT INTO users (id, name, role, minor) VALUES ($1, $2, $3, $4) "
         "ON CONFLICT (id) DO UPDATE SET name = $2, role = $3, minor = $4, last_seen = now()",

@@ -116,9 +116,10 @@ class ReviewQueue:
             author = await room_store.chat_author(self.pool, room.id, offset)
             if author is not None:
                 await self._require_above(who, room, author)
-        outcome, author, text = await store.decide_reported(
-            self.pool, room.id, offset, who.sub, approve
-        )
+        async with self.pool.acquire() as conn:
+            outcome, author, text = await store.decide_reported(
+                conn, room.id, offset, who.sub, approve
+            )
         if outcome == "not_found":
             raise Failure("not_found", "no reported message with that id in this session")
         if outcome != "done":

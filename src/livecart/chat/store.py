@@ -4,15 +4,15 @@ held-message queue and reports."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
 
-Db: TypeAlias = Any  # an asyncpg Pool or Connection
+from ..runtime.db import Connection, Executor
 
 
 async def audit(
-    db: Db,
+    db: Executor,
     *,
     creator: str,
     session: str | None,
@@ -40,7 +40,7 @@ async def audit(
     )
 
 
-async def audit_log(db: Db, creator: str, limit: int) -> list[dict[str, Any]]:
+async def audit_log(db: Executor, creator: str, limit: int) -> list[dict[str, Any]]:
     rows = await db.fetch(
         'SELECT id, session, actor, action, target, "offset", seconds, reason, original_text, at '
         "FROM moderation_actions WHERE creator = $1 ORDER BY id DESC LIMIT $2",
@@ -50,7 +50,9 @@ async def audit_log(db: Db, creator: str, limit: int) -> list[dict[str, Any]]:
     return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
 
 
-async def set_mute(db: Db, creator: str, user: str, kind: str, until: datetime | None) -> None:
+async def set_mute(
+    db: Executor, creator: str, user: str, kind: str, until: datetime | None
+) -> None:
     await db.execute(
         "INSERT INTO mutes (creator, user_id, kind, until) VALUES ($1,$2,$3,$4) "
         "ON CONFLICT (creator, user_id) DO UPDATE SET kind = $3, until = $4",
@@ -61,28 +63,28 @@ async def set_mute(db: Db, creator: str, user: str, kind: str, until: datetime |
     )
 
 
-async def clear_mute(db: Db, creator: str, user: str) -> bool:
+async def clear_mute(db: Executor, creator: str, user: str) -> bool:
     result: str = await db.execute(
         "DELETE FROM mutes WHERE creator = $1 AND user_id = $2", creator, user
     )
     return not result.endswith(" 0")
 
 
-async def active_mutes(db: Db) -> list[asyncpg.Record]:
+async def active_mutes(db: Executor) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT creator, user_id, kind, until FROM mutes WHERE until IS NULL OR until > now()"
     )
     return rows
 
 
-async def terms(db: Db) -> list[asyncpg.Record]:
+async def terms(db: Executor) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT scope, term, action FROM blocked_terms ORDER BY scope, term"
     )
     return rows
 
 
-async def add_term(db: Db, scope: str, term: str, action: str, by: str) -> None:
+async def add_term(db: Executor, scope: str, term: str, action: str, by: str) -> None:
     await db.execute(
         "INSERT INTO blocked_terms (scope, term, action, added_by) VALUES ($1,$2,$3,$4) "
         "ON CONFLICT (scope, term) DO UPDATE SET action = $3, added_by = $4, added_at = now()",
@@ -93,19 +95,19 @@ async def add_term(db: Db, scope: str, term: str, action: str, by: str) -> None:
     )
 
 
-async def remove_term(db: Db, scope: str, term: str) -> bool:
+async def remove_term(db: Executor, scope: str, term: str) -> bool:
     result: str = await db.execute(
         "DELETE FROM blocked_terms WHERE scope = $1 AND term = $2", scope, term
     )
     return not result.endswith(" 0")
 
 
-async def channel_moderators(db: Db, creator: str) -> set[str]:
+async def channel_moderators(db: Executor, creator: str) -> set[str]:
     rows = await db.fetch("SELECT moderator FROM creator_moderators WHERE creator = $1", creator)
     return {r["moderator"] for r in rows}
 
 
-async def appoint(db: Db, creator: str, moderator: str) -> None:
+async def appoint(db: Executor, creator: str, moderator: str) -> None:
     await db.execute(
         "INSERT INTO creator_moderators (creator, moderator) VALUES ($1,$2) ON CONFLICT DO NOTHING",
         creator,
@@ -113,7 +115,7 @@ async def appoint(db: Db, creator: str, moderator: str) -> None:
     )
 
 
-async def dismiss(db: Db, creator: str, moderator: str) -> bool:
+async def dismiss(db: Executor, creator: str, moderator: str) -> bool:
     result: str = await db.execute(
         "DELETE FROM creator_moderators WHERE creator = $1 AND moderator = $2", creator, moderator
     )
@@ -127,7 +129,7 @@ DISMISS_REPORTS = "dismiss_reports"  # audit action that closes a reported messa
 
 
 async def hold(
-    db: Db,
+    db: Executor,
     *,
     id: str,
     session: str,
@@ -154,7 +156,7 @@ _FREE = "(claimed_by IS NULL OR claimed_until < now() OR claimed_by = $2)"
 
 
 async def claim(
-    db: Db, session: str, item: str, moderator: str, lease_s: float
+    db: Executor, session: str, item: str, moderator: str, lease_s: float
 ) -> asyncpg.Record | None:
     """Claim a held message of `session` for `lease_s`; None when it is not in that session,
     decided, or claimed by another."""
@@ -171,7 +173,7 @@ async def claim(
 
 
 async def decide(
-    db: Db, session: str, item: str, moderator: str, status: str
+    db: Executor, session: str, item: str, moderator: str, status: str
 ) -> asyncpg.Record | None:
     """Approve or reject a held message of `session` exactly once: None when it is not in that
     session, already decided, or claimed by another."""
@@ -186,18 +188,18 @@ async def decide(
     return row
 
 
-async def set_held_offset(db: Db, item: str, offset: int) -> None:
+async def set_held_offset(db: Executor, item: str, offset: int) -> None:
     await db.execute('UPDATE held_messages SET "offset" = $2 WHERE id = $1', item, offset)
 
 
-async def held_item(db: Db, item: str) -> asyncpg.Record | None:
+async def held_item(db: Executor, item: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await db.fetchrow(
         "SELECT * FROM held_messages WHERE id = $1", item
     )
     return row
 
 
-async def queue(db: Db, session: str) -> list[dict[str, Any]]:
+async def queue(db: Executor, session: str) -> list[dict[str, Any]]:
     held = await db.fetch(
         "SELECT id, author, name, text, reason, claimed_by, claimed_until, at FROM held_messages "
         "WHERE session = $1 AND status = 'held' ORDER BY at",
@@ -250,7 +252,7 @@ async def queue(db: Db, session: str) -> list[dict[str, Any]]:
     return items
 
 
-async def report(db: Db, session: str, offset: int, reporter: str, reason: str) -> bool:
+async def report(db: Executor, session: str, offset: int, reporter: str, reason: str) -> bool:
     """Record a report; False when the message does not exist (or is not chat). An author
     reporting their own message is ignored."""
     author = await db.fetchval(
@@ -275,7 +277,7 @@ async def report(db: Db, session: str, offset: int, reporter: str, reason: str) 
 
 
 async def set_room_rules(
-    db: Db, session: str, *, slow: int | None = None, shield: bool | None = None
+    db: Executor, session: str, *, slow: int | None = None, shield: bool | None = None
 ) -> None:
     if slow is not None:
         await db.execute("UPDATE sessions SET slow_seconds = $2 WHERE id = $1", session, slow)
@@ -283,18 +285,18 @@ async def set_room_rules(
         await db.execute("UPDATE sessions SET shield = $2 WHERE id = $1", session, shield)
 
 
-async def first_seen(db: Db, user: str) -> float | None:
+async def first_seen(db: Executor, user: str) -> float | None:
     value = await db.fetchval("SELECT first_seen FROM users WHERE id = $1", user)
     return None if value is None else float(value.timestamp())
 
 
 async def decide_reported(
-    pool: asyncpg.Pool, session: str, offset: int, moderator: str, approve: bool
+    conn: Connection, session: str, offset: int, moderator: str, approve: bool
 ) -> tuple[str, str | None, str | None]:
     """Decide a reported message exactly once: approve dismisses its reports (the message
     stays), reject removes it. Concurrent decisions are serialised on the message's row.
     Returns (outcome, author, text) with outcome `done`, `not_found` or `already <what>`."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with conn.transaction():
         row = await conn.fetchrow(
             "SELECT author, text, state FROM room_events "
             "WHERE session = $1 AND \"offset\" = $2 AND type = 'chat' FOR UPDATE",
@@ -340,7 +342,7 @@ async def decide_reported(
         return "done", row["author"], row["text"]
 
 
-async def allowed_domains(db: Db) -> list[Any]:
+async def allowed_domains(db: Executor) -> list[Any]:
     """Creators' link allow-lists (kept in the creator's user settings)."""
     rows: list[Any] = await db.fetch(
         "SELECT id, settings->'allowed_domains' AS domains FROM users "
@@ -349,7 +351,7 @@ async def allowed_domains(db: Db) -> list[Any]:
     return rows
 
 
-async def set_allowed_domains(db: Db, creator: str, domains: list[str]) -> None:
+async def set_allowed_domains(db: Executor, creator: str, domains: list[str]) -> None:
     await db.execute(
         "INSERT INTO users (id, name, role) VALUES ($1, $1, 'creator') ON CONFLICT DO NOTHING",
         creator,

@@ -72,8 +72,7 @@ class AuctionService(CommerceBase):
         user, ref). Raises unauthorized (guest), forbidden (minor), not_found, not_live,
         auction_closed, bid_too_low, bad_frame (amount or ref out of range), unavailable."""
         rules.require_buyer(who)
-        if not 0 <= amount_cents <= MAX_CENTS:
-            raise Failure("bad_frame", f"amount_cents must be 0..{MAX_CENTS}")
+        rules.require_within("amount_cents", amount_cents, 0, MAX_CENTS)
         if not 1 <= len(ref) <= ID_MAX_CHARS:
             raise Failure("bad_frame", "ref must be 1-64 characters")
         try:

@@ -130,16 +130,18 @@ class OfferTerms(msgspec.Struct, frozen=True, kw_only=True):
     duration_s: float
 
 
+def require_within(name: str, value: float, low: int, high: int) -> None:
+    """Refuses `value` outside `low..high` with `bad_frame`, naming the field and its range."""
+    if not low <= value <= high:
+        raise Failure("bad_frame", f"{name} must be {low}..{high}")
+
+
 def validate_offer(terms: OfferTerms) -> None:
     """Refuses out-of-range terms with `bad_frame` (the request itself is wrong)."""
-    if not 0 <= terms.price_cents <= MAX_CENTS:
-        raise Failure("bad_frame", f"price_cents must be 0..{MAX_CENTS}")
-    if not 1 <= terms.quantity <= MAX_QUANTITY:
-        raise Failure("bad_frame", f"quantity must be 1..{MAX_QUANTITY}")
-    if not 1 <= terms.per_user_limit <= MAX_QUANTITY:
-        raise Failure("bad_frame", f"per_user_limit must be 1..{MAX_QUANTITY}")
-    if not 1 <= terms.duration_s <= MAX_DURATION_S:
-        raise Failure("bad_frame", f"duration_s must be 1..{MAX_DURATION_S}")
+    require_within("price_cents", terms.price_cents, 0, MAX_CENTS)
+    require_within("quantity", terms.quantity, 1, MAX_QUANTITY)
+    require_within("per_user_limit", terms.per_user_limit, 1, MAX_QUANTITY)
+    require_within("duration_s", terms.duration_s, 1, MAX_DURATION_S)
 
 
 class OfferState(msgspec.Struct, frozen=True, kw_only=True):
@@ -366,12 +368,9 @@ class AuctionTerms(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def validate_auction(terms: AuctionTerms) -> None:
-    if not 0 <= terms.start_cents <= MAX_CENTS:
-        raise Failure("bad_frame", f"start_cents must be 0..{MAX_CENTS}")
-    if not 1 <= terms.min_increment_cents <= MAX_CENTS:
-        raise Failure("bad_frame", f"min_increment_cents must be 1..{MAX_CENTS}")
-    if not 1 <= terms.duration_s <= MAX_DURATION_S:
-        raise Failure("bad_frame", f"duration_s must be 1..{MAX_DURATION_S}")
+    require_within("start_cents", terms.start_cents, 0, MAX_CENTS)
+    require_within("min_increment_cents", terms.min_increment_cents, 1, MAX_CENTS)
+    require_within("duration_s", terms.duration_s, 1, MAX_DURATION_S)
     if terms.mode not in ("extend", "sudden_death"):
         raise Failure("bad_frame", "mode must be extend or sudden_death")
 

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-import asyncpg
 import httpx
 
+from ..runtime.db import Executor
 from .rules import webhook_backoff_s
 
 log = logging.getLogger("livecart.webhooks")
@@ -171,7 +171,7 @@ class WebhookDeliverer:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: Executor,
         url: str,
         secret: str,
         *,

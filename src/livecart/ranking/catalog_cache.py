@@ -9,8 +9,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import asyncpg
-
+from ..runtime.db import Executor
 from . import store
 from .core import FeedItem, ProductInfo, Signal, TrendingIndex
 from .store import SessionRow
@@ -28,7 +27,7 @@ NOT_LIVE_KEEP = 10_000
 class CatalogCache:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: Executor,
         index: TrendingIndex,
         *,
         clock: Callable[[], float],

@@ -9,11 +9,11 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from ..auth import Identity
 from ..protocol import Failure
+from ..runtime.db import Executor
 from . import store
 from .catalog_cache import CatalogCache
 from .core import InterestProfile, ProfileBuilder
@@ -54,7 +54,7 @@ class Viewer:
 class Profiles:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: Executor,
         catalog: CatalogCache,
         *,
         room_of: RoomOf,

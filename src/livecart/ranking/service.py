@@ -13,9 +13,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import asyncpg
-
 from ..auth import Identity
+from ..runtime.db import Executor
 from . import store
 from .catalog_cache import CatalogCache
 from .core import (
@@ -43,7 +42,7 @@ log = logging.getLogger("livecart.ranking")
 class RankingService:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: Executor,
         *,
         redis_url: str | None,
         room_of: RoomOf,

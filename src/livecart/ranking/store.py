@@ -11,6 +11,7 @@ import msgspec
 
 from ..auth import Identity
 from ..catalog.store import upsert_user
+from ..runtime.db import Executor
 from .core import ProductInfo, SessionInfo
 
 PROFILE_SAVE_CHUNK = 500
@@ -61,26 +62,26 @@ class SessionTimes(msgspec.Struct):
     started_at: datetime
 
 
-async def product(pool: asyncpg.Pool, product_id: str) -> ProductInfo | None:
-    row = await pool.fetchrow(
+async def product(db: Executor, product_id: str) -> ProductInfo | None:
+    row = await db.fetchrow(
         "SELECT id, creator, category, tags FROM products WHERE id = $1", product_id
     )
     return None if row is None else msgspec.convert(dict(row), ProductInfo)
 
 
-async def session(pool: asyncpg.Pool, session_id: str) -> SessionRow | None:
-    row = await pool.fetchrow(_SESSION_SQL + "WHERE s.id = $1", session_id)
+async def session(db: Executor, session_id: str) -> SessionRow | None:
+    row = await db.fetchrow(_SESSION_SQL + "WHERE s.id = $1", session_id)
     return None if row is None else msgspec.convert(dict(row), SessionRow)
 
 
-async def live_sessions(pool: asyncpg.Pool) -> list[SessionRow]:
-    rows = await pool.fetch(_SESSION_SQL + "WHERE s.status = 'live'")
+async def live_sessions(db: Executor) -> list[SessionRow]:
+    rows = await db.fetch(_SESSION_SQL + "WHERE s.status = 'live'")
     return msgspec.convert([dict(r) for r in rows], list[SessionRow])
 
 
-async def viewer(pool: asyncpg.Pool, user: str) -> ViewerRow | None:
+async def viewer(db: Executor, user: str) -> ViewerRow | None:
     """A viewer's age flag, settings and stored interest profile (None: never seen)."""
-    row = await pool.fetchrow(
+    row = await db.fetchrow(
         "SELECT u.minor, u.settings, p.profile FROM users u "
         "LEFT JOIN interest_profiles p ON p.user_id = u.id WHERE u.id = $1",
         user,
@@ -88,18 +89,18 @@ async def viewer(pool: asyncpg.Pool, user: str) -> ViewerRow | None:
     return None if row is None else msgspec.convert(dict(row), ViewerRow)
 
 
-async def save_profiles(pool: asyncpg.Pool, rows: list[tuple[str, dict[str, Any]]]) -> None:
+async def save_profiles(db: Executor, rows: list[tuple[str, dict[str, Any]]]) -> None:
     """Write (user, profile) rows, at most PROFILE_SAVE_CHUNK per call."""
-    await pool.executemany(
+    await db.executemany(
         "INSERT INTO interest_profiles (user_id, profile) VALUES ($1, $2) "
         "ON CONFLICT (user_id) DO UPDATE SET profile = $2, updated_at = now()",
         rows,
     )
 
 
-async def set_personalization(pool: asyncpg.Pool, who: Identity, on: bool) -> None:
-    await upsert_user(pool, who.sub, who.name, who.role, who.minor)
-    await pool.execute(
+async def set_personalization(db: Executor, who: Identity, on: bool) -> None:
+    await upsert_user(db, who.sub, who.name, who.role, who.minor)
+    await db.execute(
         "UPDATE users SET settings = settings || jsonb_build_object('personalization', $2::bool) "
         "WHERE id = $1",
         who.sub,
@@ -107,29 +108,29 @@ async def set_personalization(pool: asyncpg.Pool, who: Identity, on: bool) -> No
     )
 
 
-async def erase_profile(pool: asyncpg.Pool, user: str) -> bool:
+async def erase_profile(db: Executor, user: str) -> bool:
     """Delete a viewer's stored profile; True when there was one."""
-    result: str = await pool.execute("DELETE FROM interest_profiles WHERE user_id = $1", user)
+    result: str = await db.execute("DELETE FROM interest_profiles WHERE user_id = $1", user)
     return not result.endswith(" 0")
 
 
-async def user(pool: asyncpg.Pool, user_id: str) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await pool.fetchrow(
+async def user(db: Executor, user_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(
         "SELECT id, name, role, minor, settings, first_seen, last_seen FROM users WHERE id = $1",
         user_id,
     )
     return row
 
 
-async def stored_profile(pool: asyncpg.Pool, user: str) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await pool.fetchrow(
+async def stored_profile(db: Executor, user: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(
         "SELECT profile, updated_at FROM interest_profiles WHERE user_id = $1", user
     )
     return row
 
 
-async def chat_of(pool: asyncpg.Pool, user: str) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await pool.fetch(
+async def chat_of(db: Executor, user: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
         'SELECT session, "offset", text, state, at FROM room_events '
         "WHERE author = $1 AND type = 'chat' ORDER BY at",
         user,
@@ -137,8 +138,8 @@ async def chat_of(pool: asyncpg.Pool, user: str) -> list[asyncpg.Record]:
     return rows
 
 
-async def creator_counts(pool: asyncpg.Pool, creator: str) -> CreatorCounts:
-    row = await pool.fetchrow(
+async def creator_counts(db: Executor, creator: str) -> CreatorCounts:
+    row = await db.fetchrow(
         """
         SELECT
           (SELECT count(DISTINCT author) FROM room_events e JOIN sessions s ON s.id = e.session
@@ -165,9 +166,9 @@ async def creator_counts(pool: asyncpg.Pool, creator: str) -> CreatorCounts:
     return msgspec.convert(dict(row), CreatorCounts)
 
 
-async def session_times(pool: asyncpg.Pool, creator: str) -> list[SessionTimes]:
+async def session_times(db: Executor, creator: str) -> list[SessionTimes]:
     """Scheduled and actual start of the creator's sessions that had both."""
-    rows = await pool.fetch(
+    rows = await db.fetch(
         "SELECT scheduled_at, started_at FROM sessions WHERE creator = $1 "
         "AND scheduled_at IS NOT NULL AND started_at IS NOT NULL",
         creator,

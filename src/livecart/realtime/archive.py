@@ -29,9 +29,9 @@ ON CONFLICT (session, "offset") DO NOTHING
 class ArchiveWriter(GroupWriter[ArchiveRow]):
     """Room events, group-committed: a busy room costs one round trip per batch."""
 
-    def __init__(self, pool: Executor, *, max_batch: int = 2000) -> None:
+    def __init__(self, db: Executor, *, max_batch: int = 2000) -> None:
         super().__init__(self._write, name="archive-writer", max_batch=max_batch)
-        self._pool = pool
+        self._db = db
 
     async def append(self, row: ArchiveRow) -> None:
         await self.add(row)
@@ -45,21 +45,19 @@ class ArchiveWriter(GroupWriter[ArchiveRow]):
             cols[3].append(r.author)
             cols[4].append(r.text)
             cols[5].append(r.body.decode())
-        await self._pool.execute(_INSERT, *cols)
+        await self._db.execute(_INSERT, *cols)
 
 
-async def max_offset(pool: Executor, session: str) -> int:
-    value = await pool.fetchval(
+async def max_offset(db: Executor, session: str) -> int:
+    value = await db.fetchval(
         'SELECT coalesce(max("offset"), 0) FROM room_events WHERE session = $1', session
     )
     return int(value)
 
 
-async def timeline(
-    pool: Executor, session: str, since: int, limit: int
-) -> list[dict[str, Any]]:
+async def timeline(db: Executor, session: str, since: int, limit: int) -> list[dict[str, Any]]:
     """Room events after `since`, oldest first; removed chat comes back as a tombstone."""
-    rows = await pool.fetch(
+    rows = await db.fetch(
         'SELECT "offset", type, state, body FROM room_events '
         'WHERE session = $1 AND "offset" > $2 ORDER BY "offset" LIMIT $3',
         session,
@@ -76,11 +74,9 @@ async def timeline(
     return out
 
 
-async def remove_chat(
-    conn: Executor, session: str, offset: int
-) -> tuple[str, str] | None:
+async def remove_chat(db: Executor, session: str, offset: int) -> tuple[str, str] | None:
     """Mark a chat message removed; returns (author, text) of a message that was visible."""
-    row = await conn.fetchrow(
+    row = await db.fetchrow(
         "UPDATE room_events SET state = 'removed' "
         "WHERE session = $1 AND \"offset\" = $2 AND type = 'chat' AND state = 'visible' "
         "RETURNING author, text",
@@ -90,13 +86,10 @@ async def remove_chat(
     return None if row is None else (row["author"], row["text"])
 
 
-async def chat_author(
-    conn: Executor, session: str, offset: int
-) -> str | None:
+async def chat_author(db: Executor, session: str, offset: int) -> str | None:
     """Who wrote the chat message at `offset` (None: no such message)."""
-    author: str | None = await conn.fetchval(
-        "SELECT author FROM room_events "
-        "WHERE session = $1 AND \"offset\" = $2 AND type = 'chat'",
+    author: str | None = await db.fetchval(
+        "SELECT author FROM room_events WHERE session = $1 AND \"offset\" = $2 AND type = 'chat'",
         session,
         offset,
     )
@@ -104,11 +97,11 @@ async def chat_author(
 
 
 async def recent_chat(
-    pool: Executor, session: str, below: int, limit: int
+    db: Executor, session: str, below: int, limit: int
 ) -> list[tuple[int, bytes]]:
     """The newest `limit` chat events with offset below `below`, oldest first, as wire bodies
     without offset (a removed message as its tombstone)."""
-    rows = await pool.fetch(
+    rows = await db.fetch(
         'SELECT "offset", state, body::text AS body FROM room_events '
         "WHERE session = $1 AND type = 'chat' AND \"offset\" < $2 "
         'ORDER BY "offset" DESC LIMIT $3',

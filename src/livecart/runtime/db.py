@@ -1,4 +1,10 @@
-"""PostgreSQL: the pool, the schema migration and the embedded server."""
+"""PostgreSQL: the pool, the database handle every store takes, rows to Structs, the schema
+migration and the embedded server.
+
+The one convention for the handle: a store function takes `db: Executor` when it runs single
+statements, and `conn: Connection` when it opens (and commits) its own transaction; a service
+keeps the node's pool as `pool` and hands it to the store (acquiring a `Connection` first for
+the functions that take one). Rows become Structs by `from_row` (`msgspec.convert`)."""
 
 from __future__ import annotations
 
@@ -7,14 +13,17 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
+import msgspec
 
 log = logging.getLogger("livecart.store")
 T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)
 
 SCHEMA_VERSION = 1
 # One session-level advisory lock so that nodes starting together migrate one at a time.
@@ -60,6 +69,35 @@ class Connection(Executor, Protocol):
     that take one open (and commit) their own transaction on it."""
 
     def transaction(self) -> Any: ...
+
+
+def iso(value: datetime) -> str:
+    """A timestamp as the API has always answered it: ISO 8601 in UTC (`+00:00`)."""
+    return value.astimezone(UTC).isoformat()
+
+
+def from_row(
+    row: Any,
+    into: type[S],
+    *,
+    iso_times: tuple[str, ...] = (),
+    epoch_times: tuple[str, ...] = (),
+    **extra: Any,
+) -> S:
+    """`row` (a record or mapping) as an `into`, field by column name; columns `into` has no
+    field for are ignored. Timestamps become ISO 8601 strings (`iso_times`) or POSIX seconds
+    (`epoch_times`), as the objects carry them (a NULL stays None); `extra` sets fields the
+    row lacks."""
+    data = dict(row)
+    for name in iso_times:
+        if data[name] is not None:
+            data[name] = iso(data[name])
+    for name in epoch_times:
+        if data[name] is not None:
+            data[name] = data[name].timestamp()
+    if extra:
+        data.update(extra)
+    return msgspec.convert(data, into)
 
 
 def row_error(exc: BaseException) -> bool:

@@ -10,12 +10,12 @@ import msgspec
 from ...auth import Identity
 from ...failure import Failure
 from ...ids import new_id
-from ...runtime.db import Connection, Executor
+from ...runtime.db import Connection, Executor, iso
 from .. import rules as rules
 from ..rules import Auction, BidAccepted, Order
 from .offers import check_listing
 from .outbox import enqueue_webhook
-from .rows import AUCTION_COLS, at, auction_from_row, auction_state, iso
+from .rows import AUCTION_COLS, at, auction_from_row, auction_state
 
 # Namespace of the two-key advisory lock per session (a key space of its own in PostgreSQL).
 _LOCK_AUCTION = 0x4C430002  # session: one open auction per session

@@ -9,11 +9,11 @@ import msgspec
 
 from ...auth import Identity
 from ...failure import Failure
-from ...runtime.db import Connection, Executor
+from ...runtime.db import Connection, Executor, iso
 from .. import rules as rules
 from ..rules import Order
 from .outbox import ENQUEUE, enqueue_webhook, notify_returned, webhook_event
-from .rows import ORDER_SELECT, at, iso, order_from_row
+from .rows import ORDER_SELECT, at, order_from_row
 
 
 async def get_order(conn: Executor, order_id: str) -> tuple[Order, str] | None:

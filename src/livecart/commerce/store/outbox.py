@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 
 from ...ids import new_id
-from ...runtime.db import Executor
-from .rows import at, iso
+from ...runtime.db import Executor, iso
+from .rows import at
 
 # NOTIFY channel: ids of open offers that got units back, sent on commit to every node so
 # that each reopens its sold-out gate (payload: comma-separated offer ids).

@@ -10,12 +10,12 @@ import msgspec
 
 from ...failure import Failure
 from ...ids import new_id
-from ...runtime.db import Connection, Executor
+from ...runtime.db import Connection, Executor, iso
 from .. import rules as rules
 from ..rules import Order
 from .offers import BUYERS, Observation
 from .outbox import webhook_event
-from .rows import ORDER_SELECT, at, iso, offer_state, order_from_row
+from .rows import ORDER_SELECT, at, offer_state, order_from_row
 
 _json = msgspec.json.Encoder()
 

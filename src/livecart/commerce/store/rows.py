@@ -1,24 +1,17 @@
-"""Rows to objects: the column lists the commerce store selects, and one mapper,
-`from_row`, that converts a row by name with `msgspec.convert`."""
+"""Rows to objects: the column lists the commerce store selects, and the commerce objects
+made from them by `runtime.db.from_row` (by name, with `msgspec.convert`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import msgspec
-
+from ...runtime.db import from_row
 from ..rules import Auction, AuctionState, Offer, OfferState, Order
-
-S = TypeVar("S", bound=msgspec.Struct)
 
 
 def at(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
-
-
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
 
 
 OFFER_COLS = (
@@ -36,27 +29,6 @@ AUCTION_COLS = (
     "a.id, a.session, a.product, a.start_cents, a.min_increment_cents, a.current_cents, "
     "a.leader, a.mode, a.ends_at, a.status, a.winner_order"
 )
-
-
-def from_row(
-    row: Any,
-    into: type[S],
-    *,
-    iso_times: tuple[str, ...] = (),
-    epoch_times: tuple[str, ...] = (),
-    **extra: Any,
-) -> S:
-    """`row` (a record or mapping) as an `into`, field by column name; columns `into` has no
-    field for are ignored. Timestamps become ISO 8601 strings (`iso_times`) or POSIX seconds
-    (`epoch_times`), as the objects carry them; `extra` sets fields the row lacks."""
-    data = dict(row)
-    for name in iso_times:
-        data[name] = iso(data[name])
-    for name in epoch_times:
-        data[name] = data[name].timestamp()
-    if extra:
-        data.update(extra)
-    return msgspec.convert(data, into)
 
 
 def offer_from_row(row: Any) -> Offer:
