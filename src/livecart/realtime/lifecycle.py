@@ -22,7 +22,8 @@ from ..limits import CHAT_MAX_CHARS
 from ..protocol import Failure, Hello, Limits, encode
 from ..runtime.node import Node
 from .connection import AsgiSocket, Connection, Socket
-from .wire import PING_INTERVAL_S, PING_TIMEOUT_S, Handshake, WireProtocol
+from .handshake import Handshake, Upgrading
+from .wire import PING_INTERVAL_S, PING_TIMEOUT_S, WireProtocol
 
 log = logging.getLogger("livecart.gateway")
 _ids = itertools.count(1)
@@ -45,7 +46,7 @@ class Lifecycle:
         def _on_gap(self, conn: Connection, session_id: str) -> None: ...
         def _left(self, conn: Connection, session_id: str) -> None: ...
 
-    def connect(self, socket: WireProtocol, hs: Handshake) -> None:
+    def connect(self, socket: Upgrading, hs: Handshake) -> None:
         """A `/ws` handshake on the node's own wire protocol."""
         node = self.node
         if node.draining:
