@@ -138,6 +138,7 @@ GATEWAY = {
         "http",
         "connection",
         "hub",
+        "room",
         "endpoint",
         "lifecycle",
         "inbox",

@@ -26,8 +26,8 @@ from ..runtime.node import Node, Unarchived
 from . import archive as room_store
 from .bus.base import StreamPosition
 from .connection import Connection, RoomCursor
-from .hub import Room
 from .lifecycle import _now_ms
+from .room import Room
 
 log = logging.getLogger("livecart.gateway")
 
