@@ -130,7 +130,21 @@ def test_every_allowed_edge_still_exists() -> None:
 
 
 # The gateway: the modules of `livecart.realtime` that own sockets and frames.
-GATEWAY = {f"livecart.realtime.{m}" for m in ("wire", "http", "connection", "hub", "endpoint")}
+GATEWAY = {
+    f"livecart.realtime.{m}"
+    for m in (
+        "wire",
+        "handshake",
+        "http",
+        "connection",
+        "hub",
+        "room",
+        "endpoint",
+        "lifecycle",
+        "inbox",
+        "handlers",
+    )
+}
 
 MODERATION = (
     "livecart.chat.service",

@@ -15,7 +15,8 @@ import msgspec
 from livecart.auth import Identity
 from livecart.realtime.bus.base import Publication
 from livecart.realtime.connection import Connection, RoomCursor
-from livecart.realtime.hub import Hub, Room
+from livecart.realtime.hub import Hub
+from livecart.realtime.room import Room
 
 SID = "s1"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from livecart.realtime import endpoint
+from livecart.realtime import inbox
 from livecart.realtime.endpoint import Gateway
 
 
@@ -95,7 +95,7 @@ async def test_frames_of_a_closed_connection_are_dropped(monkeypatch: pytest.Mon
 async def test_past_inbox_max_the_adding_socket_pauses_until_the_inbox_is_done(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(endpoint, "INBOX_MAX", 5)
+    monkeypatch.setattr(inbox, "INBOX_MAX", 5)
     gw, handled = slow_gateway(monkeypatch, 0.0005)
     flooder, quiet = FakeConn(), FakeConn()
     for i in range(10):

@@ -15,8 +15,9 @@ import pytest
 import uvicorn
 import uvicorn.server
 
+from livecart.realtime import handshake, wire
 from livecart.realtime import http as livecart_http
-from livecart.realtime import wire
+from livecart.realtime.handshake import Handshake
 from livecart.realtime.wire import (
     OP_BINARY,
     OP_CLOSE,
@@ -24,7 +25,6 @@ from livecart.realtime.wire import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    Handshake,
     WireProtocol,
 )
 
@@ -204,7 +204,7 @@ class FakeGateway:
         self.closes: list[tuple[Any, int]] = []
         self.conn = FakeConn()
 
-    def connect(self, socket: WireProtocol, hs: Handshake) -> None:
+    def connect(self, socket: handshake.Upgrading, hs: Handshake) -> None:
         self.connects.append(hs)
         if self.defer:
             return
@@ -244,7 +244,7 @@ class Wire:
         self.state = SimpleNamespace(
             connections=set(), default_headers=[(b"server", b"livecart-test")]
         )
-        cls = wire.protocol_class(self.gateway, **limits)
+        cls = handshake.protocol_class(self.gateway, **limits)
         self.proto: WireProtocol = cls(self.config, self.state, {})
         self.transport = FakeTransport()
         self.proto.connection_made(self.transport)  # type: ignore[arg-type]
@@ -273,7 +273,7 @@ async def test_the_http_protocol_it_takes_over_from_is_cut_from_its_parser() -> 
     http = SimpleNamespace(parser=object())
     transport = FakeTransport()
     transport.protocol = http
-    cls = wire.protocol_class(FakeGateway())
+    cls = handshake.protocol_class(FakeGateway())
     state = SimpleNamespace(connections=set(), default_headers=[])
     proto = cls(SimpleNamespace(ws_max_size=1 << 20, ws_per_message_deflate=False), state, {})
     proto.connection_made(transport)  # type: ignore[arg-type]
@@ -295,7 +295,7 @@ async def test_the_101_answers_the_rfc_example_key_with_the_default_headers() ->
     )
     assert not w.transport.closed
     assert w.proto in w.state.connections
-    assert wire.accept_key(RFC_KEY) == RFC_ACCEPT
+    assert handshake.accept_key(RFC_KEY) == RFC_ACCEPT
 
 
 async def test_the_query_token_reaches_the_gateway() -> None:
@@ -377,7 +377,7 @@ async def test_other_upgrades_are_handed_to_uvicorns_protocol(
     monkeypatch: pytest.MonkeyPatch, request_bytes: bytes, node_deflate: bool
 ) -> None:
     StubSansIO.made.clear()
-    monkeypatch.setattr(wire, "WebSocketsSansIOProtocol", StubSansIO)
+    monkeypatch.setattr(handshake, "WebSocketsSansIOProtocol", StubSansIO)
     w = Wire(deflate=node_deflate)
     w.proto.data_received(request_bytes)
     [other] = StubSansIO.made
@@ -394,7 +394,7 @@ async def test_deflate_offered_to_a_node_without_it_is_served_uncompressed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     StubSansIO.made.clear()
-    monkeypatch.setattr(wire, "WebSocketsSansIOProtocol", StubSansIO)
+    monkeypatch.setattr(handshake, "WebSocketsSansIOProtocol", StubSansIO)
     w = Wire(deflate=False)
     w.proto.data_received(
         upgrade_request(extra=["sec-websocket-extensions: permessage-deflate; client_max_window_bits"])
@@ -1084,7 +1084,7 @@ class FloodingGateway(FakeGateway):
 
     socket: WireProtocol
 
-    def connect(self, socket: WireProtocol, hs: Handshake) -> None:
+    def connect(self, socket: handshake.Upgrading, hs: Handshake) -> None:
         self.socket = socket
         super().connect(socket, hs)
 
@@ -1179,7 +1179,7 @@ class Http:
         config = uvicorn.Config(
             app,
             http=livecart_http.protocol_class(max_head=max_head, head_timeout=head_timeout),
-            ws=wire.protocol_class(self.gateway),
+            ws=handshake.protocol_class(self.gateway),
             lifespan="off",
             log_level="critical",
         )
@@ -1298,7 +1298,7 @@ async def test_a_connection_handed_to_uvicorns_protocol_gets_the_close_deadline_
     h = Http()
     h.feed(upgrade_request("/other"))
     other = h.transport.get_protocol()
-    assert isinstance(other, wire.WebSocketsSansIOProtocol)
+    assert isinstance(other, handshake.WebSocketsSansIOProtocol)
     h.transport.buffer_size = 377_000  # what the client has not read
     other.transport.close()
     assert h.transport.close_calls == 1 and not h.transport.aborted

@@ -1,15 +1,10 @@
-"""The WebSocket wire of `/ws`: RFC 6455 in one asyncio protocol per connection.
+"""The WebSocket wire of `/ws`: RFC 6455 frames in one asyncio protocol per connection.
 
-uvicorn parses the HTTP request and, at the upgrade, hands the connection to the class given
-as its `ws` setting (`protocol_class`). For a plain `/ws` handshake that class answers 101
-itself and from then on parses client frames in `data_received` and hands each complete
-message to the gateway in the same step: no ASGI queue, no task and no coroutine per
-connection, nothing per frame but the parse. Writes are `transport.write` of bytes framed
-once (a room's frame is built once for all its viewers).
-
-Anything else (another path, a malformed or unsupported handshake, a client offering
-permessage-deflate when the node enables it) is handed on, untouched, to uvicorn's own
-`websockets-sansio` protocol and served through ASGI as before.
+Once the 101 is sent (the opening is `realtime.handshake`'s), the protocol parses client
+frames in `data_received` and hands each complete message to the gateway in the same step:
+no ASGI queue, no task and no coroutine per connection, nothing per frame but the parse.
+Writes are `transport.write` of bytes framed once (a room's frame is built once for all its
+viewers).
 
 What a client may send: masked frames (RFC 6455 §5.1), text, binary, continuation, ping,
 pong, close; no reserved bits (no extension is negotiated here). Protocol errors close with
@@ -34,21 +29,13 @@ more.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import codecs
 import contextlib
-import hashlib
 import logging
 import socket
 import struct
 import time
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, unquote
-
-from uvicorn.protocols.websockets.websockets_sansio_impl import (
-    WebSocketsSansIOProtocol as UvicornSansIO,
-)
 
 from ..protocol import ws_text_frame
 
@@ -70,7 +57,6 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger("livecart.gateway")
 
-PATH = "/ws"
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
 CLOSE_TIMEOUT_S = 5.0  # how long a close we sent waits for the client's reply
@@ -78,14 +64,11 @@ MAX_FRAGMENTS = 64  # frames one message may span (LIVECART_WS_MAX_FRAGMENTS)
 # What one more fragment of a message is charged on top of its payload, against `max_size`:
 # about what a frame costs to receive and keep, so a message of empty frames is not free.
 FRAME_COST = 64
-MAX_REQUEST = 16 * 1024  # request line + headers of an upgrade (LIVECART_MAX_HEADER_BYTES)
-HANDSHAKE_TIMEOUT_S = 10.0  # upgrade request to 101 (LIVECART_HANDSHAKE_TIMEOUT_S)
 # Pongs are written only while less than this waits for the client: one that sends pings but
 # does not read gets no more (RFC 6455 §5.5.3 lets a pong answer only the latest ping).
 PONG_BUFFER_MAX = 64 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 CLOSE_PROTOCOL_ERROR = 1002
@@ -107,10 +90,6 @@ def close_frame(code: int, reason: str = "") -> bytes:
     return control_frame(OP_CLOSE, body)
 
 
-def accept_key(key: bytes) -> bytes:
-    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
-
-
 def utf8_tail(tail: bytes, data: bytes, final: bool) -> bytes | None:
     """Validate the next piece `data` of a UTF-8 text after `tail` (the bytes of a character
     the previous piece ended inside): the new tail, or None as soon as the text is invalid,
@@ -130,71 +109,14 @@ def utf8_tail(tail: bytes, data: bytes, final: bool) -> bytes | None:
     return rest
 
 
-class Handshake:
-    """The parts of an upgrade request this protocol needs, or `ok = False`; `bad_version`:
-    a WebSocket upgrade for a protocol version other than 13 (answered 426, RFC 6455 §4.4)."""
-
-    __slots__ = ("bad_version", "deflate", "key", "ok", "query")
-
-    def __init__(self, request: bytes) -> None:
-        self.ok = False
-        self.bad_version = False
-        self.key = b""
-        self.query: dict[str, str] = {}
-        self.deflate = False
-        head, sep, _ = request.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ")
-        if not sep or len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1":
-            return
-        path, _, query = parts[1].partition(b"?")
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon:
-                return
-            name = name.strip().lower()
-            value = value.strip()
-            headers[name] = headers[name] + b"," + value if name in headers else value
-        upgrade = {t.strip().lower() for t in headers.get(b"upgrade", b"").split(b",")}
-        connection = {t.strip().lower() for t in headers.get(b"connection", b"").split(b",")}
-        version = headers.get(b"sec-websocket-version")
-        self.bad_version = (
-            version is not None
-            and version != b"13"
-            and b"websocket" in upgrade
-            and b"upgrade" in connection
-        )
-        key = headers.get(b"sec-websocket-key", b"")
-        try:
-            valid_key = len(base64.b64decode(key, validate=True)) == 16
-        except (binascii.Error, ValueError):
-            valid_key = False
-        try:
-            self.query = dict(parse_qsl(query.decode("ascii")))
-            decoded_path = unquote(path.decode("ascii"))
-        except UnicodeDecodeError:
-            return
-        self.deflate = b"permessage-deflate" in headers.get(b"sec-websocket-extensions", b"")
-        self.key = key
-        self.ok = (
-            decoded_path == PATH
-            and b"websocket" in upgrade
-            and b"upgrade" in connection
-            and version == b"13"
-            and valid_key
-        )
-
-
 class WireProtocol(asyncio.Protocol):
-    """One WebSocket client of `/ws`. `gateway` (set on the class by `protocol_class`) gets
-    `connect(socket, query)`, `received(conn, message)`, `fragment(conn)` (one more frame of
-    a message not yet complete) and `closed(conn, code)`."""
+    """One WebSocket client of `/ws`. `gateway` (set on the class by
+    `handshake.protocol_class`, whose `Upgrading` subclass is what uvicorn runs) gets
+    `connect(socket, handshake)`, `received(conn, message)`, `fragment(conn)` (one more frame
+    of a message not yet complete) and `closed(conn, code)`."""
 
     gateway: Any = None
     max_fragments: int = MAX_FRAGMENTS
-    max_request: int = MAX_REQUEST
-    handshake_timeout: float = HANDSHAKE_TIMEOUT_S
 
     __slots__ = (
         "_app_state",
@@ -338,6 +260,10 @@ class WireProtocol(asyncio.Protocol):
             self.close(CLOSE_RESTART, "server restart")
         self._shut()
 
+    def _before_open(self, data: bytes) -> None:
+        """The upgrade request, before the 101 (`handshake.Upgrading`)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ frames in
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
@@ -479,7 +405,7 @@ class WireProtocol(asyncio.Protocol):
         if not transport.is_closing() and not transport.get_write_buffer_size():
             transport.close()
             return
-        _reset(transport)
+        reset(transport)
 
     def pause_reading(self) -> None:
         if not self.close_sent and not self.gone:
@@ -502,77 +428,8 @@ class WireProtocol(asyncio.Protocol):
             self.ping_sent = now
             self.transport.write(control_frame(OP_PING, b"lc"))
 
-    # ------------------------------------------------------------ handshake
 
-    def _before_open(self, data: bytes) -> None:
-        """The upgrade request (uvicorn hands it over in one piece), or bytes a client sent
-        before our answer, which RFC 6455 §4.1 forbids: refused, never buffered."""
-        if self.close_sent:
-            return  # refused: what arrives now is not read
-        if self._requested:
-            return self.reject(400, "Bad Request")
-        self._requested = True
-        # uvicorn rebuilds the request from headers the HTTP protocol bounded; the bound here
-        # holds under any HTTP protocol (the rebuilt head may be somewhat longer).
-        if len(data) > 2 * self.max_request:
-            return self.reject(431, "Request Header Fields Too Large")
-        self._handshake(data)
-
-    def _handshake(self, request: bytes) -> None:
-        hs = Handshake(request)
-        if hs.bad_version:
-            return self.reject(426, "Upgrade Required", b"Sec-WebSocket-Version: 13\r\n")
-        if not hs.ok or (hs.deflate and self._config.ws_per_message_deflate):
-            return self._hand_over(request)
-        self.last_read = time.monotonic()
-        self.gateway.connect(self, hs)
-        if not self.opened and not self.close_sent:  # the gateway answers later
-            self._deadline(self.handshake_timeout)
-
-    def _hand_over(self, request: bytes) -> None:
-        """Not ours to serve: uvicorn's websockets-sansio protocol takes the connection."""
-        other = WebSocketsSansIOProtocol(
-            config=self._config, server_state=self._state, app_state=self._app_state
-        )
-        self._state.connections.discard(self)
-        other.connection_made(self.transport)
-        self.transport.set_protocol(other)
-        other.data_received(request)
-
-    def accept(self, hs: Handshake) -> None:
-        """Answer 101; messages go to `self.conn` once the gateway sets it."""
-        head = [
-            b"HTTP/1.1 101 Switching Protocols",
-            b"Upgrade: websocket",
-            b"Connection: Upgrade",
-            b"Sec-WebSocket-Accept: " + accept_key(hs.key),
-        ]
-        head += [name + b": " + value for name, value in self._state.default_headers]
-        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n")
-        self.opened = True
-        if self._close_timer is not None:  # the handshake deadline
-            self._close_timer.cancel()
-            self._close_timer = None
-
-    def reject(self, status: int, reason: str, headers: bytes = b"") -> None:
-        """Refuse the upgrade with an HTTP status (no WebSocket is opened); `headers`: more
-        header lines, each ending in CRLF."""
-        body = reason.encode()
-        self.close_sent = True
-        if self._close_timer is not None:  # the handshake deadline; the close's comes now
-            self._close_timer.cancel()
-            self._close_timer = None
-        self.transport.write(
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
-            + headers
-            + b"\r\n"
-            + body
-        )
-        self._shut()
-
-
-def _reset(transport: asyncio.Transport) -> None:
+def reset(transport: asyncio.Transport) -> None:
     """Drop a connection now: a reset, not a FIN queued behind what the client never read, so
     neither the socket nor its kernel buffers outlive it."""
     sock = transport.get_extra_info("socket")
@@ -582,79 +439,6 @@ def _reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-class _CloseDeadline:
-    """The transport as uvicorn's websockets-sansio protocol sees it: its `close()` (which
-    waits for what is buffered to be written) also starts the node's close deadline, past
-    which the connection is reset."""
-
-    __slots__ = ("_delay", "_gone", "_timer", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, delay: float) -> None:
-        self._transport = transport
-        self._delay = delay
-        self._timer: asyncio.TimerHandle | None = None
-        self._gone = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-    def close(self) -> None:
-        self._transport.close()
-        if self._timer is None and not self._gone:
-            self._timer = asyncio.get_running_loop().call_later(
-                self._delay, _reset, self._transport
-            )
-
-    def lost(self) -> None:
-        """The connection is gone: no deadline any more."""
-        self._gone = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
-class WebSocketsSansIOProtocol(UvicornSansIO):
-    """uvicorn's websockets-sansio protocol (for what the node's wire hands on), with the
-    node's close deadline: a client that does not read loses its socket CLOSE_TIMEOUT_S after
-    the close, as on the wire (half of it waiting for the client's reply, half for the
-    transport to close)."""
-
-    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any]) -> None:
-        super().__init__(config=config, server_state=server_state, app_state=app_state)
-        self.close_timeout = CLOSE_TIMEOUT_S / 2
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        deadline = _CloseDeadline(transport, CLOSE_TIMEOUT_S / 2)  # type: ignore[arg-type]
-        super().connection_made(deadline)  # type: ignore[arg-type]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        deadline = self.transport
-        if isinstance(deadline, _CloseDeadline):
-            deadline.lost()
-        super().connection_lost(exc)
-
-
 def _release_parser(http_protocol: Any) -> None:
     """Once the upgrade is done, break the HTTP protocol's cycle with its parser."""
     http_protocol.parser = None
-
-
-def protocol_class(
-    gateway: Any,
-    *,
-    max_fragments: int = MAX_FRAGMENTS,
-    max_request: int = MAX_REQUEST,
-    handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
-) -> type[WireProtocol]:
-    """The `ws` protocol class for uvicorn, bound to `gateway` and the node's limits."""
-    return type(
-        "LivecartWire",
-        (WireProtocol,),
-        {
-            "gateway": gateway,
-            "max_fragments": max_fragments,
-            "max_request": max_request,
-            "handshake_timeout": handshake_timeout,
-            "__slots__": (),
-        },
-    )

@@ -452,8 +452,9 @@ def _by_method(table: dict[str, Handler]) -> Handler:
 
 class App(Starlette):
     """Starlette for HTTP. `/ws` is normally served by the node's own wire protocol
-    (`realtime.wire`, given to uvicorn as its `ws` class); what reaches the app through ASGI
-    (permessage-deflate, another ASGI server) goes straight to the gateway, past the router."""
+    (`realtime.wire`, given to uvicorn as its `ws` class by `realtime.handshake`); what reaches
+    the app through ASGI (permessage-deflate, another ASGI server) goes straight to the
+    gateway, past the router."""
 
     def __init__(self, gateway: Gateway, settings: Settings, **kw: Any) -> None:
         super().__init__(**kw)

@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from .. import auth
-from ..realtime import http, wire
+from ..realtime import handshake, http, wire
 from . import config, logs
 from .config import ConfigError, Settings, node_name
 from .db import EmbeddedPostgres, migrate
@@ -86,7 +86,7 @@ async def _run_server(settings: Settings, on_ready: Any = None) -> None:
                 max_head=settings.max_header_bytes, head_timeout=settings.handshake_timeout_s
             ),
             # `/ws` on the node's own protocol; anything else it hands to websockets-sansio.
-            ws=wire.protocol_class(
+            ws=handshake.protocol_class(
                 app.gateway,
                 max_fragments=settings.ws_max_fragments,
                 max_request=settings.max_header_bytes,

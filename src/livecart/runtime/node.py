@@ -29,8 +29,9 @@ from ..realtime.bus.base import Bus
 from ..realtime.bus.memory import MemoryBus
 from ..realtime.bus.redis import RedisBus
 from ..realtime.connection import Connection
-from ..realtime.hub import Hub, Room
+from ..realtime.hub import Hub
 from ..realtime.presence import RedisPresence
+from ..realtime.room import Room
 from .config import Settings, node_name
 from .db import MeasuredPool, connect_pool, migrate
 from .metrics import Metrics

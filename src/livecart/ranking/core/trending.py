@@ -4,6 +4,9 @@
 numerator per product, session and creator against a shared landmark, and incrementally
 maintained top-k lists. Adapters call `start_session`/`end_session`/`show_product` as the
 catalog changes, `ingest` for every signal, and read `snapshot`/`candidates`.
+
+It stays one module past ~500 lines: `TrendingIndex` is one state whose catalog, numerators
+and top-k lists change together under one landmark; the Structs above it are its vocabulary.
 """
 
 from __future__ import annotations
