@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -12,10 +13,15 @@ from ...catalog.models import ErrorResponse
 from .common import Handler, json, node_of
 
 
-class ApiRoute(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class ApiRoute:
+    """One REST operation: where it is and what serves it, then what it takes and answers
+    (by keyword)."""
+
     method: str
     path: str
     handler: Handler
+    _: KW_ONLY
     summary: str
     request: type | None = None
     response: Any = None
