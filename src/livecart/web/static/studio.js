@@ -331,7 +331,9 @@ function renderOfferSelect(items) {
   else if (state.current && state.current.pinned_product && items.some((p) => p.id === state.current.pinned_product)) {
     sel.value = state.current.pinned_product;
   }
-  prefillOffer();
+  // Suggest a price only for a newly selected product: a re-render (the show going live,
+  // stock moving) must not overwrite what the creator has typed.
+  if (sel.value !== before || !$("#offer-price").value) prefillOffer();
 }
 
 async function prefillOffer() {
