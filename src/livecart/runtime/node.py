@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -156,9 +157,14 @@ class Node:
             self.shared_replies = SharedReplies(
                 shared.redis, shared.prefix, horizon_s=s.history_ttl_s
             )
+        # Trending in Redis belongs to this deployment (one PostgreSQL database), like the
+        # chat limits: two deployments sharing a Redis never see each other's items.
+        database = await self.pool.fetchval("SELECT current_database()")
+        namespace = hashlib.blake2b(database.encode(), digest_size=4).hexdigest()
         self.ranking = RankingService(
             self.pool,
             redis_url=s.redis_url,
+            redis_prefix=f"lc:{namespace}:{{rank}}",
             room_of=self.hub.rooms.get,
             orders_of=functools.partial(self.commerce.list_orders, limit=1000),
             event_counter=self.metrics.ranking_events.labels,
