@@ -112,22 +112,21 @@ def require(
         raise Failure("forbidden", f"{who.role} may not {action.value} here")
 
 
+def too_large() -> Failure:
+    return Failure("too_large", f"request bodies are limited to {MAX_BODY} bytes")
+
+
 async def body(request: Request, kind: type[T]) -> T:
     """The JSON body as `kind`; an empty body is `{}`. Bounded before buffered: a declared
-    length over MAX_BODY is refused before reading, and a chunked body as soon as its bytes
-    pass the limit, so no more than MAX_BODY (plus one read) is ever held."""
-    too_large = Failure("too_large", f"request bodies are limited to {MAX_BODY} bytes")
-    declared = request.headers.get("content-length")
-    if declared is not None and (
-        len(declared) > 9 or not declared.isdigit() or int(declared) > MAX_BODY
-    ):
-        raise too_large
+    length over MAX_BODY never reaches a route (`guard.Guard` refuses it before reading), and
+    a body is refused as soon as its bytes pass the limit, so no more than MAX_BODY (plus one
+    read) is ever held."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            raise too_large
+            raise too_large()
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:

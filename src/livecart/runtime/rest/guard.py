@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ...chat.rules.limits import RateLimiter, RatePolicy
 from ...protocol import Failure
 from ..config import Settings
-from .common import MAX_BODY, error_response, identity, json
+from .common import MAX_BODY, error_response, identity, json, too_large
 
 log = logging.getLogger("livecart.api")
 
@@ -122,9 +122,7 @@ def _declared_too_large(scope: Scope) -> Response | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
             if len(value) > 9 or not value.isdigit() or int(value) > MAX_BODY:
-                return error_response(
-                    Failure("too_large", f"request bodies are limited to {MAX_BODY} bytes")
-                )
+                return error_response(too_large())
             return None
     return None
 
