@@ -102,10 +102,24 @@ class Auth(Struct, tag="auth", tag_field="type", frozen=True):
     token: Annotated[str, Meta(min_length=1, max_length=8192)]
 
 
-ClientFrame = Join | Leave | Chat | Like | Buy | Bid | Signal | Report | Feed | Ping | Auth
+# ---------------------------------------------------------------- video time (SPEC §12)
+
+# No delay report is larger than this, whatever `max_viewer_delay_ms` is set to (an hour).
+DELAY_MS_LIMIT = 3_600_000
+
+
+class Delay(Struct, tag="delay", tag_field="type", frozen=True):
+    """How far the client's picture is behind the studio, in ms (from the player's
+    program-date-time); at most the server's `max_viewer_delay_ms` (`hello.limits`)."""
+
+    session: Id
+    ms: Annotated[int, Meta(ge=0, le=DELAY_MS_LIMIT)]
+
+
+ClientFrame = Join | Leave | Chat | Like | Buy | Bid | Signal | Report | Feed | Ping | Auth | Delay
 CLIENT_TYPES = frozenset(
     t.__struct_config__.tag
-    for t in (Join, Leave, Chat, Like, Buy, Bid, Signal, Report, Feed, Ping, Auth)
+    for t in (Join, Leave, Chat, Like, Buy, Bid, Signal, Report, Feed, Ping, Auth, Delay)
 )
 
 _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)  # type: ignore[arg-type]
@@ -240,6 +254,7 @@ class Limits(Struct, frozen=True):
     chat_max_chars: int
     chat_rate_per_s: float
     chat_burst: int
+    max_viewer_delay_ms: int = 0  # the largest `delay` a client may report (SPEC §12)
 
 
 class Hello(Struct, tag="hello", tag_field="type"):
@@ -267,6 +282,7 @@ class Joined(Struct, tag="joined", tag_field="type"):
     offset: int
     recovered: bool
     state: SessionState
+    delay_ms: int = 0  # the viewer's delay in force (SPEC §12)
 
 
 class Left(Struct, tag="left", tag_field="type"):

@@ -67,6 +67,7 @@ class AuctionService(CommerceBase):
         ref: str,
         *,
         session_id: str | None = None,
+        video_at: float | None = None,
     ) -> BidAccepted:
         """Place a bid; bids on one auction are totally ordered. Idempotent per (auction,
         user, ref). Raises unauthorized (guest), forbidden (minor), not_found, not_live,
@@ -77,7 +78,7 @@ class AuctionService(CommerceBase):
             raise Failure("bad_frame", "ref must be 1-64 characters")
         try:
             async with asyncio.timeout(self._op_timeout_s), self._bid_locks.hold(auction_id):
-                now = self._clock()
+                now = self._judged_at(video_at)  # the bidder's video time (SPEC §12)
                 outcome = await self._db(
                     lambda c: store.bid(
                         c, who.sub, auction_id, amount_cents, ref, now, session_id=session_id
@@ -104,7 +105,10 @@ class AuctionService(CommerceBase):
             now = self._clock()
             closed = await self._db(
                 functools.partial(
-                    store.close_due_auction, now=now, reservation_ttl_s=self.reservation_ttl_s
+                    store.close_due_auction,
+                    now=now,
+                    reservation_ttl_s=self.reservation_ttl_s,
+                    grace_s=self.settle_grace_s,
                 )
             )
             if closed is None:

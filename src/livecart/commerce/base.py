@@ -55,7 +55,7 @@ def unavailable(exc: BaseException) -> Failure:
 class Attempt:
     """A purchase waiting for its turn at the database."""
 
-    __slots__ = ("future", "qty", "ref", "session_id", "who")
+    __slots__ = ("future", "qty", "ref", "session_id", "video_at", "who")
 
     def __init__(
         self,
@@ -64,12 +64,14 @@ class Attempt:
         ref: str,
         session_id: str | None,
         future: asyncio.Future[Order],
+        video_at: float | None = None,
     ) -> None:
         self.who = who
         self.qty = qty
         self.ref = ref
         self.session_id = session_id
         self.future = future
+        self.video_at = video_at  # the buyer's video time (None: judged now)
 
 
 class CommerceBase:
@@ -89,6 +91,7 @@ class CommerceBase:
         stock_interval_s: float = 0.1,
         gate_ttl_s: float = 1.0,
         op_timeout_s: float = 10.0,
+        settle_grace_s: float = 0.0,
     ) -> None:
         if reservation_ttl_s <= 0:
             raise ValueError("reservation_ttl_s must be positive")
@@ -100,6 +103,12 @@ class CommerceBase:
         self._sweep_interval_s = sweep_interval_s
         self._stock_interval_s = stock_interval_s
         self._op_timeout_s = op_timeout_s
+        # Video time (SPEC §12): how long after its end an offer or auction still takes buys
+        # and bids made at an earlier video time (the largest viewer delay); its unsold units
+        # return, and an auction settles, only after it.
+        if settle_grace_s < 0:
+            raise ValueError("settle_grace_s must be >= 0")
+        self.settle_grace_s = settle_grace_s
         # Offers whose remaining changed here since the last stock report: offer → session.
         self._stock_dirty: dict[str, str] = {}
         # One bid per auction in flight on this node, so `bid` events leave in seq order.
@@ -145,6 +154,11 @@ class CommerceBase:
 
     def _emit(self, event: RoomEvent) -> asyncio.Future[int | None]:
         return self._emitter.emit(event)
+
+    def _judged_at(self, video_at: float | None) -> float:
+        """The time a buy or bid is judged at: the buyer's video time, never later than now."""
+        now = self._clock()
+        return now if video_at is None else min(now, video_at)
 
     def _gated(self, code: ErrorCode) -> Failure:
         self.stats["gate_refusals"] += 1

@@ -79,7 +79,9 @@ class OfferService(CommerceBase):
         count = 0
         while count < limit:
             now = self._clock()
-            ended = await self._db(functools.partial(store.end_due_offer, now=now))
+            ended = await self._db(
+                functools.partial(store.end_due_offer, now=now, grace_s=self.settle_grace_s)
+            )
             if ended is None:
                 break
             self._after_end(ended)

@@ -23,7 +23,9 @@ BUY_BATCH_MAX = 64
 class PurchaseService(CommerceBase):
     # ------------------------------------------------------------ buying
 
-    def _precheck(self, who: Identity, offer_id: str, qty: int, ref: str) -> None:
+    def _precheck(
+        self, who: Identity, offer_id: str, qty: int, ref: str, video_at: float | None = None
+    ) -> None:
         """What a purchase checks before any I/O: who may buy, the numbers, and the sold-out
         gate (most of a flash sale's attempts end here)."""
         rules.require_buyer(who)
@@ -32,7 +34,7 @@ class PurchaseService(CommerceBase):
         if not 1 <= len(ref) <= ID_MAX_CHARS:
             raise Failure("bad_frame", "ref must be 1-64 characters")
         self.stats["buy_attempts"] += 1
-        code = self.gate.check(offer_id, who.sub, self._clock())
+        code = self.gate.check(offer_id, who.sub, self._judged_at(video_at))
         if code is not None:
             raise self._gated(code)
 
@@ -44,6 +46,7 @@ class PurchaseService(CommerceBase):
         ref: str,
         *,
         session_id: str | None = None,
+        video_at: float | None = None,
     ) -> Order:
         """Reserve `qty` units (one code path for the `buy` frame and `POST /api/orders`).
 
@@ -51,8 +54,11 @@ class PurchaseService(CommerceBase):
         the offer's. Returns only after commit. Raises unauthorized (guest), forbidden
         (minor), not_found (offer, or not in `session_id`), offer_closed, not_live, sold_out,
         limit_reached, duplicate (ref already used for another offer), bad_frame (qty or ref
-        out of range), unavailable (retry with the same ref)."""
-        return await self.reserve(who, offer_id, qty, ref, session_id=session_id)
+        out of range), unavailable (retry with the same ref).
+
+        `video_at` is the buyer's video time (SPEC §12): the offer is judged as it was then
+        (its window, not its stock), while it has not been settled (`settle_grace_s`)."""
+        return await self.reserve(who, offer_id, qty, ref, session_id=session_id, video_at=video_at)
 
     def reserve(
         self,
@@ -62,6 +68,7 @@ class PurchaseService(CommerceBase):
         ref: str,
         *,
         session_id: str | None = None,
+        video_at: float | None = None,
     ) -> asyncio.Future[Order]:
         """`buy` as a future, with no task per attempt: the order, or the refusal as its
         exception. A refusal known without I/O (the sold-out gate, who may buy, the numbers)
@@ -70,12 +77,12 @@ class PurchaseService(CommerceBase):
         A burst waits in the offer's queue, not on the pool: at most `_admit` attempts of one
         offer are at the database at once, and by the time a waiting attempt's turn comes the
         gate usually knows the answer, so a refusal then costs no database work."""
-        self._precheck(who, offer_id, qty, ref)
+        self._precheck(who, offer_id, qty, ref, video_at)
         fut: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
         waiting = self._waiting.get(offer_id)
         if waiting is None:
             waiting = self._waiting[offer_id] = deque()
-        waiting.append(Attempt(who, qty, ref, session_id, fut))
+        waiting.append(Attempt(who, qty, ref, session_id, fut, video_at))
         busy = self._admitting.get(offer_id, 0)
         if busy < self._admit:
             self._admitting[offer_id] = busy + 1
@@ -92,12 +99,13 @@ class PurchaseService(CommerceBase):
         try:
             while waiting:
                 batch = []
-                now = self._clock()
                 while waiting and len(batch) < BUY_BATCH_MAX:
                     attempt = waiting.popleft()
                     if attempt.future.done():  # the caller gave up
                         continue
-                    late = self.gate.check(offer_id, attempt.who.sub, now)
+                    late = self.gate.check(
+                        offer_id, attempt.who.sub, self._judged_at(attempt.video_at)
+                    )
                     if late is not None:
                         attempt.future.set_exception(self._gated(late))
                     else:
@@ -122,7 +130,9 @@ class PurchaseService(CommerceBase):
     async def _reserve_batch(self, offer_id: str, batch: list[Attempt]) -> None:
         """Reserve for `batch` in one transaction and answer every attempt in it."""
         stamp = self.gate.stamp(offer_id)
-        requests = [store.BuyRequest(a.who.sub, a.qty, a.ref, a.session_id) for a in batch]
+        requests = [
+            store.BuyRequest(a.who.sub, a.qty, a.ref, a.session_id, a.video_at) for a in batch
+        ]
         try:
             result = await self._db(
                 lambda conn: store.buy_many(

@@ -17,12 +17,13 @@ from ..auth import Identity
 from ..protocol import CLOSE_TOO_SLOW, ErrorMsg, encode, frame
 from ..runtime.metrics import Metrics
 from . import wire
+from .delay import ViewerDelay
 
 log = logging.getLogger("livecart.gateway")
 
 
 class RoomCursor:
-    __slots__ = ("epoch", "joined_at", "offset", "pending", "resyncing")
+    __slots__ = ("delay", "epoch", "joined_at", "offset", "pending", "resyncing", "seen")
 
     def __init__(self) -> None:
         self.epoch = ""
@@ -31,6 +32,10 @@ class RoomCursor:
         self.offset: int | None = None
         self.pending: list[tuple[int, bytes]] = []
         self.resyncing = False
+        # Video time (`realtime.delay`): the reported delay (None: never reported, delay 0)
+        # and the last frame of the room's delay timeline this viewer got.
+        self.delay: ViewerDelay | None = None
+        self.seen = 0
 
 
 class Socket(Protocol):

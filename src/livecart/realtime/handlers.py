@@ -68,7 +68,23 @@ class Handlers:
             case protocol.Feed(on=False):
                 node.ranking.unsubscribe(conn)
                 return True
+            case protocol.Delay(session=session_id, ms=ms):
+                self._delay(conn, session_id, ms)
+                return True
         return False
+
+    def _delay(self, conn: Connection, session_id: str, ms: int) -> None:
+        """`delay {session, ms}` (SPEC §12): no answer; refused when out of range or not
+        joined, changing nothing."""
+        node = self.node
+        most = node.settings.max_viewer_delay_ms
+        if ms > most:
+            raise Failure("bad_frame", f"ms must be 0..{most}")
+        cursor = conn.rooms.get(session_id)
+        room = node.hub.rooms.get(session_id)
+        if cursor is None or room is None or conn not in room.conns:
+            raise Failure("not_found", "join the session before reporting its delay")
+        node.hub.set_delay(conn, room, cursor, ms)
 
     async def dispatch(self, conn: Connection, frame: protocol.ClientFrame) -> None:
         match frame:
@@ -91,6 +107,7 @@ class Handlers:
                     frame.amount_cents,
                     frame.ref,
                     session_id=frame.session,
+                    video_at=self.node.hub.video_at(conn, frame.session),
                 )
                 conn.send(encode(Ack(frame.ref)))
             case protocol.Auth(token=token):
@@ -191,6 +208,7 @@ class Handlers:
                     history.position.offset,
                     history.recovered,
                     state,
+                    round(node.hub.delay_in_force(conn, session_id)),
                 )
             )
         )

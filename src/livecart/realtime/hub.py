@@ -30,7 +30,9 @@ from ..protocol import (
 )
 from ..runtime.metrics import Metrics
 from .bus.base import Bus, Publication, StreamPosition
-from .connection import Connection
+from .connection import Connection, RoomCursor
+from .delay import ViewerDelay, bucket_of
+from .lag import Frame, Lag, deliver_each, deliver_sampled
 from .room import Entry, Room
 
 log = logging.getLogger("livecart.gateway")
@@ -71,6 +73,8 @@ class Hub:
         tick_s: float = 0.05,
         writes_per_s: int = 0,
         chat_budget: float = 30.0,
+        delay_bucket_ms: int = 250,
+        max_delay_ms: int = 15_000,
         metrics: Metrics | None = None,
     ) -> None:
         self.bus = bus
@@ -79,6 +83,8 @@ class Hub:
         self._tick_s = tick_s
         self._writes_per_s = writes_per_s
         self._chat_budget = chat_budget
+        self._bucket_ms = delay_bucket_ms
+        self._max_delay_ms = max_delay_ms
         self._metrics = metrics
         self._random = random.Random()
         self.rooms: dict[str, Room] = {}
@@ -137,6 +143,84 @@ class Hub:
         room = self.rooms.get(session_id)
         if room is not None:
             room.conns.discard(conn)
+            if room.lag is not None:
+                room.lag.drop(conn)
+
+    # ------------------------------------------------------------ video time (SPEC §12)
+
+    def set_delay(self, conn: Connection, room: Room, cursor: RoomCursor, ms: int) -> None:
+        """A viewer's report of its delay (validated: 0..max): smoothed, and the viewer put
+        in the bucket of its delay in force (at once when it falls; climbing, bucket by bucket
+        as the room sends)."""
+        now = asyncio.get_running_loop().time()
+        if cursor.delay is None:
+            cursor.delay = ViewerDelay()
+            cursor.delay.at = now
+        cursor.delay.report(ms, now)
+        lag = room.lag
+        if lag is None:
+            lag = room.lag = Lag(room.id, self._bucket_ms, self._max_delay_ms / 1000 + 1.0)
+        lag.place(conn, cursor, bucket_of(cursor.delay.in_force(now), self._bucket_ms), now)
+        if cursor.delay.rising(now):
+            lag.ramping.add(conn)
+        else:
+            lag.ramping.discard(conn)
+        if lag.idle:
+            self._end_lag(room)
+
+    def delay_in_force(self, conn: Connection, session_id: str) -> float:
+        """The viewer's delay in force in a session (ms; 0 when never reported)."""
+        cursor = conn.rooms.get(session_id)
+        if cursor is None or cursor.delay is None:
+            return 0.0
+        return cursor.delay.in_force(asyncio.get_running_loop().time())
+
+    def video_at(self, conn: Connection, session_id: str) -> float | None:
+        """The viewer's video time now (epoch seconds), for judging a buy or a bid; None when
+        it never reported a delay (judged at "now", exactly as before)."""
+        cursor = conn.rooms.get(session_id)
+        if cursor is None or cursor.delay is None:
+            return None
+        return time.time() - cursor.delay.in_force(asyncio.get_running_loop().time()) / 1000
+
+    def _end_lag(self, room: Room) -> None:
+        lag = room.lag
+        if lag is not None and lag.idle:
+            if isinstance(lag.handle, asyncio.TimerHandle):
+                lag.handle.cancel()
+            room.lag = None
+
+    def _release(self, room: Room) -> None:
+        """Send each delay bucket of the room what is due to it, then wait for the next."""
+        lag = room.lag
+        if lag is None:
+            return
+        lag.handle = None
+        now = asyncio.get_running_loop().time()
+        cursor_of = functools.partial(_cursor_of, room.id)
+        lag.advance(now, cursor_of, self._bucket_ms)
+        lag.release(now, cursor_of)
+        lag.prune(now)
+        if lag.writes and self._metrics is not None:
+            self._metrics.frames_out.inc(lag.writes)
+        lag.writes = 0
+        if lag.idle and not lag.timeline:
+            self._end_lag(room)
+            return
+        self._release_later(room, now)
+
+    def _release_later(self, room: Room, now: float) -> None:
+        lag = room.lag
+        if lag is None or lag.handle is not None:
+            return
+        due = lag.next_due()
+        if due is None:
+            if lag.idle:
+                self._end_lag(room)
+            return
+        # Several buckets due close together go out in one pass (at most one per tick).
+        due = max(due, now + self._tick_s / 2)
+        lag.handle = asyncio.get_running_loop().call_at(due, self._release, room)
 
     # ------------------------------------------------------------ fan-out
 
@@ -192,10 +276,12 @@ class Hub:
 
     def flush(self, room: Room) -> None:
         """Send the room's batch: one frame, encoded once, written to every viewer whose
-        position is exactly where the batch starts; the others take the careful path."""
+        position is exactly where the batch starts; the others take the careful path. Viewers
+        with a delay get the same frame later, from the room's `Lag`."""
         room.flush_at = None
         batch, room.batch = room.batch, []
-        room.last_flush = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        room.last_flush = now
         if not batch or not room.conns:
             return
         offsets = [o for o, _, _ in batch if o is not None]
@@ -204,19 +290,28 @@ class Hub:
         framed = ws_text_frame(payload)
         first = offsets[0] - 1 if offsets else None
         last = offsets[-1] if offsets else None
+        conns: set[Connection] | list[Connection] = room.conns
+        lag = room.lag
+        if lag is not None:
+            lag.advance(now, functools.partial(_cursor_of, room.id), self._bucket_ms)
+            lag.append(Frame(now, batch, skipped, own, payload, framed, first, last))
+            if lag.members:
+                members = lag.members
+                conns = [c for c in room.conns if c not in members]
+            self._release_later(room, now)
         shared = 0
-        for conn in list(room.conns):
+        for conn in list(conns):
             cursor = conn.rooms.get(room.id)
             if cursor is None or conn.closed:
                 continue
             if first is not None:
                 if cursor.offset != first or cursor.resyncing:
-                    self._deliver_each(conn, room.id, batch)
+                    deliver_each(conn, room.id, batch)
                     continue
                 cursor.offset = last
             mine = own.get(conn.identity.sub) if own else None
             if mine is not None:
-                self._deliver_sampled(conn, room.id, batch, skipped, mine)
+                deliver_sampled(conn, room.id, batch, skipped, mine)
             elif conn.write_shared(payload, framed):
                 shared += 1
         if self._metrics is not None and shared:
@@ -269,26 +364,6 @@ class Hub:
         if self._metrics is not None:
             self._metrics.chat_sampled.inc(len(skipped))
         return kept, skipped, own
-
-    @staticmethod
-    def _deliver_each(conn: Connection, room_id: str, batch: list[Entry]) -> None:
-        for offset, message, _ in batch:
-            if offset is None:
-                conn.send(message)
-            else:
-                conn.deliver(room_id, offset, message)
-
-    @staticmethod
-    def _deliver_sampled(
-        conn: Connection, room_id: str, batch: list[Entry], skipped: set[int], mine: set[int]
-    ) -> None:
-        """The sampled frame plus this author's own skipped messages, in offset order."""
-        for offset, message, _ in batch:
-            if offset not in skipped or offset in mine:
-                conn.send(message)
-        if len(skipped) > len(mine):
-            conn.send(encode(ChatSampled(room_id, len(skipped) - len(mine))))
-        conn.flush()
 
     @staticmethod
     def _apply(room: Room, event: StatusEvent | Pinned | SlowEvent) -> None:
@@ -450,3 +525,7 @@ class Hub:
         for room in self.rooms.values():
             out |= room.conns
         return out
+
+
+def _cursor_of(room_id: str, conn: Connection) -> RoomCursor | None:
+    return conn.rooms.get(room_id)

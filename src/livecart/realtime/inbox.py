@@ -184,6 +184,7 @@ class Inbox:
             frame.qty,
             frame.ref,
             frame.session,
+            video_at=self.node.hub.video_at(conn, frame.session),
             then=functools.partial(self._bought, conn, frame),
         )
 

@@ -147,7 +147,13 @@ class Lifecycle:
                     who.sub,
                     who.role,
                     _now_ms(),
-                    Limits(s.max_frame_bytes, CHAT_MAX_CHARS, s.chat_rate_per_s, s.chat_burst),
+                    Limits(
+                        s.max_frame_bytes,
+                        CHAT_MAX_CHARS,
+                        s.chat_rate_per_s,
+                        s.chat_burst,
+                        s.max_viewer_delay_ms,
+                    ),
                     self.node.id,
                 )
             )

@@ -9,10 +9,9 @@ from collections import deque
 from typing import Any
 
 from .connection import Connection
+from .lag import Entry, Lag
 
-# What waits in a room for its next frame: (offset, or None for state events; the encoded
-# message; whether it is a chat message, the only kind sampling may skip).
-Entry = tuple[int | None, bytes, bool]
+__all__ = ["Entry", "Room"]
 
 
 class Room:
@@ -26,6 +25,7 @@ class Room:
         "creator",
         "flush_at",
         "id",
+        "lag",
         "last_flush",
         "likes",
         "likes_sent",
@@ -67,6 +67,8 @@ class Room:
         self.batch: list[Entry] = []
         self.flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
         self.last_flush = 0.0
+        # Delayed delivery, while some viewer here has a delay (SPEC §12; `realtime.delay`).
+        self.lag: Lag | None = None
         # When the chat messages of the last second were published, and when those shown were.
         self.chat_seen: deque[float] = deque()
         self.chat_kept: deque[float] = deque()

@@ -87,6 +87,12 @@ class Settings(msgspec.Struct, kw_only=True):
     ws_deflate: bool = False
     """Offer permessage-deflate to WebSocket clients. Compression is per connection, so
     frames to such clients leave the shared fast path (see docs/scaling.md for its cost)."""
+    max_viewer_delay_ms: int = 15_000
+    """Largest video delay a viewer may report (`delay` frame; more is bad_frame). Room events
+    reach a viewer this late at most, and offers and auctions keep taking buys and bids made
+    at an earlier video time for this long after they end (SPEC §12)."""
+    delay_bucket_ms: int = 250
+    """Viewers whose delays round to the same multiple of this share one delayed frame."""
     reservation_ttl_s: float = 600.0
     """How long a reserved order holds stock before it expires unless confirmed."""
     webhook_url: str = ""
@@ -133,6 +139,12 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(
                 "workers > 1 needs redis_url (REDIS_URL): the in-process bus is per process"
             )
+        if not 0 <= self.max_viewer_delay_ms <= 3_600_000:
+            problems.append(
+                f"max_viewer_delay_ms must be 0..3600000, got {self.max_viewer_delay_ms}"
+            )
+        if not 10 <= self.delay_bucket_ms <= 10_000:
+            problems.append(f"delay_bucket_ms must be 10..10000, got {self.delay_bucket_ms}")
         if self.history_size < 1:
             problems.append(f"history_size must be >= 1, got {self.history_size}")
         if self.history_ttl_s <= 0:
@@ -191,7 +203,6 @@ class Settings(msgspec.Struct, kw_only=True):
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return self
-
 
     def _token_problems(self) -> list[str]:
         problems: list[str] = []

@@ -108,6 +108,8 @@ class Node:
             tick_s=s.fanout_tick_s,
             writes_per_s=s.fanout_writes_per_s,
             chat_budget=s.chat_display_budget,
+            delay_bucket_ms=s.delay_bucket_ms,
+            max_delay_ms=s.max_viewer_delay_ms,
             metrics=self.metrics,
         )
         self.hub.on_likes_flush = self.catalog.add_likes
@@ -134,6 +136,7 @@ class Node:
             reservation_ttl_s=s.reservation_ttl_s,
             webhook_url=s.webhook_url,
             webhook_secret=s.webhook_secret,
+            settle_grace_s=s.max_viewer_delay_ms / 1000,
         )
         await self.commerce.start()
         self.hub.on_sold = self.commerce.stock_changed
@@ -228,6 +231,7 @@ class Node:
         ref: str,
         session_id: str | None = None,
         *,
+        video_at: float | None = None,
         then: Callable[[asyncio.Future[Order]], None] | None = None,
     ) -> asyncio.Future[Order]:
         """The one purchase path (WebSocket and REST), measured: a future of the order, or of
@@ -235,7 +239,9 @@ class Node:
         `then` is called with the future once it is done, after the metrics."""
         started = time.perf_counter()
         try:
-            bought = self.commerce.reserve(who, offer, qty, ref, session_id=session_id)
+            bought = self.commerce.reserve(
+                who, offer, qty, ref, session_id=session_id, video_at=video_at
+            )
         except Failure as exc:
             self.metrics.buy_attempts.labels(exc.code).inc()
             self.metrics.order_seconds.observe(time.perf_counter() - started)

@@ -167,7 +167,7 @@ class Closed:
 
 
 async def close_due_auction(
-    conn: Connection, now: float, reservation_ttl_s: float
+    conn: Connection, now: float, reservation_ttl_s: float, grace_s: float = 0.0
 ) -> Closed | None:
     """Close one auction past its end: the winner gets a reserved order at the final price,
     hung on a hidden, already ended 1-unit offer; without bids the lot goes back to stock."""
@@ -177,7 +177,7 @@ async def close_due_auction(
             "JOIN products p ON p.id = a.product "
             "WHERE a.status = 'open' AND a.ends_at <= $1 "
             "ORDER BY a.ends_at LIMIT 1 FOR UPDATE OF a SKIP LOCKED",
-            at(now),
+            at(now - grace_s),
         )
         if row is None:
             return None

@@ -182,19 +182,23 @@ async def end_offer(
     return offer, None
 
 
-async def end_due_offer(conn: Connection, now: float) -> Ended | None:
-    """End one offer that is past its end or whose session is no longer live."""
+async def end_due_offer(conn: Connection, now: float, grace_s: float = 0.0) -> Ended | None:
+    """End one offer that is past its end by `grace_s` (the settle grace of video time, in
+    which buys made at an earlier video time still count) or whose session is no longer
+    live."""
     async with conn.transaction():
         row = await conn.fetchrow(
             "SELECT f.id, f.ends_at, s.status AS session_status FROM offers f "
             "JOIN sessions s ON s.id = f.session "
             "WHERE f.status = 'open' AND (f.ends_at <= $1 OR s.status <> 'live') "
             "ORDER BY f.ends_at LIMIT 1 FOR UPDATE OF f SKIP LOCKED",
-            at(now),
+            at(now - grace_s),
         )
         if row is None:
             return None
         reason = rules.offer_end_reason(
-            now=now, ends_at=row["ends_at"].timestamp(), session_status=row["session_status"]
+            now=now - grace_s,
+            ends_at=row["ends_at"].timestamp(),
+            session_status=row["session_status"],
         )
         return await _end_locked(conn, row["id"], now, reason or "time")

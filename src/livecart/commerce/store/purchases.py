@@ -54,7 +54,7 @@ ORDER BY a.i
 _BATCH_WRITE = """
 WITH taken AS (
     UPDATE offers SET remaining = remaining - $2
-    WHERE id = $1 AND status = 'open' AND ends_at > $7 AND remaining >= $2
+    WHERE id = $1 AND status = 'open' AND ends_at > $13 AND remaining >= $2
     RETURNING remaining
 ), placed AS (
     INSERT INTO orders (id, user_id, offer, qty, unit_cents, total_cents, currency, status,
@@ -80,6 +80,7 @@ class BuyRequest:
     qty: int
     ref: str
     session: str | None = None  # the session the buyer is in, when it says (else any)
+    video_at: float | None = None  # the buyer's video time (SPEC §12); None: now
 
 
 @dataclass(slots=True)
@@ -148,6 +149,7 @@ async def _buy_many_in_tx(
     outcomes: list[BuyOutcome] = []
     new: list[Order] = []
     refs: list[str] = []  # of `new`
+    earliest = now  # the earliest time a new order was judged at
     for request, row in zip(requests, rows, strict=True):
         key = (request.user, request.ref)
         if request.session is not None and request.session != first["session"]:
@@ -161,9 +163,10 @@ async def _buy_many_in_tx(
             outcome = await _replay(conn, row["existing"], offer_id)
         else:
             held = holds.setdefault(request.user, row["holds"])
+            seen = now if request.video_at is None else min(now, request.video_at)
             try:
                 rules.decide_buy(
-                    state, qty=request.qty, user_holds=held, session_live=live, now=now
+                    state, qty=request.qty, user_holds=held, session_live=live, now=seen
                 )
             except Failure as refusal:
                 refusal.__traceback__ = None
@@ -189,6 +192,7 @@ async def _buy_many_in_tx(
                 new.append(order)
                 refs.append(request.ref)
                 placed[key] = order
+                earliest = min(earliest, seen)
                 outcome = BuyOutcome(order=order)
         outcomes.append(outcome)
     buyers = None
@@ -208,6 +212,7 @@ async def _buy_many_in_tx(
             refs,
             [e[0] for e in events],
             [_json.encode(e[2]).decode() for e in events],
+            at(earliest),
         )
         if written is None or written["remaining"] != state.remaining:
             raise AssertionError("the locked offer changed under its lock")  # pragma: no cover
