@@ -40,7 +40,15 @@ the load generator competes with the server.
     python scripts/bench_fanout.py [--viewers 1000,5000,10000] [--rate 10] [--seconds 8]
         [--mode fixed,max] [--systems livecart,websockets,broadcaster,socketio]
         [--generators 2] [--publishers 4] [--client raw|websockets|websockets-deflate] [--quick]
-        [--database-url URL] [--redis-url URL --nodes 2]
+        [--database-url URL] [--redis-url URL --nodes 2] [--delays 12]
+
+Video time (`--delays S`, livecart only): livecart runs twice in the same invocation, first
+with no delay reported (the baseline), then with every viewer reporting a `delay` spread
+evenly over [0, S] seconds (SPEC §12: each gets the room's frames that much later, shared per
+250 ms bucket). The delayed run waits S seconds after the joins for the delays in force to
+climb, its drains wait S seconds longer, and a viewer's receipt time counts minus its own
+delay (latency and the delivered rate measure the server, not the delay asked for). The
+delayed run's delivered rate is printed against the baseline's.
 """
 
 from __future__ import annotations
@@ -147,6 +155,8 @@ class Viewer:
     is_socketio = False
 
     def __init__(self, stats: Stats, group: int, sampled: bool, join: bytes) -> None:
+        self.delay_ns = 0  # video time: this viewer's reported delay (its receipts count minus it)
+        self.delay_frame = b""
         self.stats = stats
         self.group = group
         self.sampled = sampled
@@ -169,7 +179,8 @@ class Viewer:
         n = buf.count(CHAT, start, end)
         if n:
             st.chat += n
-            st.last_ns = now
+            now -= self.delay_ns
+            st.last_ns = max(st.last_ns, now)
             if self.sampled:
                 lat = st.lat[self.group]
                 for m in STAMP.finditer(buf, start, end):
@@ -188,6 +199,8 @@ class Viewer:
         if not self.is_joined:
             if buf.find(b"joined", start, end) >= 0:
                 self.is_joined = True
+                if self.delay_frame:
+                    self.send(self.delay_frame)
                 if not self.joined.done():
                     self.joined.set_result(None)
             elif len(self.early) < 2000:
@@ -378,6 +391,16 @@ def _paths(cfg: dict[str, Any]) -> list[str]:
     ]
 
 
+def video_time(v: Viewer, cfg: dict[str, Any], i: int) -> None:
+    """`--delays`: the viewer reports its delay once joined, and counts receipts minus it."""
+    ms = cfg.get("delays_ms", [0] * (i + 1))[i]
+    if ms:
+        v.delay_ns = ms * 1_000_000
+        v.delay_frame = (
+            b'{"type":"delay","session":"' + cfg["session"].encode() + b'","ms":%d}' % ms
+        )
+
+
 async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     stats = Stats(cfg["groups"])
@@ -402,12 +425,14 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
                 ).encode()
                 cls = RawSocketIOViewer if socketio else RawViewer
                 v: Viewer = cls(stats, group, sampled, join, request)
+                video_time(v, cfg, i)
                 viewers.append(v)
                 await loop.create_connection(lambda: v, host, port)  # type: ignore[arg-type,return-value]
             else:
                 lcls = LibSocketIOViewer if socketio else LibViewer
                 lv = lcls(stats, group, sampled, join, cfg["client"] == "websockets-deflate")
                 v = lv
+                video_time(v, cfg, i)
                 viewers.append(v)
                 tasks.append(loop.create_task(lv.run(f"ws://{host}:{port}{paths[i]}")))
             try:
@@ -853,6 +878,7 @@ class RunResult:
 
 class Runner:
     def __init__(self, args: argparse.Namespace, database_url: str, pg_pid: int | None) -> None:
+        self.delay_s = 0.0  # video time: viewers' delays spread over [0, delay_s] (livecart)
         self.args = args
         self.database_url = database_url
         self.pg_pid = pg_pid
@@ -884,6 +910,8 @@ class Runner:
                 self.stop_one(node)
             raise
         label = LABELS["livecart"] if n_nodes == 1 else f"livecart, {n_nodes} nodes + Redis"
+        if self.delay_s:
+            label += f", delays 0–{self.delay_s:g} s"
         target = Target(
             "livecart",
             label,
@@ -944,6 +972,9 @@ class Runner:
                         for i in idx
                     ],
                     "users": [f"fo-{t.run}-{i}" for i in idx],
+                    # video time: viewer i reports i/(n-1) of the spread (0 without --delays)
+                    "delays_ms": [round(self.delay_s * 1000 * i / max(1, n - 1)) for i in idx],
+                    "session": t.session,
                     "secret": t.secret,
                     "join": join,
                     "path": path,
@@ -973,7 +1004,7 @@ class Runner:
         ph.sent, first_ns, ph.seconds = await pub.run(rate, seconds)
         ph.expected = ph.sent * viewers
         # Drain: until every copy arrived, or the count stops moving, or drain_s passed.
-        deadline = time.monotonic() + drain_s
+        deadline = time.monotonic() + drain_s + self.delay_s
         base = sum(b["chat"] + b["skipped"] for b in before)
         last, still = -1, 0
         while time.monotonic() < deadline:
@@ -984,7 +1015,7 @@ class Runner:
                 break
             still = still + 1 if got == last else 0
             last = got
-            if still >= 4 and acked:
+            if still >= 4 + 4 * self.delay_s and acked:
                 break
         else:
             ph.drained = False
@@ -1059,6 +1090,9 @@ class Runner:
             if not res.connected:
                 res.skipped_reason = "no viewer could join"
                 return res
+            if self.delay_s:
+                # Delays in force climb at 1 s per s from each viewer's join.
+                await asyncio.sleep(self.delay_s + 1.0)
             if "fixed" in a.modes:
                 res.fixed = await self.phase(
                     t, gens, pub, res.connected, a.rate, a.seconds, a.drain_seconds
@@ -1235,6 +1269,27 @@ def print_tables(args: argparse.Namespace, n: int, results: list[RunResult]) -> 
         print(f"- ours / {r.label}: " + ", ".join(parts) + " (delivered msg/s)")
 
 
+def print_delays(base: RunResult, delayed: RunResult) -> None:
+    """Video time: the delayed run's delivered rate against the no-delay run's."""
+    print(f"\n  delay-bucketed fan-out ({delayed.connected:,} viewers, delays spread evenly):")
+    pairs = [("fixed", base.fixed, delayed.fixed)]
+    pairs.append(("max", base.best, delayed.best))
+    for kind, b, d in pairs:
+        if b is None or d is None:
+            print(f"    {kind}: not measured (or not sustained) in one of the runs")
+            continue
+        ratio = d.rate_delivered / b.rate_delivered if b.rate_delivered else float("nan")
+        print(
+            f"    {kind}: {fmt(d.rate_delivered)} msg/s delivered with delays vs "
+            f"{fmt(b.rate_delivered)} without (×{ratio:.2f}, cost {1 - ratio:.1%}; "
+            f"asked {b.rate:,.0f} / {d.rate:,.0f} msg/s); p99 beyond the delay "
+            f"{fmt(d.pct(99), ',.1f')} ms vs {fmt(b.pct(99), ',.1f')} ms; "
+            f"server CPU per delivered message {fmt(d.cpu_us_per_msg, ',.1f')} µs vs "
+            f"{fmt(b.cpu_us_per_msg, ',.1f')} µs",
+            flush=True,
+        )
+
+
 def print_checks(args: argparse.Namespace, all_results: dict[int, list[RunResult]]) -> bool:
     checks: list[tuple[str, bool | None, str]] = []
     at = 5000 if 5000 in all_results else None
@@ -1328,6 +1383,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 200 viewers, 3s fixed phase, 2s steps")
     p.add_argument("--max-seconds", type=float, default=1800, help="bound on the whole run")
+    p.add_argument("--delays", type=float, default=0.0, metavar="S",
+                   help="video time: also run livecart with viewers' delays spread over "
+                   "[0, S] seconds and print its delivered rate against the no-delay run")
     args = p.parse_args(argv)
     if args.quick:
         if "--viewers" not in " ".join(argv if argv is not None else sys.argv):
@@ -1431,6 +1489,13 @@ async def amain(args: argparse.Namespace) -> int:
                 print(f"- {LABELS[system]}{'' if nodes == 1 else f' ({nodes} nodes)'}, "
                       f"load average {loadavg()}", flush=True)
                 results.append(await runner.run(system, n, nodes))
+                if system == "livecart" and nodes == 1 and args.delays:
+                    runner.delay_s = args.delays
+                    print(f"- livecart, delays spread over 0–{args.delays:g} s, "
+                          f"load average {loadavg()}", flush=True)
+                    delayed = await runner.run(system, n, nodes)
+                    runner.delay_s = 0.0
+                    print_delays(results[-1], delayed)
             all_results[n] = results
             print_tables(args, n, results)
         print(f"\nload average after: {loadavg()} (1/5/15 min)")
