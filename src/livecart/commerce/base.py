@@ -95,20 +95,20 @@ class CommerceBase:
     ) -> None:
         if reservation_ttl_s <= 0:
             raise ValueError("reservation_ttl_s must be positive")
+        if settle_grace_s < 0:
+            raise ValueError("settle_grace_s must not be negative")
         self._pool = pool
         self._on_stock = on_stock
         self._emitter = Emitter(publish)
         self.reservation_ttl_s = reservation_ttl_s
+        # Auctions settle, and ended offers give their unsold units back, this long after
+        # `ends_at` (wall clock), so that buys and bids judged at a video time before the end,
+        # arriving late, still count (SPEC §12).
+        self.settle_grace_s = settle_grace_s
         self._clock = clock
         self._sweep_interval_s = sweep_interval_s
         self._stock_interval_s = stock_interval_s
         self._op_timeout_s = op_timeout_s
-        # Video time (SPEC §12): how long after its end an offer or auction still takes buys
-        # and bids made at an earlier video time (the largest viewer delay); its unsold units
-        # return, and an auction settles, only after it.
-        if settle_grace_s < 0:
-            raise ValueError("settle_grace_s must be >= 0")
-        self.settle_grace_s = settle_grace_s
         # Offers whose remaining changed here since the last stock report: offer → session.
         self._stock_dirty: dict[str, str] = {}
         # One bid per auction in flight on this node, so `bid` events leave in seq order.
@@ -156,9 +156,8 @@ class CommerceBase:
         return self._emitter.emit(event)
 
     def _judged_at(self, video_at: float | None) -> float:
-        """The time a buy or bid is judged at: the buyer's video time, never later than now."""
-        now = self._clock()
-        return now if video_at is None else min(now, video_at)
+        """The time a buy is judged at: the buyer's video time, never later than now."""
+        return rules.judged_at(self._clock(), video_at)
 
     def _gated(self, code: ErrorCode) -> Failure:
         self.stats["gate_refusals"] += 1

@@ -21,7 +21,19 @@ from ..chat import replies
 from ..chat.model import ChatRefused
 from ..chat.rules.limits import _RecentMap
 from ..limits import CHAT_MAX_CHARS
-from ..protocol import Ack, ErrorMsg, Failure, Held, Joined, Left, Pong, SessionState, encode
+from ..protocol import (
+    Ack,
+    BidAck,
+    ErrorMsg,
+    Failure,
+    Held,
+    Joined,
+    Left,
+    OrderMsg,
+    Pong,
+    SessionState,
+    encode,
+)
 from ..runtime.node import Node, Unarchived
 from . import archive as room_store
 from .bus.base import StreamPosition
@@ -101,15 +113,28 @@ class Handlers:
             case protocol.Chat():
                 await self.chat(conn, frame)
             case protocol.Bid():
-                await self.node.commerce.bid(
+                # The room stays loaded (subscribed) here, so that an `outbid` made on any
+                # node reaches this bidder (`Hub.on_outbid`).
+                await self.node.room(frame.session)
+                placed = await self.node.commerce.bid(
                     conn.identity,
                     frame.auction,
                     frame.amount_cents,
                     frame.ref,
                     session_id=frame.session,
+                    max_cents=frame.max_cents,
                     video_at=self.node.hub.video_at(conn, frame.session),
                 )
-                conn.send(encode(Ack(frame.ref)))
+                conn.send(
+                    encode(
+                        BidAck(frame.ref, placed.amount_cents, placed.leading, placed.max_cents)
+                    )
+                )
+            case protocol.BuyNow():
+                order = await self.node.commerce.buy_now(
+                    conn.identity, frame.auction, frame.ref, session_id=frame.session
+                )
+                conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
             case protocol.Auth(token=token):
                 await self._auth(conn, token)
             case protocol.Report():

@@ -15,10 +15,12 @@ mapping); this package re-exports what the service and the tests use.
 from .auctions import BidOutcome as BidOutcome
 from .auctions import Closed as Closed
 from .auctions import bid as bid
+from .auctions import buy_now as buy_now
 from .auctions import close_due_auction as close_due_auction
 from .auctions import create_auction as create_auction
 from .auctions import get_auction as get_auction
 from .auctions import open_auction as open_auction
+from .auctions import return_unit as return_unit
 from .offers import Ended as Ended
 from .offers import Observation as Observation
 from .offers import end_due_offer as end_due_offer

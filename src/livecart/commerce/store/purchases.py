@@ -163,7 +163,7 @@ async def _buy_many_in_tx(
             outcome = await _replay(conn, row["existing"], offer_id)
         else:
             held = holds.setdefault(request.user, row["holds"])
-            seen = now if request.video_at is None else min(now, request.video_at)
+            seen = rules.judged_at(now, request.video_at)
             try:
                 rules.decide_buy(
                     state, qty=request.qty, user_holds=held, session_live=live, now=seen
