@@ -3,10 +3,23 @@
 import { Auth, LiveSocket, hasRoute, makeApi, money, newRef, replay } from "./client.js";
 import {
   $, chatColor, clock, connectionBanner, countdown, everySecond, explain, fill, h, header,
-  initials, lookup, toast, whyText,
+  initials, lookup, toast, toMs, whyText,
 } from "./app.js";
 
 const sessionId = decodeURIComponent(window.location.pathname.split("/").filter(Boolean).pop());
+
+// Video time (SPEC §12): how far this viewer's picture is behind the studio, in ms. A player
+// that knows it (from its program-date-time) passes `?delay=ms` or `#delay=ms` (the demo
+// does); the server then sends room events that late and judges buys and bids at the
+// picture's time, and countdowns here run on the picture's time too.
+const videoDelayMs = (() => {
+  const raw = new URLSearchParams(window.location.search).get("delay")
+    ?? new URLSearchParams(window.location.hash.slice(1)).get("delay");
+  const ms = Math.round(Number(raw));
+  return Number.isFinite(ms) && ms > 0 ? ms : 0;
+})();
+/** Time left until `t` in this viewer's picture. */
+const videoCountdown = (t) => countdown(toMs(t) === null ? t : toMs(t) + videoDelayMs);
 const auth = new Auth("watch");
 const api = makeApi(auth);
 const { openSignIn } = header({ auth, page: "watch", session: sessionId });
@@ -402,7 +415,7 @@ function stockLine(offer) {
     h("div", { class: "stock-text" },
       h("span", { class: "stock-left" }, offer.remaining > 0 ? `${offer.remaining} left` : "Sold out"),
       h("span", { class: "muted" }, ` of ${offer.quantity}`),
-      h("span", { class: "countdown", dataset: { ends: offer.ends_at } }, `ends in ${countdown(offer.ends_at)}`)),
+      h("span", { class: "countdown", dataset: { ends: offer.ends_at } }, `ends in ${videoCountdown(offer.ends_at)}`)),
     h("div", {
       class: "meter", role: "meter", "aria-label": "Stock left", "aria-valuemin": "0",
       "aria-valuemax": String(offer.quantity), "aria-valuenow": String(offer.remaining),
@@ -569,7 +582,7 @@ function signal(name, product) {
 
 everySecond(() => {
   for (const el of document.querySelectorAll(".countdown[data-ends]")) {
-    el.textContent = `ends in ${countdown(el.dataset.ends)}`;
+    el.textContent = `ends in ${videoCountdown(el.dataset.ends)}`;
   }
 });
 
@@ -672,6 +685,11 @@ async function loadDiscovery() {
 
 socket.on("joined", (msg) => {
   if (msg.session !== sessionId) return;
+  if (videoDelayMs) {
+    // After every (re)join: the delay is kept per connection and climbs from 0 at 1 s per s.
+    const most = (socket.hello && socket.hello.limits && socket.hello.limits.max_viewer_delay_ms) || 15000;
+    socket.send({ type: "delay", session: sessionId, ms: Math.min(videoDelayMs, most) });
+  }
   const s = msg.state || {};
   if (s.status) setStatus(s.status);
   state.viewers = s.viewers || 0;

@@ -1,0 +1,60 @@
+"""The watch page in video time (SPEC §12): with `?delay=ms` it reports its delay, so the
+offer appears when its picture shows it, and its countdown runs on the picture's time."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from playwright.sync_api import expect
+
+from tests.e2e.harness import ServerProcess, live_session, token
+
+from .conftest import Pages, run
+from .test_pages import rest
+
+DELAY_S = 4
+
+
+def seconds_left(text: str) -> int:
+    m = re.search(r"(\d+):(\d\d)", text)
+    assert m, text
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+def test_a_delayed_viewer_sees_the_offer_late_and_counts_down_in_its_own_time(
+    server: ServerProcess, pages: Pages
+) -> None:
+    s = run(live_session(server.url, creator="vt-web-shop"))
+    sid, pid = s["session"]["id"], s["product"]["id"]
+    ctok = token("vt-web-shop", "creator")
+    rest(server, "POST", f"/api/sessions/{sid}/pin", ctok, {"product_id": pid})
+    fast = pages.open(f"{server.url}/watch/{sid}#token={token('vt-fast', 'viewer')}")
+    slow = pages.open(
+        f"{server.url}/watch/{sid}?delay={DELAY_S * 1000}#token={token('vt-slow', 'viewer')}"
+    )
+    for page in (fast, slow):
+        expect(page.locator("#status-badge")).to_have_text("LIVE")
+        expect(page.locator("#pinned .product-title")).to_have_text("Ceramic mug")
+    time.sleep(DELAY_S + 0.5)  # the slow page's delay in force climbs at 1 s per s
+
+    opened = time.monotonic()
+    body = {
+        "product_id": pid,
+        "price_cents": 1200,
+        "quantity": 3,
+        "per_user_limit": 2,
+        "duration_s": 120,
+    }
+    rest(server, "POST", f"/api/sessions/{sid}/offers", ctok, body)
+    expect(fast.locator("#pinned .countdown")).to_be_visible(timeout=3000)
+    assert slow.locator("#pinned .countdown").count() == 0, "not in the slow picture yet"
+    expect(slow.locator("#pinned .countdown")).to_be_visible(timeout=(DELAY_S + 4) * 1000)
+    late = time.monotonic() - opened
+    assert DELAY_S - 1.5 < late < DELAY_S + 3, late
+
+    # At the same moment, the slow picture has DELAY_S more seconds left.
+    fast_left = seconds_left(fast.locator("#pinned .countdown").inner_text())
+    slow_left = seconds_left(slow.locator("#pinned .countdown").inner_text())
+    assert DELAY_S - 2 <= slow_left - fast_left <= DELAY_S + 2, (fast_left, slow_left)
+    assert not pages.unexpected()
