@@ -159,7 +159,8 @@ class Bidder:
         self.ws: Any = None
         # What this bidder has seen, per session: auction id, ends_at (epoch s), price, ended.
         self.view: dict[str, dict[str, Any]] = {}
-        self.pending: dict[str, float] = {}  # ref -> when sent
+        # ref -> (when sent, how long before the end in this bidder's view, ms)
+        self.pending: dict[str, tuple[float, float]] = {}
         self.refs = 0
 
     async def connect(self) -> None:
@@ -201,8 +202,11 @@ class Bidder:
                 for m in msgspec.json.decode(data):
                     ref = m.get("ref")
                     if m.get("type") in ("ack", "error") and ref in self.pending:
-                        self.stats["lat_ms"].append((now - self.pending.pop(ref)) * 1000)
+                        sent, margin = self.pending.pop(ref)
+                        self.stats["lat_ms"].append((now - sent) * 1000)
                         code = "accepted" if m["type"] == "ack" else m.get("code", "?")
+                        if code == "auction_closed":
+                            self.stats["lost_margin_ms"].append(margin)
                         self.stats["codes"][code] += 1
                         if code == "accepted":
                             self.stats["accepted_by_user"][self.user] += 1
@@ -250,7 +254,7 @@ class Bidder:
                 self.refs += 1
                 ref = f"b{self.refs}"
                 amount = v["price"] + 10 * rng.randint(1, 3)
-                self.pending[ref] = time.monotonic()
+                self.pending[ref] = (time.monotonic(), (v["ends_at"] - video_now) * 1000)
                 self.stats["sent"] += 1
                 bid = {"type": "bid", "session": session, "auction": v["id"], "ref": ref}
                 await self.ws.send(json.dumps({**bid, "amount_cents": amount}))
@@ -273,6 +277,7 @@ async def _worker(pipe: Any, cfg: dict[str, Any]) -> None:
         "sent": 0,
         "codes": Counter(),
         "lat_ms": [],
+        "lost_margin_ms": [],
         "accepted_by_user": Counter(),
     }
     bidders = [Bidder(u, d, cfg, stats) for u, d in zip(cfg["users"], cfg["delays"], strict=True)]
@@ -302,6 +307,7 @@ async def _worker(pipe: Any, cfg: dict[str, Any]) -> None:
                 "sent": stats["sent"],
                 "codes": dict(stats["codes"]),
                 "lat_ms": stats["lat_ms"],
+                "lost_margin_ms": stats["lost_margin_ms"],
                 "accepted_by_user": dict(stats["accepted_by_user"]),
                 "unanswered": sum(len(b.pending) for b in bidders),
             },
@@ -366,12 +372,14 @@ async def one_run(
                 proc.kill()
     codes: Counter[str] = Counter()
     lat: list[float] = []
+    margins: list[float] = []
     accepted: Counter[str] = Counter()
     sent = unanswered = 0
     for _, r in results:
         sent += r["sent"]
         codes.update(r["codes"])
         lat.extend(r["lat_ms"])
+        margins.extend(r["lost_margin_ms"])
         accepted.update(r["accepted_by_user"])
         unanswered += r["unanswered"]
     delay_of = dict(zip(users, delays, strict=True))
@@ -381,6 +389,7 @@ async def one_run(
         "codes": codes,
         "lost": codes.get("auction_closed", 0),
         "lat": sorted(lat),
+        "margins": sorted(margins),
         "span": span,
         "cpu": cpu,
         "unanswered": unanswered,
@@ -410,6 +419,14 @@ def report(name: str, r: dict[str, Any], top: float) -> None:
         f"- **bids lost to latency** (auction_closed while open in the bidder's view): "
         f"**{r['lost']:,}**"
     )
+    m = r["margins"]
+    if m:
+        edge = sum(1 for x in m if x <= 1000)
+        print(
+            f"  - how long before the end (in the bidder's view) they were sent: p50 "
+            f"{percentile(m, 50):,.0f} ms, max {m[-1]:,.0f} ms; {edge:,} of them in its last "
+            f"second (the bid's own trip to the server and its wait there, not the delay)"
+        )
     print(
         f"- bid → answer: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
         f"max {lat[-1] if lat else float('nan'):.1f} ms ({len(lat):,} answers)"
