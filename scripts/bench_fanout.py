@@ -852,6 +852,7 @@ class RunResult:
     close_codes: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     skipped_reason: str = ""
+    idle_cpu_per_s: float = float("nan")  # server CPU with every viewer joined, nothing sent
 
     @property
     def sustained_phases(self) -> list[Phase]:
@@ -1093,6 +1094,10 @@ class Runner:
             if self.delay_s:
                 # Delays in force climb at 1 s per s from each viewer's join.
                 await asyncio.sleep(self.delay_s + 1.0)
+            if a.delays:  # what the server costs idle (pings, coalescing), to net it out
+                cpu0, t0 = self.server_cpu(t), time.monotonic()
+                await asyncio.sleep(3.0)
+                res.idle_cpu_per_s = (self.server_cpu(t) - cpu0) / (time.monotonic() - t0)
             if "fixed" in a.modes:
                 res.fixed = await self.phase(
                     t, gens, pub, res.connected, a.rate, a.seconds, a.drain_seconds
@@ -1281,6 +1286,11 @@ def print_delays(base: RunResult, delayed: RunResult) -> None:
     pairs = [("fixed", base.fixed, delayed.fixed)]
     pairs.append(("best sustained", base.best, delayed.best))
     pairs.append(("peak (any step)", peak(base), peak(delayed)))
+    def net_us(r: RunResult, p: Phase) -> float:
+        """Server CPU per delivered message, net of what the server spends idle."""
+        busy = p.server_cpu_s - r.idle_cpu_per_s * p.wall_s
+        return busy / p.delivered * 1e6 if p.delivered else float("nan")
+
     for kind, b, d in pairs:
         if b is None or d is None:
             print(f"    {kind}: not measured (or not sustained) in one of the runs")
@@ -1292,7 +1302,9 @@ def print_delays(base: RunResult, delayed: RunResult) -> None:
             f"asked {b.rate:,.0f} / {d.rate:,.0f} msg/s); p99 beyond the delay "
             f"{fmt(d.pct(99), ',.1f')} ms vs {fmt(b.pct(99), ',.1f')} ms; "
             f"server CPU per delivered message {fmt(d.cpu_us_per_msg, ',.1f')} µs vs "
-            f"{fmt(b.cpu_us_per_msg, ',.1f')} µs",
+            f"{fmt(b.cpu_us_per_msg, ',.1f')} µs (net of idle: {fmt(net_us(delayed, d), ',.2f')}"
+            f" vs {fmt(net_us(base, b), ',.2f')} µs, ×{net_us(delayed, d) / net_us(base, b):.2f};"
+            f" idle {delayed.idle_cpu_per_s:.3f} / {base.idle_cpu_per_s:.3f} CPU s/s)",
             flush=True,
         )
 

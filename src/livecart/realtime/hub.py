@@ -213,7 +213,7 @@ class Hub:
         now = asyncio.get_running_loop().time()
         cursor_of = functools.partial(_cursor_of, room.id)
         lag.advance(now, cursor_of, self._bucket_ms)
-        lag.release(now, cursor_of)
+        lag.release(now)
         lag.prune(now)
         if lag.writes and self._metrics is not None:
             self._metrics.frames_out.inc(lag.writes)

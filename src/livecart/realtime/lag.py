@@ -222,7 +222,7 @@ class Lag:
             if not cursor.delay.rising(now):
                 self.ramping.discard(conn)
 
-    def release(self, now: float, cursor_of: Callable[[Connection], RoomCursor | None]) -> None:
+    def release(self, now: float) -> None:
         """Send every bucket what is due to it by `now`."""
         for k, bucket in list(self.buckets.items()):
             cutoff = now - k * self.bucket_s
@@ -238,21 +238,31 @@ class Lag:
             one = due[0] if len(due) == 1 else None
             if one is None and not any(f.skipped for f in due):
                 one = merge(due)  # one frame for the bucket, encoded once
+            room_id, first_seq, last_seq = self.room_id, due[0].seq, due[-1].seq
             for conn in list(bucket.conns):
-                cursor = cursor_of(conn)
+                cursor = conn.rooms.get(room_id)
                 if cursor is None or conn.closed:
                     self.drop(conn)
                     continue
-                if cursor.seen >= due[-1].seq:
+                seen = cursor.seen
+                if seen >= last_seq:
                     continue  # it got these before it moved here
-                if one is not None and cursor.seen < due[0].seq:
-                    if send_frame(conn, cursor, self.room_id, one):
+                cursor.seen = last_seq
+                if one is None or seen >= first_seq:
+                    for f in due:
+                        if f.seq > seen:
+                            send_frame(conn, cursor, room_id, f)
+                elif one.first is None or (cursor.offset == one.first and not cursor.resyncing):
+                    # The common case, as in `Hub.flush`: the viewer is where the frame starts.
+                    if one.first is not None:
+                        cursor.offset = one.last
+                    mine = one.own.get(conn.identity.sub) if one.own else None
+                    if mine is not None:
+                        deliver_sampled(conn, room_id, one.batch, one.skipped, mine)
+                    elif conn.write_shared(one.payload, one.framed):
                         self.writes += 1
                 else:
-                    for f in due:
-                        if f.seq > cursor.seen:
-                            send_frame(conn, cursor, self.room_id, f)
-                cursor.seen = due[-1].seq
+                    deliver_each(conn, room_id, one.batch)
 
     def prune(self, now: float) -> None:
         """Forget frames older than the largest delay (every bucket has sent them)."""
