@@ -23,12 +23,14 @@ from .auctions import AuctionService
 from .offers import OfferService
 from .orders import OrderService
 from .purchases import PurchaseService
+from .selling import SellingService
 
 log = logging.getLogger("livecart.commerce")
 
 
-class CommerceService(OfferService, PurchaseService, OrderService, AuctionService):
-    """Offers, purchases, orders, auctions and merchant webhooks for every session."""
+class CommerceService(OfferService, PurchaseService, OrderService, AuctionService, SellingService):
+    """Offers, purchases, orders, auctions, claims, waitlists, bundles and merchant webhooks
+    for every session."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -78,6 +80,7 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(store.STOCK_RETURNED, self._stock_returned)
+            await conn.add_listener(store.WAITLIST_SERVED, self._served)
             # Returns made while nobody listened were not announced: start from scratch.
             self.gate.reopen_all()
             try:
@@ -85,6 +88,8 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
             finally:
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(store.STOCK_RETURNED, self._stock_returned)
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(store.WAITLIST_SERVED, self._served)
 
     def _stock_returned(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         for offer_id in payload.split(","):
@@ -124,7 +129,12 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
 
     async def sweep(self) -> None:
         """One pass of every background duty; each failure is logged and retried next pass."""
-        for duty in (self.expire_due, self.end_due_offers, self.close_due_auctions):
+        for duty in (
+            self.expire_due,
+            self.end_due_offers,
+            self.close_due_auctions,
+            self.close_due_bundles,
+        ):
             try:
                 await duty()
             except Failure as exc:

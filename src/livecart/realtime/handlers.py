@@ -20,8 +20,21 @@ from ..catalog.rules import LIVE
 from ..chat import replies
 from ..chat.model import ChatRefused
 from ..chat.rules.limits import _RecentMap
+from ..commerce.rules import claim_ref
 from ..limits import CHAT_MAX_CHARS
-from ..protocol import Ack, ErrorMsg, Failure, Held, Joined, Left, Pong, SessionState, encode
+from ..protocol import (
+    Ack,
+    ErrorMsg,
+    Failure,
+    Held,
+    Joined,
+    Left,
+    OrderMsg,
+    Pong,
+    SessionState,
+    WaitlistAck,
+    encode,
+)
 from ..runtime.node import Node, Unarchived
 from . import archive as room_store
 from .bus.base import StreamPosition
@@ -95,6 +108,11 @@ class Handlers:
                 conn.send(encode(Ack(frame.ref)))
             case protocol.Auth(token=token):
                 await self._auth(conn, token)
+            case protocol.Waitlist():
+                place = await self.node.commerce.join_waitlist(
+                    conn.identity, frame.offer, frame.ref, session_id=frame.session
+                )
+                conn.send(encode(WaitlistAck(frame.ref, place.position or 0)))
             case protocol.Report():
                 room = await self.node.room(frame.session)
                 await self.node.moderation.report(conn.identity, room, frame.offset, frame.reason)
@@ -271,6 +289,7 @@ class Handlers:
                 conn.send(elsewhere)
                 return
         reply = None
+        published = False
         try:
             unstored = self._unarchived.get(key)
             if unstored is not None:  # published by the first attempt: store it, then ack
@@ -278,6 +297,7 @@ class Handlers:
                 held, offset = None, unstored.offset
             else:
                 held, offset = await self._chat(conn, frame, started)
+                published = held is None
             reply = encode(Ack(frame.ref, offset) if held is None else Held(frame.ref, held))
             conn.send(reply)
         except Failure as exc:
@@ -292,6 +312,34 @@ class Handlers:
             self.chat_replies.settle(key, fut, reply)
             if shared is not None:
                 shared.settle(key, reply)
+        if published:
+            await self._claim(conn, frame)
+
+    async def _claim(self, conn: Connection, frame: protocol.Chat) -> None:
+        """SPEC §13 claim by comment: a published message equal to an open offer's claim word
+        (both normalised) buys one unit through the purchase path, ref `claim:<offer>`; the
+        author hears `order {ref, order}` or `error {ref, code}` with the chat's ref, after
+        its `ack`. The message stays in chat either way (viewers see the "+1"s)."""
+        node = self.node
+        try:
+            offer = await node.commerce.claim_offer(frame.session, frame.text.strip())
+            if offer is None:
+                return
+            order = await node.start_buy(
+                conn.identity,
+                offer,
+                1,
+                claim_ref(offer),
+                frame.session,
+            )
+        except Failure as exc:
+            conn.send(
+                encode(
+                    ErrorMsg(exc.code, exc.message, frame.ref, exc.retry_after_ms, frame.session)
+                )
+            )
+            return
+        conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
 
     async def _store_chat(self, key: tuple[str, str], row: room_store.ArchiveRow) -> None:
         try:

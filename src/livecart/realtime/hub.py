@@ -88,6 +88,8 @@ class Hub:
         self.on_bus_lag: Callable[[float], None] | None = None
         # A sale on any node: this node's viewers get the offer's new `stock`.
         self.on_sold: Callable[[str, str], None] | None = None
+        # An offer opened or ended in the session (any node): claim words may have changed.
+        self.on_offers: Callable[[str], None] | None = None
         # Cluster mode: report local viewer counts, get totals over nodes (once a second).
         self.sync_viewers: Callable[[dict[str, int]], Awaitable[dict[str, int]]] | None = None
         # Cluster mode: add this node's new likes, get totals over nodes (every tick).
@@ -153,6 +155,8 @@ class Hub:
         try:
             if pub.kind in ("status", "pinned", "slow"):
                 self._apply(room, _state.decode(pub.data))
+            elif pub.kind in ("offer", "offer_ended") and self.on_offers is not None:
+                self.on_offers(session_id)
             elif pub.kind == "sold" and self.on_sold is not None:
                 self.on_sold(session_id, _sold.decode(pub.data).offer)
             elif pub.kind == "chat" and self.on_bus_lag is not None and pub.offset % 16 == 0:

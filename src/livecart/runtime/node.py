@@ -23,7 +23,7 @@ from ..chat.rules.limits import FloodPolicy, RatePolicy
 from ..chat.service import ModerationService
 from ..commerce import CommerceService
 from ..commerce.rules import Order
-from ..protocol import CLOSE_GOING_AWAY, Failure, RoomEvent, encode, kind_of
+from ..protocol import CLOSE_GOING_AWAY, Failure, OrderMsg, RoomEvent, encode, kind_of
 from ..ranking import RankingService
 from ..realtime import archive as rooms
 from ..realtime.bus.base import Bus
@@ -137,6 +137,8 @@ class Node:
         )
         await self.commerce.start()
         self.hub.on_sold = self.commerce.stock_changed
+        self.hub.on_offers = self.commerce.claims_changed
+        self.commerce.on_served = self._waitlist_served
         moderation_actions = self.metrics.moderation_actions
         self.moderation = ModerationService(
             self.pool,
@@ -274,6 +276,11 @@ class Node:
         finally:
             if then is not None:
                 then(bought)
+
+    def _waitlist_served(self, user: str, ref: str, order: dict[str, Any]) -> None:
+        """SPEC §13: a waitlist served `user` (on whichever node): `order {ref, order}` with
+        the waitlist's ref to that user's connections here."""
+        self.tell(user, OrderMsg(ref, order))
 
     def tell(self, user: str, message: Struct) -> None:
         """Send `message` to every connection of `user` on this node."""
