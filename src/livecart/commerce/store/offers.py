@@ -158,6 +158,11 @@ async def _end_locked(conn: Executor, offer_id: str, now: float, reason: str) ->
     )
     if row is None:
         return None
+    # Nobody waits for an ended offer (SPEC §13): its waiters' places show `dropped`.
+    await conn.execute(
+        "UPDATE waitlist SET status = 'dropped' WHERE offer = $1 AND status = 'waiting'",
+        offer_id,
+    )
     if row["returned"]:
         await conn.execute(
             "UPDATE products SET stock = stock + $2, updated_at = $3 WHERE id = $1",

@@ -103,8 +103,9 @@ async def join_waitlist(
         )
         if row is None or (session_id is not None and row["session"] != session_id):
             raise Failure("not_found", "no such offer in this session")
+        state = offer_state(row)
         earlier = await _place(conn, offer_id, user)
-        if earlier is not None and earlier.status == "waiting":
+        if earlier is not None and earlier.status == "waiting" and rules.offer_open_at(state, now):
             return earlier
         holds = await conn.fetchval(
             "SELECT coalesce(sum(qty), 0) FROM orders WHERE offer = $1 AND user_id = $2 "
@@ -113,7 +114,7 @@ async def join_waitlist(
             user,
         )
         rules.decide_waitlist(
-            offer_state(row),
+            state,
             user_holds=holds,
             session_live=row["session_status"] == "live",
             now=now,
@@ -415,7 +416,7 @@ async def close_due_bundles(conn: Connection, now: float) -> list[Bundle] | None
                 session_id,
                 user,
                 bundle.id,
-                _json.encode(bundle.orders).decode(),
+                msgspec.to_builtins(bundle.orders),
                 bundle.total_cents,
                 bundle.currency,
                 at(now),
