@@ -387,7 +387,7 @@ class SlowEvent(Struct, tag="slow", tag_field="type"):
     shield: bool = False  # always sent; the default reads events from before it existed
 
 
-class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True):
+class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True, omit_defaults=True):
     """An opened offer: every field of `commerce.rules.Offer`, `session` first."""
 
     session: str
