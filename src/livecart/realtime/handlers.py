@@ -20,7 +20,7 @@ from ..catalog.rules import LIVE
 from ..chat import replies
 from ..chat.model import ChatRefused
 from ..chat.rules.limits import _RecentMap
-from ..commerce.rules import claim_ref
+from ..commerce.rules import claim_candidate, claim_ref
 from ..limits import CHAT_MAX_CHARS
 from ..protocol import (
     Ack,
@@ -289,15 +289,14 @@ class Handlers:
                 conn.send(elsewhere)
                 return
         reply = None
-        published = False
+        claim: asyncio.Task[None] | None = None
         try:
             unstored = self._unarchived.get(key)
             if unstored is not None:  # published by the first attempt: store it, then ack
                 await self._store_chat(key, unstored)
                 held, offset = None, unstored.offset
             else:
-                held, offset = await self._chat(conn, frame, started)
-                published = held is None
+                held, offset, claim = await self._chat(conn, frame, started)
             reply = encode(Ack(frame.ref, offset) if held is None else Held(frame.ref, held))
             conn.send(reply)
         except Failure as exc:
@@ -312,17 +311,29 @@ class Handlers:
             self.chat_replies.settle(key, fut, reply)
             if shared is not None:
                 shared.settle(key, reply)
-        if published:
-            await self._claim(conn, frame)
+        if claim is not None:  # the connection's next frames wait for the claim's answer
+            await asyncio.shield(claim)
 
-    async def _claim(self, conn: Connection, frame: protocol.Chat) -> None:
-        """SPEC §13 claim by comment: a published message equal to an open offer's claim word
-        (both normalised) buys one unit through the purchase path, ref `claim:<offer>`; the
-        author hears `order {ref, order}` or `error {ref, code}` with the chat's ref, after
-        its `ack`. The message stays in chat either way (viewers see the "+1"s)."""
+    def _start_claim(
+        self, conn: Connection, frame: protocol.Chat, text: str
+    ) -> asyncio.Task[None] | None:
+        """SPEC §13 claim by comment, started once moderation accepted the message and run
+        alongside its publishing; None (no task) for a message too long to be a claim word."""
+        if claim_candidate(text) is None:
+            return None
+        task = asyncio.get_running_loop().create_task(self._claim(conn, frame, text))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+        return task
+
+    async def _claim(self, conn: Connection, frame: protocol.Chat, text: str) -> None:
+        """A message equal to an open offer's claim word (both normalised) buys one unit
+        through the purchase path, ref `claim:<offer>`; the author hears `order {ref, order}`
+        or `error {ref, code}` with the chat's ref, as soon as it is decided (before or after
+        the chat's `ack`). The message is published either way (viewers see the "+1"s)."""
         node = self.node
         try:
-            offer = await node.commerce.claim_offer(frame.session, frame.text.strip())
+            offer = await node.commerce.claim_offer(frame.session, text)
             if offer is None:
                 return
             order = await node.start_buy(
@@ -339,6 +350,10 @@ class Handlers:
                 )
             )
             return
+        except Exception:
+            log.exception("claim failed", extra=conn.info())
+            conn.send_error("unavailable", "the claim failed; say it again", frame.ref)
+            return
         conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
 
     async def _store_chat(self, key: tuple[str, str], row: room_store.ArchiveRow) -> None:
@@ -350,8 +365,9 @@ class Handlers:
 
     async def _chat(
         self, conn: Connection, frame: protocol.Chat, started: float
-    ) -> tuple[str | None, int]:
-        """(the reason when the message is held, else None; its offset when published)."""
+    ) -> tuple[str | None, int, asyncio.Task[None] | None]:
+        """(the reason when the message is held, else None; its offset when published; the
+        claim it makes, if it may be one)."""
         node = self.node
         who = conn.identity
         text = frame.text.strip()
@@ -374,7 +390,8 @@ class Handlers:
             raise
         if held is not None:
             node.metrics.chat_refused.labels("held").inc()
-            return held, 0  # held for review: only the author is told, with `held`
+            return held, 0, None  # held for review: only the author is told, with `held`
+        claim = self._start_claim(conn, frame, text)
         try:
             offset = await node.append(
                 protocol.ChatEvent(room.id, who.sub, who.name, text, _now_ms()),
@@ -388,4 +405,4 @@ class Handlers:
         node.metrics.chat_acks.inc()
         node.ranking.record(who, "chat", room.id)
         node.metrics.chat_ack_seconds.observe(time.perf_counter() - started)
-        return None, offset
+        return None, offset, claim
