@@ -72,6 +72,8 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
     decoder = msgspec.json.Decoder()
     encoder = msgspec.json.Encoder()
     pending: dict[tuple[int, str], float] = {}
+    sent_at: dict[tuple[int, str], float] = {}
+    acks: list[float] = []  # claim rounds: the latency of the chat's own `ack`
     final: tuple[str, ...] = ()  # the answer types that end an attempt this round
     answers: list[tuple[str, str, float]] = []  # (type, order id or code, latency)
     done = asyncio.Event()
@@ -85,6 +87,10 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
                     kind = m.get("type")
                     if kind == "joined" and i in joined:
                         joined[i].set()
+                    if kind == "ack" and "ack" not in final:  # a claim's chat ack
+                        at = sent_at.get((i, m.get("ref")))
+                        if at is not None:
+                            acks.append(now - at)
                     if kind not in final:
                         continue
                     sent = pending.pop((i, m.get("ref")), None)
@@ -131,6 +137,8 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
         _, kind, offer, word, tag, t0 = msg
         answers.clear()
         pending.clear()
+        sent_at.clear()
+        acks.clear()
         done.clear()
         frames = []
         for i in range(len(conns)):
@@ -146,7 +154,7 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
         first = time.monotonic()
         for i, (ws, (ref, frame)) in enumerate(zip(conns, frames, strict=True)):
-            pending[(i, ref)] = time.monotonic()
+            pending[(i, ref)] = sent_at[(i, ref)] = time.monotonic()
             await ws.send(frame)
         if pending:
             with contextlib.suppress(TimeoutError):
@@ -157,6 +165,7 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
                 "round",
                 {
                     "answers": list(answers),
+                    "acks": list(acks),
                     "first": first,
                     "last": last,
                     "unanswered": len(pending),
@@ -183,6 +192,7 @@ class Result:
     span_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     rounds: int = 0
+    acks: list[float] = field(default_factory=list)  # claim rounds: the chat's own ack
 
     def pct_ms(self, p: float) -> float:
         return percentile(sorted(self.latencies), p) * 1000
@@ -296,6 +306,7 @@ async def run(args: argparse.Namespace, base_url: str, secret: str, pool: Any) -
                     )
                     acked = 0
                     for _, data in replies:
+                        res.acks.extend(data.get("acks", []))
                         if data["unanswered"]:
                             res.notes.append(f"round {rnd}: {data['unanswered']} unanswered")
                         for typ, what, latency in data["answers"]:
@@ -408,6 +419,12 @@ async def amain(args: argparse.Namespace) -> int:
             f"- p99 ratio claim / buy: {claim.pct_ms(99) / buy.pct_ms(99):.2f}x; "
             f"claim / plain chat: {claim.pct_ms(99) / chat.pct_ms(99):.2f}x"
         )
+        if claim.acks:
+            acks = sorted(claim.acks)
+            print(
+                f"- the claims' own chat `ack`: p50 {percentile(acks, 50) * 1000:.1f} ms, "
+                f"p99 {percentile(acks, 99) * 1000:.1f} ms ({len(acks)} acks)"
+            )
         print(f"- load average after: {loadavg()} (1/5/15 min)")
         exact = claim.orders == claim.stored == args.stock * claim.rounds and not claim.notes
         checks = [
