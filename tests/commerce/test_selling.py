@@ -5,6 +5,7 @@ waitlists, expiries, cancels and ends, and a waitlist never serves out of order.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -477,3 +478,29 @@ async def test_stock_is_conserved_and_waitlists_serve_in_order(
         assert sorted((users[o.user].sub, o.key, o.status, o.qty) for o in model.orders) == [
             (r["user_id"], r["idempotency_key"], r["status"], r["qty"]) for r in rows
         ], step
+
+
+async def test_concurrent_returns_on_many_nodes_serve_the_earliest_waiters(
+    pool: asyncpg.Pool,
+) -> None:
+    """Ten cancels at once, each on its own service and connection (as ten nodes would), on
+    an offer with twenty waiters: exactly the ten who joined first are served."""
+    w = await world(pool, stock=10)
+    svc = service(pool, Room())
+    offer_id, orders = await sold_out_offer(pool, svc, w, quantity=10)
+    waiters = [w.viewer(f"w{i:02d}") for i in range(20)]
+    for i, who in enumerate(waiters):
+        assert (await svc.join_waitlist(who, offer_id, f"ref{i}")).position == i + 1
+    nodes = [service(pool, Room()) for _ in orders]
+    await asyncio.gather(
+        *(
+            node.cancel(w.viewer(f"buyer{i}"), order)
+            for i, (node, order) in enumerate(zip(nodes, orders, strict=True))
+        )
+    )
+    places = [await svc.waitlist_place(who, offer_id) for who in waiters]
+    assert [p.status for p in places] == ["served"] * 10 + ["waiting"] * 10
+    assert [p.position for p in places[10:]] == list(range(1, 11))
+    assert_invariant(await ledger(pool, offer_id))
+    assert await pool.fetchval("SELECT remaining FROM offers WHERE id = $1", offer_id) == 0
+    await conserved(pool, w, 10)
