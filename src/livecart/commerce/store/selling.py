@@ -218,8 +218,9 @@ async def serve_waitlist(conn: Executor, offer_id: str, now: float, ttl: float) 
     the place and is passed over for this unit only, since that purchase could not see the
     order."""
     offer = await conn.fetchrow(
-        "SELECT f.quantity, f.remaining, f.per_user_limit, f.status, f.ends_at, f.returned, "
-        "f.session, f.product, f.price_cents, f.currency, s.status AS session_status "
+        "SELECT f.id, f.quantity, f.remaining, f.per_user_limit, f.status, f.ends_at, "
+        "f.returned, f.session, f.product, f.price_cents, f.currency, "
+        "s.status AS session_status "
         "FROM offers f JOIN sessions s ON s.id = f.session WHERE f.id = $1",
         offer_id,
     )
@@ -227,14 +228,41 @@ async def serve_waitlist(conn: Executor, offer_id: str, now: float, ttl: float) 
     live = offer["session_status"] == "live"
     if not rules.may_serve_waiter(state, user_holds=0, session_live=live, now=now):
         return []
-    waiters = await conn.fetch(
-        "SELECT user_id, ref, seq FROM waitlist WHERE offer = $1 AND status = 'waiting' "
-        "ORDER BY seq LIMIT $2 FOR UPDATE",
-        offer_id,
-        state.remaining * 4 + 16,
-    )
     served: list[Served] = []
     left = state.remaining
+    after = -1  # waiters are read in pages, in `seq` order, while units are left
+    while left > 0:
+        page = await conn.fetch(
+            "SELECT user_id, ref, seq FROM waitlist WHERE offer = $1 AND status = 'waiting' "
+            "AND seq > $2 ORDER BY seq LIMIT $3 FOR UPDATE",
+            offer_id,
+            after,
+            left + 16,
+        )
+        if not page:
+            break
+        after = page[-1]["seq"]
+        left = await _serve_page(conn, offer, state, live, page, left, now, ttl, served)
+    if served:
+        await conn.execute(
+            "UPDATE offers SET remaining = remaining - $2 WHERE id = $1", offer_id, len(served)
+        )
+    return served
+
+
+async def _serve_page(
+    conn: Executor,
+    offer: Any,
+    state: rules.OfferState,
+    live: bool,
+    waiters: list[Any],
+    left: int,
+    now: float,
+    ttl: float,
+    served: list[Served],
+) -> int:
+    """Serve `waiters` (in order) while units are `left`; returns the units still left."""
+    offer_id = offer["id"]
     for w in waiters:
         if left == 0:
             break
@@ -303,11 +331,7 @@ async def serve_waitlist(conn: Executor, offer_id: str, now: float, ttl: float) 
             "SELECT pg_notify($1, $2)", WAITLIST_SERVED, _json.encode(notice).decode()
         )
         served.append(Served(user, w["ref"], order))
-    if served:
-        await conn.execute(
-            "UPDATE offers SET remaining = remaining - $2 WHERE id = $1", offer_id, len(served)
-        )
-    return served
+    return left
 
 
 # ---------------------------------------------------------------- bundles
