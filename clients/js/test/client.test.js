@@ -135,4 +135,26 @@ describe("against one node", () => {
     const offset = await refreshed.join(sid).chat("still here");
     assert.ok(offset >= 1);
   });
+
+  test("the token goes in the first frame, not the URL; a refused one rejects connect()", async () => {
+    const proxy = await new Proxy(node.port).listen();
+    const heads = [];
+    proxy.server.on("connection", (sock) => sock.once("data", (d) => heads.push(d.toString("latin1").split("\r\n")[0])));
+    const good = client(`ws://127.0.0.1:${proxy.port}/ws`, { token: token("sdk-first-frame") });
+    const hello = await good.connect();
+    assert.equal(hello.user, "sdk-first-frame");
+    assert.equal(hello.role, "viewer");
+    assert.ok(heads.length >= 1 && heads.every((h) => h === "GET /ws HTTP/1.1"), heads.join());
+    const refused = client(node.wsUrl, { token: "not-a-token" });
+    const seen = [];
+    refused.on("unauthorized", (e) => seen.push(e.code));
+    const e = await refused.connect().then(() => null, (x) => x);
+    assert.ok(e instanceof LivecartError && e.code === "unauthorized", String(e));
+    assert.deepEqual(seen, [4001]);
+    let asked = 0;
+    const recovers = client(node.wsUrl, { token: "not-a-token", getToken: () => { asked += 1; return token("sdk-provided"); } });
+    assert.equal((await recovers.connect()).user, "sdk-provided");
+    assert.equal(asked, 1);
+    await proxy.close();
+  });
 });

@@ -70,14 +70,14 @@ export function tokenExpiry(token) {
   }
 }
 
-/** `http(s)://host[/ws]` or `ws(s)://host[/ws]` → the WebSocket endpoint with `?token=`. */
-function endpoint(url, token) {
+/** `http(s)://host[/ws]` or `ws(s)://host[/ws]` → the WebSocket endpoint. The token goes in
+ * an `auth` frame (SPEC §10), never in the URL, where logs and proxies would keep it. */
+function endpoint(url) {
   const u = new URL(url);
   if (u.protocol === "http:") u.protocol = "ws:";
   if (u.protocol === "https:") u.protocol = "wss:";
   if (u.pathname === "/" || u.pathname === "") u.pathname = "/ws";
-  if (token) u.searchParams.set("token", token);
-  else u.searchParams.delete("token");
+  u.searchParams.delete("token");
   return u.toString();
 }
 
@@ -330,7 +330,7 @@ export class LivecartClient extends Emitter {
         this.token = await this.options.getToken();
       }
       if (this.stopped) return;
-      ws = new WS(endpoint(this.url, this.token));
+      ws = new WS(endpoint(this.url));
     } catch (exc) {
       this._emit("failure", exc, false);
       this._reconnect(1006, String(exc));
@@ -342,6 +342,11 @@ export class LivecartClient extends Emitter {
     };
     ws.onclose = (ev) => {
       if (this.ws === ws) this._closed(ev.code, ev.reason);
+    };
+    ws.onopen = () => {
+      // Signed in by the first frame: the server greets a guest at once, then the user.
+      this._signing = Boolean(this.token);
+      if (this._signing) ws.send(JSON.stringify({ type: "auth", token: this.token }));
     };
     ws.onerror = () => { /* onclose follows */ };
   }
@@ -403,7 +408,7 @@ export class LivecartClient extends Emitter {
     const { type, session, ref } = msg;
     const room = typeof session === "string" ? this.rooms.get(session) : undefined;
     if (type === "hello") {
-      this._hello(msg);
+      if (!this._hello(msg)) return;
     } else if (type === "pong") {
       this._pongDue = null;
     } else if (type === "joined") {
@@ -420,14 +425,19 @@ export class LivecartClient extends Emitter {
     this._emit(type, msg);
   }
 
+  /** False for the guest greeting that precedes our `auth` answer (not passed on). */
   _hello(msg) {
+    if (this._signing) {
+      if (msg.role === "guest") return false;
+      this._signing = false;
+    }
     this.hello = msg;
     this._refused = false;
     if (this._authWaiter) {
       this._authWaiter.resolve(msg);
       this._authWaiter = null;
     }
-    if (this.ready) return; // a refreshed token
+    if (this.ready) return true; // a refreshed token
     this.ready = true;
     this.attempt = 0;
     for (const room of this.rooms.values()) room._join();
@@ -437,9 +447,19 @@ export class LivecartClient extends Emitter {
     this._scheduleRefresh();
     for (const w of this._waiters.splice(0)) w.resolve(msg);
     this._emit("open", msg, false);
+    return true;
   }
 
   _error(msg) {
+    if (this._signing && msg.code === "unauthorized") {
+      // The token of our first frame was refused: as a 4001 close would be.
+      this._signing = false;
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) ws.close(1000);
+      this._closed(4001, msg.message);
+      return;
+    }
     if (msg.code === "unauthorized" || msg.code === "forbidden") {
       if (this._authWaiter) {
         this._authWaiter.reject(new LivecartError(msg.code, msg.message, msg));
@@ -449,7 +469,13 @@ export class LivecartClient extends Emitter {
       }
     }
     const room = this.rooms.get(msg.session);
-    if (room && room.syncing && this.ready) {
+    if (msg.code === "unavailable") {
+      // A join that failed for now (the error may not say which): join again shortly.
+      const waiting = [...this.rooms.values()].filter((r) => r.syncing && (!room || r === room));
+      this._later(() => {
+        for (const r of waiting) if (r.syncing && this.ready && this.rooms.get(r.id) === r) r._join();
+      }, msg.retry_after_ms ?? 1000);
+    } else if (room && room.syncing && this.ready) {
       // A join refused (not_found, limit_reached…): it is not tried again by itself.
       room.syncing = false;
     }
