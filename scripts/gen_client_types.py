@@ -5,6 +5,7 @@ one interface per Struct, the client frames, the room events (with their `offset
 other server messages, each as a union and as a `type` → interface map. Run after changing
 `src/livecart/protocol.py`:
 
+    ./dev types                                           # rewrite the file (or:)
     .venv/bin/python scripts/gen_client_types.py          # rewrite the file
     .venv/bin/python scripts/gen_client_types.py --check  # exit 1 when it is out of date
 
@@ -30,7 +31,7 @@ OUT = Path(__file__).resolve().parent.parent / "clients" / "js" / "src" / "proto
 
 HEADER = """\
 // GENERATED from src/livecart/protocol.py by scripts/gen_client_types.py: do not edit.
-// Regenerate with `.venv/bin/python scripts/gen_client_types.py` after changing the protocol;
+// Regenerate with `./dev types` (scripts/gen_client_types.py) after changing the protocol;
 // a test fails while this file differs from a fresh generation.
 """
 
@@ -48,8 +49,11 @@ class Generator:
         self.client = list(typing.get_args(protocol.ClientFrame))
 
     def ts(self, t: mi.Type) -> str:
-        if isinstance(t, mi.StrType):
-            return "string"
+        if isinstance(
+            t,
+            mi.StrType | mi.DateTimeType | mi.DateType | mi.TimeType | mi.UUIDType | mi.DecimalType,
+        ):
+            return "string"  # as msgspec encodes them in JSON
         if isinstance(t, mi.IntType | mi.FloatType):
             return "number"
         if isinstance(t, mi.BoolType):

@@ -1,5 +1,5 @@
 // GENERATED from src/livecart/protocol.py by scripts/gen_client_types.py: do not edit.
-// Regenerate with `.venv/bin/python scripts/gen_client_types.py` after changing the protocol;
+// Regenerate with `./dev types` (scripts/gen_client_types.py) after changing the protocol;
 // a test fails while this file differs from a fresh generation.
 
 export interface Position {
