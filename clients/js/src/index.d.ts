@@ -132,6 +132,8 @@ export declare class Room extends Emitter<RoomEvents> {
 export declare class LivecartClient extends Emitter<ClientEvents> {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
+  /** The WebSocket URL it connects to (no token in it). */
+  readonly endpoint: string;
   readonly hello: Hello | null;
   readonly ready: boolean;
   readonly rooms: Map<string, Room>;

@@ -196,10 +196,12 @@ export class LivecartClient extends Emitter {
   constructor(url, options = {}) {
     super();
     this.url = url;
+    this.endpoint = endpoint(url); // a bad URL throws here, not on every reconnect
     this.options = {
       backoff: { minMs: 250, maxMs: 15000 }, retries: 10, pingMs: 20000, pongMs: 15000,
       refreshLeadMs: 60000, ...options,
     };
+    this.options.backoff = { minMs: 250, maxMs: 15000, ...options.backoff };
     this.token = options.token || "";
     this.rooms = new Map();
     this.pending = new Map(); // ref -> request awaiting its reply
@@ -296,6 +298,8 @@ export class LivecartClient extends Emitter {
     for (const req of this.pending.values()) req.reject(failure);
     this.pending.clear();
     for (const w of this._waiters.splice(0)) w.reject(failure);
+    if (this._authWaiter) this._authWaiter.reject(failure);
+    this._authWaiter = null;
     const ws = this.ws;
     this.ws = null;
     this.ready = false;
@@ -323,14 +327,23 @@ export class LivecartClient extends Emitter {
   }
 
   async _open() {
-    let ws;
+    let ws, WS;
     try {
-      const WS = this.options.WebSocket || globalThis.WebSocket || (await import("ws")).default;
+      WS = this.options.WebSocket || globalThis.WebSocket || (await import("ws")).default;
+    } catch {
+      // Nothing to connect with (Node without the `ws` package): say so, do not spin.
+      this.stopped = true;
+      const failure = new LivecartError("unavailable", "no WebSocket: install the ws package");
+      for (const w of this._waiters.splice(0)) w.reject(failure);
+      this._emit("failure", failure, false);
+      return;
+    }
+    try {
       if (this.options.getToken && (!this.token || this._expiresWithin(5000))) {
         this.token = await this.options.getToken();
       }
       if (this.stopped) return;
-      ws = new WS(endpoint(this.url));
+      ws = new WS(this.endpoint);
     } catch (exc) {
       this._emit("failure", exc, false);
       this._reconnect(1006, String(exc));
@@ -512,6 +525,7 @@ export class LivecartClient extends Emitter {
     const exp = this.token ? tokenExpiry(this.token) : null;
     if (!this.options.getToken || exp === null || this.stopped) return;
     const left = exp - Date.now();
+    if (left < 2000) return; // too late to refresh ahead: the server's `unauthorized` will ask
     const lead = Math.min(this.options.refreshLeadMs, left / 2);
     this._refreshTimer = this._later(() => this._refresh(), Math.max(0, left - lead));
   }
