@@ -115,7 +115,8 @@ describe("against one node", () => {
     const sid = live.session.id;
     let issued = 0;
     const refreshed = client(node.wsUrl, {
-      token: token("sdk-short-1", "viewer", 7), // refreshed after about 3.5 s
+      token: token("sdk-short-1", "viewer", 8), // refreshed 2 s before it expires
+      refreshLeadMs: 2000,
       getToken: () => { issued += 1; return token("sdk-short-1", "viewer", 3600); },
     });
     const stale = client(node.wsUrl, { token: token("sdk-short-2", "viewer", 3) });
@@ -125,9 +126,9 @@ describe("against one node", () => {
     }
     const started = Date.now();
     await Promise.all([refreshed.connect(), stale.connect()]);
-    assert.equal(issued, 0, "a token with 7 s left is used as it is");
+    assert.equal(issued, 0, "a token with 8 s left is used as it is");
     await until(() => events.stale.includes("unauthorized:4001"), "the stale client to be closed", 10000);
-    await sleep(7500 - (Date.now() - started)); // past the first token's expiry
+    await sleep(8500 - (Date.now() - started)); // past the first token's expiry
     assert.ok(issued >= 1, "the provider was asked");
     assert.ok(events.refreshed.filter((e) => e === "hello").length >= 2, events.refreshed.join());
     assert.ok(!events.refreshed.some((e) => e.startsWith("offline") || e.startsWith("error")), events.refreshed.join());
