@@ -135,6 +135,12 @@ describe("against one node", () => {
     assert.ok(events.stale.includes("error:unauthorized"), events.stale.join());
     const offset = await refreshed.join(sid).chat("still here");
     assert.ok(offset >= 1);
+    // auth() by hand: a token of another user is refused and changes nothing.
+    const other = await refreshed.auth(token("sdk-someone-else")).then(() => null, (e) => e);
+    assert.ok(other instanceof LivecartError && other.code === "forbidden", String(other));
+    assert.equal(refreshed.token.length > 0 && JSON.parse(atob(refreshed.token.split(".")[1])).sub, "sdk-short-1", "the refused token is not kept");
+    const hello = await refreshed.auth(token("sdk-short-1", "viewer", 3600));
+    assert.equal(hello.user, "sdk-short-1");
   });
 
   test("the token goes in the first frame, not the URL; a refused one rejects connect()", async () => {

@@ -278,12 +278,17 @@ export class LivecartClient extends Emitter {
 
   /** Sends a fresh token on the open connection; resolves with the new `hello`. */
   auth(token) {
-    this.token = token;
-    this._scheduleRefresh();
-    if (!this.ready) return Promise.resolve(this.hello);
+    const adopt = () => {
+      this.token = token; // kept for reconnects only once the server took it
+      this._scheduleRefresh();
+    };
+    if (!this.ready) {
+      adopt(); // offline: the next connection signs in with it
+      return Promise.resolve(this.hello);
+    }
     return new Promise((resolve, reject) => {
       if (this._authWaiter) this._authWaiter.reject(new LivecartError("superseded"));
-      this._authWaiter = { resolve, reject };
+      this._authWaiter = { resolve: (hello) => { adopt(); resolve(hello); }, reject };
       this.send({ type: "auth", token });
     });
   }
@@ -367,6 +372,8 @@ export class LivecartClient extends Emitter {
   _closed(code, reason) {
     this.ws = null;
     this.ready = false;
+    if (this._authWaiter) this._authWaiter.reject(new LivecartError("unavailable", "the connection dropped"));
+    this._authWaiter = null;
     this._stopPing();
     for (const room of this.rooms.values()) room.syncing = true;
     if (this.stopped) return;
