@@ -117,13 +117,19 @@ GOLDEN: list[tuple[RoomEvent, bytes]] = [
     ),
     (
         GiveawayEvent(
-            session=S, id="g1", product="p1", winners=2, eligibility="viewers",
-            ends_at="2026-12-06T02:05:00+00:00", status="open", commitment="ab" * 32,
+            session=S,
+            id="g1",
+            product="p1",
+            winners=2,
+            eligibility="viewers",
+            ends_at="2026-12-06T02:05:00+00:00",
+            status="open",
+            commitment="ab" * 32,
         ),
         b'{"type":"giveaway","session":"s1","id":"g1","product":"p1","winners":2,'
         b'"eligibility":"viewers","ends_at":"2026-12-06T02:05:00+00:00","status":"open",'
         b'"commitment":"' + b"ab" * 32 + b'"}',
-    ),  # fmt: skip
+    ),
     (
         GiveawayEnded(S, "g1", ["u2", "u1"], "cd" * 32, 7, 0),
         b'{"type":"giveaway_ended","session":"s1","giveaway":"g1","winners":["u2","u1"],'
