@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,10 @@ from .harness import Client, ServerProcess, headers, live_session, open_offer, t
 
 ROOT = Path(__file__).parents[2]
 VERIFY = ROOT / "scripts" / "verify_giveaway.py"
+_spec = importlib.util.spec_from_file_location("verify_giveaway_e2e", VERIFY)
+assert _spec is not None and _spec.loader is not None
+verify_giveaway = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(verify_giveaway)
 
 
 async def _giveaway(
@@ -141,6 +146,16 @@ async def test_giveaway_end_to_end(server: ServerProcess) -> None:
     assert wrong.returncode == 1 and "WRONG" in wrong.stdout
     missing = _verify(server.url, "gwy_nope")
     assert missing.returncode == 1
+    # The script's check on the server's answer, then on altered copies of it.
+    assert verify_giveaway.check(final, commitment=g["commitment"]) == []
+    others = [u for u in final["entrants"] if u not in final["drawn"]]
+    for tampered in (
+        {**final, "drawn": [others[0], *final["drawn"][1:]]},  # another winner
+        {**final, "seed": "f" * 64},  # another seed
+        {**final, "entrants": [u for u in final["entrants"] if u != final["drawn"][0]]},
+        {**final, "drawn": list(reversed(final["drawn"]))},  # the order is part of the draw
+    ):
+        assert verify_giveaway.check(tampered) != [], tampered
     for c in [*viewers, outsider, kid, guest, late]:
         await c.close()
 
