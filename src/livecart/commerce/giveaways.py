@@ -102,6 +102,7 @@ class GiveawayService(CommerceBase):
     async def _write_entries(self, key: tuple[str, str]) -> None:
         giveaway_id, session_id = key
         waiting = self._entering[key]
+        futures: list[asyncio.Future[None]] = []
         try:
             while waiting:
                 users = list(itertools.islice(waiting, ENTRY_BATCH_MAX))
@@ -132,8 +133,10 @@ class GiveawayService(CommerceBase):
                     _answer([fut], refusal)
                 self.stats["giveaway_entries"] += entered
         except asyncio.CancelledError:
+            # In flight (its outcome unknown) or not yet written: a retry with the same ref is
+            # safe either way, entering being idempotent.
             _answer(
-                [f for f in waiting.values()],
+                [*futures, *waiting.values()],
                 Failure("unavailable", "the server is stopping; retry", retry_after_ms=1000),
             )
             raise
