@@ -25,6 +25,9 @@ def test_studio_starts_a_giveaway_and_a_viewer_enters_wins_and_verifies(
     expect(alice.locator("#giveaway-box")).to_be_hidden()
     guest = pages.open(f"{server.url}/watch/{sid}")
     expect(guest.locator("#status-badge")).to_have_text("LIVE")
+    kid_token = token("gw-kid", "viewer", name="Kid", minor=True)
+    kid = pages.open(f"{server.url}/watch/{sid}#token={kid_token}")
+    expect(kid.locator("#status-badge")).to_have_text("LIVE")
 
     studio = pages.open(f"{server.url}/studio#token={ctok}&session={sid}")
     expect(studio.locator("#control-meta .badge")).to_have_text("LIVE")
@@ -48,6 +51,11 @@ def test_studio_starts_a_giveaway_and_a_viewer_enters_wins_and_verifies(
     # A guest is asked to sign in; nothing is entered.
     guest.get_by_role("button", name="Enter", exact=True).click()
     expect(guest.locator("#giveaway-box")).to_contain_text("Sign in to enter.")
+    # A minor is refused by the server; the panel says why (and no toast repeats it).
+    kid.get_by_role("button", name="Enter", exact=True).click()
+    expect(kid.locator("#giveaway-box")).to_contain_text("minors cannot enter")
+    expect(kid.locator("#giveaway-enter")).to_have_text("Enter")
+    expect(kid.locator("#toasts")).not_to_contain_text("minors")
 
     # The draw: one entrant for two units, so Alice wins and one unit returns.
     expect(alice.locator("#giveaway-winners")).to_contain_text("gw-alice", timeout=20000)

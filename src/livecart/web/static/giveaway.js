@@ -54,7 +54,8 @@ const ENTER_ERRORS = {
 export function watchGiveaway({ socket, sessionId, auth, api, products, openSignIn }) {
   const box = $("#giveaway-box");
   const me = auth.user ? auth.user.sub : null;
-  const refs = new Map(); // ref -> giveaway id
+  const refs = new Map(); // ref -> giveaway id, while unanswered
+  const answered = new Set(); // refs this panel has answered (the page's handlers skip them)
   const st = { open: null, ended: null, entered: new Set(), note: null, check: null, seen: new Map() };
 
   function enter() {
@@ -174,6 +175,7 @@ export function watchGiveaway({ socket, sessionId, auth, api, products, openSign
   });
   socket.on("error", (m) => {
     if (!m.ref || !refs.has(m.ref)) return;
+    answered.add(m.ref);
     if (m.code === "unavailable") return; // resent with the same ref on reconnect
     refs.delete(m.ref);
     socket.retryable.delete(m.ref);
@@ -186,7 +188,7 @@ export function watchGiveaway({ socket, sessionId, auth, api, products, openSign
       el.textContent = `ends in ${countdown(el.dataset.ends)}`;
     }
   });
-  return { owns: (ref) => refs.has(ref) };
+  return { owns: (ref) => refs.has(ref) || answered.has(ref) };
 }
 
 // ------------------------------------------------------------------ studio
