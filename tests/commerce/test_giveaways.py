@@ -8,6 +8,8 @@ import asyncio
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from livecart.auth import Identity, guest
 from livecart.commerce import CommerceService, draw
@@ -181,3 +183,84 @@ async def test_draw_happens_once_across_services(pool: asyncpg.Pool) -> None:
         "SELECT count(*) FROM orders WHERE idempotency_key = $1", draw.PRIZE_KEY + g.id
     )
     assert count == 2
+
+
+# ---------------------------------------------------------------- stock is conserved
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("create"), st.integers(1, 4)),
+        st.tuples(st.just("enter"), st.integers(0, 5)),
+        st.tuples(st.just("draw"), st.just(0)),
+        st.tuples(st.just("cancel"), st.integers(0, 3)),
+        st.tuples(st.just("expire"), st.just(0)),
+    ),
+    max_size=14,
+)
+
+
+async def _held(pool: asyncpg.Pool, product: str) -> int:
+    """Units of the product held by open giveaways and by live orders."""
+    return int(
+        await pool.fetchval(
+            "SELECT (SELECT coalesce(sum(winners), 0) FROM giveaways "
+            "        WHERE product = $1 AND status = 'open') + "
+            "       (SELECT coalesce(sum(o.qty), 0) FROM orders o JOIN offers f ON f.id = o.offer "
+            "        WHERE f.product = $1 AND o.status IN ('reserved', 'paid'))",
+            product,
+        )
+    )
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=OPS)
+# Fewer entrants than winners, a cancelled prize, an expired one, then a second giveaway.
+@example(ops=[("create", 3), ("enter", 0), ("enter", 1), ("draw", 0), ("cancel", 0),
+              ("expire", 0), ("create", 4), ("enter", 2), ("draw", 0)])  # fmt: skip
+async def test_stock_is_conserved_through_giveaways(
+    pool: asyncpg.Pool, ops: list[tuple[str, int]]
+) -> None:
+    """Creating, entering, drawing, cancelling and expiring in any order: product stock plus
+    the units held (open giveaways, reserved or paid prizes) stays the initial stock, every
+    prize offer keeps its §6 invariant, and every draw matches its seed and entrants."""
+    initial = 6
+    w = await world(pool, stock=initial)
+    clock = Clock()
+    svc = service(pool, Room(), clock, reservation_ttl_s=60)
+    opened: list[str] = []
+    for op, arg in ops:
+        if op == "create":
+            try:
+                g = await svc.create_giveaway(w.creator, w.session, w.product, arg, 5)
+                opened.append(g.id)
+            except Failure as refused:
+                assert refused.code in ("duplicate", "sold_out")
+        elif op == "enter" and opened:
+            try:
+                await svc.enter(w.viewer(f"p{arg}"), opened[-1], session_id=w.session)
+            except Failure as refused:
+                assert refused.code == "offer_closed"
+        elif op == "draw":
+            clock.advance(5)
+            await svc.draw_due_giveaways()
+        elif op == "cancel" and opened:
+            prizes = await pool.fetch(
+                "SELECT id FROM orders WHERE idempotency_key = ANY($1::text[]) ORDER BY id",
+                [draw.PRIZE_KEY + g for g in opened],
+            )
+            if arg < len(prizes):
+                await svc.cancel(w.creator, prizes[arg]["id"])
+        elif op == "expire":
+            clock.advance(61)
+            await svc.expire_due()
+        assert await stock_of(pool, w.product) + await _held(pool, w.product) == initial, op
+    for gid in opened:
+        g = await svc.get_giveaway(gid)
+        if g.status == "ended":
+            assert g.seed is not None and g.entrants is not None
+            assert g.drawn == draw.draw(g.seed, g.entrants, g.winners)
+            offer = await pool.fetchval("SELECT offer FROM giveaways WHERE id = $1", gid)
+            if offer is not None:
+                assert_invariant(await ledger(pool, offer))
