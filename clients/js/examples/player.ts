@@ -17,7 +17,8 @@ room.on("chat", show);
 room.on("resync", ({ state }) => console.log("fresh snapshot,", state.offers.length, "offers"));
 room.on("pinned", (p) => console.log("pinned", p.product));
 room.on("stock", (s) => console.log(`offer ${s.offer}: ${s.remaining} left`));
-room.on("giveaway", (g) => console.log("a new frame type, no SDK change:", g.type));
+room.on("giveaway", (g) => console.log("a giveaway until", g.ends_at)); // typed from protocol.py
+room.on("outbid", (m) => console.log("a type added later arrives untyped:", m.type));
 
 const offset: number = await room.chat("hello from the player");
 console.log("my message is #" + offset);

@@ -103,6 +103,17 @@ export interface Auth {
   token: string;
 }
 
+/** Enter a giveaway of a session the connection has joined (SPEC §13). */
+export interface Enter {
+  type: "enter";
+  /** 1–64 characters */
+  session: string;
+  /** 1–64 characters */
+  giveaway: string;
+  /** 1–64 characters */
+  ref: string;
+}
+
 export interface Limits {
   max_frame_bytes: number;
   chat_max_chars: number;
@@ -128,6 +139,7 @@ export interface SessionState {
   likes: number;
   slow: number;
   chat: unknown[];
+  giveaway: Record<string, unknown> | null;
 }
 
 export interface Joined {
@@ -339,6 +351,34 @@ export interface AuctionEnded {
   amount_cents: number | null;
 }
 
+/** An opened giveaway: every field of `commerce.draw.Giveaway` known at the start (no seed), `session` first. */
+export interface GiveawayEvent {
+  type: "giveaway";
+  /** the event's position in the session's log (SPEC §5) */
+  offset: number;
+  session: string;
+  id: string;
+  product: string;
+  winners: number;
+  eligibility: string;
+  ends_at: string;
+  status: string;
+  commitment: string;
+}
+
+/** The draw: `winners` are user ids in draw order; `seed` opens the commitment; `returned` units went back to stock (fewer entrants than winners). */
+export interface GiveawayEnded {
+  type: "giveaway_ended";
+  /** the event's position in the session's log (SPEC §5) */
+  offset: number;
+  session: string;
+  giveaway: string;
+  winners: string[];
+  seed: string;
+  entrants: number;
+  returned: number;
+}
+
 /** Client → server frames by `type`. */
 export interface ClientFrameMap {
   "join": Join;
@@ -352,6 +392,7 @@ export interface ClientFrameMap {
   "feed": Feed;
   "ping": Ping;
   "auth": Auth;
+  "enter": Enter;
 }
 export type ClientFrame = ClientFrameMap[keyof ClientFrameMap];
 
@@ -368,6 +409,8 @@ export interface RoomEventMap {
   "auction": AuctionEvent;
   "bid": BidEvent;
   "auction_ended": AuctionEnded;
+  "giveaway": GiveawayEvent;
+  "giveaway_ended": GiveawayEnded;
 }
 export type RoomEvent = RoomEventMap[keyof RoomEventMap];
 
