@@ -1,7 +1,7 @@
 """CommerceService: the one adapter the WebSocket gateway and the REST routes call for offers,
 orders and auctions (SPEC §4–§6). Rules live in `commerce.rules`, SQL in `commerce.store`;
 this package adds the sold-out gate, room events, the background loops and error mapping,
-one part per module (`offers`, `purchases`, `orders`, `auctions`); this one adds the
+one part per module (`offers`, `purchases`, `orders`, `auctions`, `giveaways`); this one adds the
 lifecycle and the background duties.
 
 Every refusal is a `Failure` with a SPEC §5 code. Database trouble (unreachable, timeouts,
@@ -20,6 +20,7 @@ from typing import Any
 from ..failure import Failure
 from . import store as store
 from .auctions import AuctionService
+from .giveaways import GiveawayService
 from .offers import OfferService
 from .orders import OrderService
 from .purchases import PurchaseService
@@ -28,9 +29,11 @@ from .selling import SellingService
 log = logging.getLogger("livecart.commerce")
 
 
-class CommerceService(OfferService, PurchaseService, OrderService, AuctionService, SellingService):
-    """Offers, purchases, orders, auctions, claims, waitlists, bundles and merchant webhooks
-    for every session."""
+class CommerceService(
+    OfferService, PurchaseService, OrderService, AuctionService, GiveawayService, SellingService
+):
+    """Offers, purchases, orders, auctions, giveaways, claims, waitlists, bundles and merchant
+    webhooks for every session."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -133,6 +136,7 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
             self.expire_due,
             self.end_due_offers,
             self.close_due_auctions,
+            self.draw_due_giveaways,
             self.close_due_bundles,
         ):
             try:
