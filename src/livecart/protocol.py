@@ -114,6 +114,28 @@ class Auth(Struct, tag="auth", tag_field="type", frozen=True):
     token: Annotated[str, Meta(min_length=1, max_length=8192)]
 
 
+# ---------------------------------------------------------------- giveaways (client)
+
+
+class Enter(Struct, tag="enter", tag_field="type", frozen=True):
+    """Enter a giveaway of a session the connection has joined (SPEC §13)."""
+
+    session: Id
+    giveaway: Id
+    ref: Ref
+
+
+# ------------------------------------------------ client frames: selling in a show (SPEC §13)
+
+
+class Waitlist(Struct, tag="waitlist", tag_field="type", frozen=True):
+    """Join a sold-out open offer's waitlist: `ack {ref, position}`."""
+
+    session: Id
+    offer: Id
+    ref: Ref
+
+
 # ---------------------------------------------------------------- video time (SPEC §12)
 
 # No delay report is larger than this, whatever `max_viewer_delay_ms` is set to (an hour).
@@ -129,12 +151,23 @@ class Delay(Struct, tag="delay", tag_field="type", frozen=True):
 
 
 ClientFrame = (
-    Join | Leave | Chat | Like | Buy | Bid | BuyNow | Signal | Report | Feed | Ping | Auth | Delay
+    Join
+    | Leave
+    | Chat
+    | Like
+    | Buy
+    | Bid
+    | BuyNow
+    | Signal
+    | Report
+    | Feed
+    | Ping
+    | Auth
+    | Enter
+    | Waitlist
+    | Delay
 )
-CLIENT_TYPES = frozenset(
-    t.__struct_config__.tag
-    for t in (Join, Leave, Chat, Like, Buy, Bid, BuyNow, Signal, Report, Feed, Ping, Auth, Delay)
-)
+CLIENT_TYPES = frozenset(t.__struct_config__.tag for t in get_args(ClientFrame))
 
 _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)  # type: ignore[arg-type]
 
@@ -288,6 +321,7 @@ class SessionState(Struct):
     likes: int
     slow: int
     chat: list[Raw]
+    giveaway: dict[str, Any] | None = None  # the open giveaway, without its seed
 
 
 class Joined(Struct, tag="joined", tag_field="type"):
@@ -356,6 +390,13 @@ class Outbid(Struct, tag="outbid", tag_field="type"):
     amount_cents: int
 
 
+class WaitlistAck(Struct, tag="ack", tag_field="type"):
+    """SPEC §13: the answer to `waitlist`; `position` 1 is served first."""
+
+    ref: str
+    position: int
+
+
 class Viewers(Struct, tag="viewers", tag_field="type"):
     session: str
     count: int
@@ -421,7 +462,7 @@ class SlowEvent(Struct, tag="slow", tag_field="type"):
     shield: bool = False  # always sent; the default reads events from before it existed
 
 
-class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True):
+class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True, omit_defaults=True):
     """An opened offer: every field of `commerce.rules.Offer`, `session` first."""
 
     session: str
@@ -435,6 +476,7 @@ class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True):
     starts_at: str
     ends_at: str
     status: str
+    claim_word: str | None = None  # SPEC §13: "type it in chat to claim one"
 
 
 class OfferEnded(Struct, tag="offer_ended", tag_field="type"):
@@ -500,6 +542,35 @@ class AuctionEnded(Struct, tag="auction_ended", tag_field="type", omit_defaults=
     outbid: str | None = None
 
 
+# ---------------------------------------------------------------- giveaways (room events)
+
+
+class GiveawayEvent(Struct, tag="giveaway", tag_field="type", kw_only=True):
+    """An opened giveaway: every field of `commerce.draw.Giveaway` known at the start (no
+    seed), `session` first."""
+
+    session: str
+    id: str
+    product: str
+    winners: int
+    eligibility: str
+    ends_at: str
+    status: str
+    commitment: str
+
+
+class GiveawayEnded(Struct, tag="giveaway_ended", tag_field="type"):
+    """The draw: `winners` are user ids in draw order; `seed` opens the commitment;
+    `returned` units went back to stock (fewer entrants than winners)."""
+
+    session: str
+    giveaway: str
+    winners: list[str]
+    seed: str
+    entrants: int
+    returned: int
+
+
 RoomEvent = (
     ChatEvent
     | ChatRemoved
@@ -512,6 +583,8 @@ RoomEvent = (
     | AuctionEvent
     | BidEvent
     | AuctionEnded
+    | GiveawayEvent
+    | GiveawayEnded
 )
 ROOM_EVENTS: tuple[type[RoomEvent], ...] = get_args(RoomEvent)
 

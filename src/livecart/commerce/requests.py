@@ -9,6 +9,7 @@ from msgspec import Meta, Struct
 
 from ..limits import ID_MAX_CHARS, MAX_BUY_QTY, MAX_CENTS, MAX_QUANTITY
 from ..text import line_meta
+from . import draw as draw
 from . import rules as rules
 
 _ID = Annotated[str, line_meta(1, ID_MAX_CHARS)]
@@ -27,6 +28,8 @@ class OfferCreate(Struct, forbid_unknown_fields=True):
     quantity: Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
     per_user_limit: Annotated[int, Meta(ge=1, le=MAX_QUANTITY)] = 1
     duration_s: _DURATION = 300
+    # SPEC §13: 1-32 characters after trimming, and something left after normalisation.
+    claim_word: Annotated[str, line_meta(1, 2 * rules.CLAIM_WORD_MAX_CHARS)] | None = None
 
 
 class OrderCreate(Struct, forbid_unknown_fields=True):
@@ -58,3 +61,12 @@ class AuctionCreate(Struct, forbid_unknown_fields=True):
     buy_now_cents: _POSITIVE_CENTS | None = None
     reserve_cents: _CENTS | None = None
     starts_in_s: Annotated[int, Meta(ge=0, le=rules.MAX_STARTS_IN_S)] = 0
+
+
+class GiveawayCreate(Struct, forbid_unknown_fields=True):
+    """`POST /api/sessions/{id}/giveaways`"""
+
+    product_id: _ID
+    winners: Annotated[int, Meta(ge=1, le=draw.MAX_WINNERS)]
+    duration_s: Annotated[int, Meta(ge=1, le=draw.MAX_GIVEAWAY_S)]
+    eligibility: Literal["viewers", "buyers"] = "viewers"

@@ -1,7 +1,7 @@
 """CommerceService: the one adapter the WebSocket gateway and the REST routes call for offers,
 orders and auctions (SPEC §4–§6). Rules live in `commerce.rules`, SQL in `commerce.store`;
 this package adds the sold-out gate, room events, the background loops and error mapping,
-one part per module (`offers`, `purchases`, `orders`, `auctions`); this one adds the
+one part per module (`offers`, `purchases`, `orders`, `auctions`, `giveaways`); this one adds the
 lifecycle and the background duties.
 
 Every refusal is a `Failure` with a SPEC §5 code. Database trouble (unreachable, timeouts,
@@ -20,15 +20,20 @@ from typing import Any
 from ..failure import Failure
 from . import store as store
 from .auctions import AuctionService
+from .giveaways import GiveawayService
 from .offers import OfferService
 from .orders import OrderService
 from .purchases import PurchaseService
+from .selling import SellingService
 
 log = logging.getLogger("livecart.commerce")
 
 
-class CommerceService(OfferService, PurchaseService, OrderService, AuctionService):
-    """Offers, purchases, orders, auctions and merchant webhooks for every session."""
+class CommerceService(
+    OfferService, PurchaseService, OrderService, AuctionService, GiveawayService, SellingService
+):
+    """Offers, purchases, orders, auctions, giveaways, claims, waitlists, bundles and merchant
+    webhooks for every session."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -78,6 +83,7 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(store.STOCK_RETURNED, self._stock_returned)
+            await conn.add_listener(store.WAITLIST_SERVED, self._served)
             # Returns made while nobody listened were not announced: start from scratch.
             self.gate.reopen_all()
             try:
@@ -85,6 +91,8 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
             finally:
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(store.STOCK_RETURNED, self._stock_returned)
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(store.WAITLIST_SERVED, self._served)
 
     def _stock_returned(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         for offer_id in payload.split(","):
@@ -124,7 +132,13 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
 
     async def sweep(self) -> None:
         """One pass of every background duty; each failure is logged and retried next pass."""
-        for duty in (self.expire_due, self.end_due_offers, self.close_due_auctions):
+        for duty in (
+            self.expire_due,
+            self.end_due_offers,
+            self.close_due_auctions,
+            self.draw_due_giveaways,
+            self.close_due_bundles,
+        ):
             try:
                 await duty()
             except Failure as exc:

@@ -1,6 +1,6 @@
 """What each client frame does once decoded: the ones answered in the read step (`_quick`),
 the ones that wait (`dispatch`): join and its snapshot, leave, likes and signals, chat
-(idempotent per ref), bids, reports, feed and auth. A mixin of `Gateway`
+(idempotent per ref), bids, giveaway entries, reports, feed and auth. A mixin of `Gateway`
 (`realtime.endpoint`)."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from ..catalog.rules import LIVE
 from ..chat import replies
 from ..chat.model import ChatRefused
 from ..chat.rules.limits import _RecentMap
+from ..commerce.draw import require_entrant
+from ..commerce.rules import claim_candidate, claim_ref
 from ..limits import CHAT_MAX_CHARS
 from ..protocol import (
     Ack,
@@ -32,6 +34,7 @@ from ..protocol import (
     OrderMsg,
     Pong,
     SessionState,
+    WaitlistAck,
     encode,
 )
 from ..runtime.node import Node, Unarchived
@@ -135,8 +138,15 @@ class Handlers:
                     conn.identity, frame.auction, frame.ref, session_id=frame.session
                 )
                 conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
+            case protocol.Enter():
+                await self.enter(conn, frame)
             case protocol.Auth(token=token):
                 await self._auth(conn, token)
+            case protocol.Waitlist():
+                place = await self.node.commerce.join_waitlist(
+                    conn.identity, frame.offer, frame.ref, session_id=frame.session
+                )
+                conn.send(encode(WaitlistAck(frame.ref, place.position or 0)))
             case protocol.Report():
                 room = await self.node.room(frame.session)
                 await self.node.moderation.report(conn.identity, room, frame.offset, frame.reason)
@@ -212,7 +222,7 @@ class Handlers:
                     node.pool, session_id, oldest, want - len(recent)
                 )
                 recent = [protocol.with_offset(o, body) for o, body in older] + recent
-        offers, auction = await node.hub.commerce_state(
+        offers, auction, giveaway = await node.hub.commerce_state(
             room, history.position.offset, lambda: self._commerce(session_id)
         )
         state = SessionState(
@@ -224,6 +234,7 @@ class Handlers:
             likes=room.likes,
             slow=room.slow,
             chat=[msgspec.Raw(m) for m in recent],
+            giveaway=giveaway,
         )
         conn.send(
             encode(
@@ -244,9 +255,13 @@ class Handlers:
 
     async def _commerce(
         self, session_id: str
-    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None]:
         commerce = self.node.commerce
-        return await commerce.open_offers(session_id), await commerce.open_auction(session_id)
+        return (
+            await commerce.open_offers(session_id),
+            await commerce.open_auction(session_id),
+            await commerce.open_giveaway(session_id),
+        )
 
     def _left(self, conn: Connection, session_id: str) -> None:
         """Leave a room; the time spent in it counts as watch time."""
@@ -273,6 +288,19 @@ class Handlers:
         except Exception:
             log.exception("gap fill failed", extra=conn.info())
             conn.close(protocol.CLOSE_GOING_AWAY, "resync failed")
+
+    # ------------------------------------------------------------ giveaways
+
+    async def enter(self, conn: Connection, frame: protocol.Enter) -> None:
+        """Enter a giveaway: only while this connection is joined to its session (present);
+        never the session's own host. Answers `ack {ref}`; entering again is the same entry."""
+        who = conn.identity
+        room = self.node.hub.rooms.get(frame.session)
+        require_entrant(who, creator=None if room is None else room.creator)
+        if frame.session not in conn.rooms or room is None:
+            raise Failure("forbidden", "join the session to enter its giveaways")
+        await self.node.commerce.enter(who, frame.giveaway, session_id=frame.session)
+        conn.send(encode(Ack(frame.ref)))
 
     # ------------------------------------------------------------ chat and likes
 
@@ -314,13 +342,14 @@ class Handlers:
                 conn.send(elsewhere)
                 return
         reply = None
+        claim: asyncio.Task[None] | None = None
         try:
             unstored = self._unarchived.get(key)
             if unstored is not None:  # published by the first attempt: store it, then ack
                 await self._store_chat(key, unstored)
                 held, offset = None, unstored.offset
             else:
-                held, offset = await self._chat(conn, frame, started)
+                held, offset, claim = await self._chat(conn, frame, started)
             reply = encode(Ack(frame.ref, offset) if held is None else Held(frame.ref, held))
             conn.send(reply)
         except Failure as exc:
@@ -335,6 +364,50 @@ class Handlers:
             self.chat_replies.settle(key, fut, reply)
             if shared is not None:
                 shared.settle(key, reply)
+        if claim is not None:  # the connection's next frames wait for the claim's answer
+            await asyncio.shield(claim)
+
+    def _start_claim(
+        self, conn: Connection, frame: protocol.Chat, text: str
+    ) -> asyncio.Task[None] | None:
+        """SPEC §13 claim by comment, started once moderation accepted the message and run
+        alongside its publishing; None (no task) for a message too long to be a claim word."""
+        if claim_candidate(text) is None:
+            return None
+        task = asyncio.get_running_loop().create_task(self._claim(conn, frame, text))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+        return task
+
+    async def _claim(self, conn: Connection, frame: protocol.Chat, text: str) -> None:
+        """A message equal to an open offer's claim word (both normalised) buys one unit
+        through the purchase path, ref `claim:<offer>`; the author hears `order {ref, order}`
+        or `error {ref, code}` with the chat's ref, as soon as it is decided (before or after
+        the chat's `ack`). The message is published either way (viewers see the "+1"s)."""
+        node = self.node
+        try:
+            offer = await node.commerce.claim_offer(frame.session, text)
+            if offer is None:
+                return
+            order = await node.start_buy(
+                conn.identity,
+                offer,
+                1,
+                claim_ref(offer),
+                frame.session,
+            )
+        except Failure as exc:
+            conn.send(
+                encode(
+                    ErrorMsg(exc.code, exc.message, frame.ref, exc.retry_after_ms, frame.session)
+                )
+            )
+            return
+        except Exception:
+            log.exception("claim failed", extra=conn.info())
+            conn.send_error("unavailable", "the claim failed; say it again", frame.ref)
+            return
+        conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
 
     async def _store_chat(self, key: tuple[str, str], row: room_store.ArchiveRow) -> None:
         try:
@@ -345,8 +418,9 @@ class Handlers:
 
     async def _chat(
         self, conn: Connection, frame: protocol.Chat, started: float
-    ) -> tuple[str | None, int]:
-        """(the reason when the message is held, else None; its offset when published)."""
+    ) -> tuple[str | None, int, asyncio.Task[None] | None]:
+        """(the reason when the message is held, else None; its offset when published; the
+        claim it makes, if it may be one)."""
         node = self.node
         who = conn.identity
         text = frame.text.strip()
@@ -369,7 +443,8 @@ class Handlers:
             raise
         if held is not None:
             node.metrics.chat_refused.labels("held").inc()
-            return held, 0  # held for review: only the author is told, with `held`
+            return held, 0, None  # held for review: only the author is told, with `held`
+        claim = self._start_claim(conn, frame, text)
         try:
             offset = await node.append(
                 protocol.ChatEvent(room.id, who.sub, who.name, text, _now_ms()),
@@ -383,4 +458,4 @@ class Handlers:
         node.metrics.chat_acks.inc()
         node.ranking.record(who, "chat", room.id)
         node.metrics.chat_ack_seconds.observe(time.perf_counter() - started)
-        return None, offset
+        return None, offset, claim

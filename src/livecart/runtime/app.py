@@ -28,9 +28,12 @@ from ..catalog.models import (
 )
 from ..chat import api as moderation_api
 from ..chat.model import AllowedDomains, ModerationRequest, ModeratorRequest, TermRequest
-from ..commerce import AuctionCreate, OfferCreate, OrderCreate
+from ..commerce import AuctionCreate, GiveawayCreate, OfferCreate, OrderCreate
 from ..commerce import api as commerce_api
+from ..commerce.draw import Giveaway
 from ..commerce.rules import Auction, Offer, Order
+from ..commerce.store import Bundle
+from ..commerce.store import Place as WaitlistPlace
 from ..limits import (
     AUDIT_PAGE_MAX,
     MAX_OFFSET,
@@ -151,6 +154,22 @@ API: list[ApiRoute] = [
         "GET", "/api/offers/{id}", commerce_api.get_offer, summary="Get an offer", response=Offer
     ),
     ApiRoute(
+        "GET",
+        "/api/offers/{id}/waitlist/me",
+        commerce_api.my_waitlist_place,
+        summary="My place on the offer's waitlist (position 1 is served next)",
+        response=WaitlistPlace,
+        auth=True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/me/bundles",
+        commerce_api.my_bundles,
+        summary="My bundles: my orders per session; closed when the session ends",
+        response=list[Bundle],
+        auth=True,
+    ),
+    ApiRoute(
         "POST",
         "/api/offers/{id}/end",
         commerce_api.end_offer,
@@ -216,6 +235,23 @@ API: list[ApiRoute] = [
         commerce_api.get_auction,
         summary="Get an auction",
         response=Auction,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/sessions/{id}/giveaways",
+        commerce_api.create_giveaway,
+        summary="Open a giveaway (units taken from stock; commitment published)",
+        request=GiveawayCreate,
+        response=Giveaway,
+        status=201,
+        auth=True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/giveaways/{id}",
+        commerce_api.get_giveaway,
+        summary="Get a giveaway; after the draw with seed, entrants and winners",
+        response=Giveaway,
     ),
     ApiRoute(
         "POST",

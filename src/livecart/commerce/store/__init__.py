@@ -8,7 +8,8 @@ bound. Lock order, where a transaction takes several row locks: order → offer 
 batches lock offers and products in id order.
 
 One module per concern: `offers`, `purchases` (the batched buy path), `orders` (confirm,
-cancel, expiry), `auctions`, `outbox` (webhooks, returned-stock notices) and `rows` (row
+cancel, expiry), `auctions`, `giveaways`, `selling` (claim words, waitlists and the one way
+units come back, bundles), `outbox` (webhooks, returned-stock notices) and `rows` (row
 mapping); this package re-exports what the service and the tests use.
 """
 
@@ -21,6 +22,14 @@ from .auctions import create_auction as create_auction
 from .auctions import get_auction as get_auction
 from .auctions import open_auction as open_auction
 from .auctions import return_unit as return_unit
+from .giveaways import Drawn as Drawn
+from .giveaways import EntryBatch as EntryBatch
+from .giveaways import create_giveaway as create_giveaway
+from .giveaways import draw_due_giveaway as draw_due_giveaway
+from .giveaways import enter_many as enter_many
+from .giveaways import get_giveaway as get_giveaway
+from .giveaways import open_giveaway as open_giveaway
+from .giveaways import prize_orders as prize_orders
 from .offers import Ended as Ended
 from .offers import Observation as Observation
 from .offers import end_due_offer as end_due_offer
@@ -45,3 +54,14 @@ from .purchases import BuyOutcome as BuyOutcome
 from .purchases import BuyRequest as BuyRequest
 from .purchases import buy_many as buy_many
 from .rows import at as at
+from .selling import WAITLIST_SERVED as WAITLIST_SERVED
+from .selling import Bundle as Bundle
+from .selling import GivenBack as GivenBack
+from .selling import Place as Place
+from .selling import Served as Served
+from .selling import bundles_of as bundles_of
+from .selling import claim_words as claim_words
+from .selling import close_due_bundles as close_due_bundles
+from .selling import give_back as give_back
+from .selling import join_waitlist as join_waitlist
+from .selling import waitlist_place as waitlist_place

@@ -1,5 +1,5 @@
-// Studio: products, sessions, the control room (go live, showcase, pin, flash offers, end),
-// the live panel with its chart, and the creator's transparent score.
+// Studio: products, sessions, the control room (go live, showcase, pin, flash offers,
+// giveaways, end), the live panel with its chart, and the creator's transparent score.
 
 import { Auth, LiveSocket, hasRoute, makeApi, money } from "./client.js";
 import {
@@ -7,6 +7,7 @@ import {
   lookup, toast,
 } from "./app.js";
 import { lineChart, sparkline } from "./chart.js";
+import { studioGiveaway } from "./giveaway.js";
 
 const auth = new Auth("studio");
 const api = makeApi(auth);
@@ -322,6 +323,7 @@ function renderShowcaseSelect(items) {
 }
 
 function renderOfferSelect(items) {
+  giveaways.products(items);
   const sel = $("#offer-product");
   const before = sel.value;
   fill(sel, items.length
@@ -345,6 +347,8 @@ async function prefillOffer() {
 }
 
 $("#offer-product").addEventListener("change", prefillOffer);
+
+const giveaways = studioGiveaway({ socket, call, current: () => state.current, products });
 
 async function addToShowcase(productId) {
   if (!state.current) {
@@ -390,14 +394,17 @@ $("#offer-form").addEventListener("submit", async (ev) => {
     toast("Enter a price like 19.99", "warn");
     return;
   }
+  const claimWord = $("#offer-claim").value.trim();
   const o = await call("POST", `/api/sessions/${encodeURIComponent(s.id)}/offers`, {
     product_id: p.id,
     price_cents: price,
     quantity: Number($("#offer-qty").value),
     per_user_limit: Number($("#offer-limit").value),
     duration_s: Number($("#offer-duration").value),
+    ...(claimWord ? { claim_word: claimWord } : {}),
   }, "Flash offer is open");
   if (!o) return;
+  $("#offer-claim").value = "";
   upsertOffer(o);
   products.forget(p.id); // its stock moved into the offer
   renderShowcase();
@@ -426,6 +433,7 @@ function renderOffers() {
         h("strong", { class: "deal" }, money(o.price_cents, o.currency))),
       h("div", { class: "offer-line muted small" },
         h("span", {}, `${o.remaining} / ${o.quantity} left · max ${o.per_user_limit} each`),
+        o.claim_word ? h("span", { class: "claim-word" }, ` · claim word “${o.claim_word}”`) : null,
         h("span", { class: "countdown", dataset: { ends: o.ends_at } }, `ends in ${countdown(o.ends_at)}`)),
       h("button", {
         type: "button", class: "btn small danger-outline", "aria-label": "End this offer",
