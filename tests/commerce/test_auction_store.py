@@ -53,7 +53,7 @@ async def test_proxy_bids_keep_the_max_hidden(pool: asyncpg.Pool) -> None:
     auction = await svc.create_auction(
         w.creator, w.session, w.product, 1000, None, 300, increments=[[5000, 100], [None, 500]]
     )
-    assert auction.increments == [(5000, 100), (None, 500)]
+    assert auction.increments == [[5000, 100], [None, 500]]
     assert (auction.status, auction.min_increment_cents, auction.reserve_met) == ("open", 100, True)
     ann, bob = w.viewer("ann"), w.viewer("bob")
 
