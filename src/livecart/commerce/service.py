@@ -124,7 +124,12 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
 
     async def sweep(self) -> None:
         """One pass of every background duty; each failure is logged and retried next pass."""
-        for duty in (self.expire_due, self.end_due_offers, self.close_due_auctions):
+        for duty in (
+            self.expire_due,
+            self.end_due_offers,
+            self.announce_opened_auctions,
+            self.close_due_auctions,
+        ):
             try:
                 await duty()
             except Failure as exc:

@@ -61,8 +61,8 @@ async def create_auction(
             raise Failure("sold_out", "the product is out of stock")
         row = await conn.fetchrow(
             "INSERT INTO auctions AS a (id, session, product, start_cents, min_increment_cents, "
-            "mode, ends_at, increments, buy_now_cents, reserve_cents, opens_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+            "mode, ends_at, increments, buy_now_cents, reserve_cents, opens_at, announced_open) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
             f"RETURNING {AUCTION_COLS}",
             new_id("auc"),
             session_id,
@@ -75,8 +75,20 @@ async def create_auction(
             terms.buy_now_cents,
             terms.reserve_cents,
             at(opens_at),
+            terms.starts_in_s <= 0,
         )
     return auction_from_row(row, 0, now)
+
+
+async def opened_auctions(conn: Executor, now: float) -> list[Auction]:
+    """Scheduled auctions that opened since the last pass, each returned once (to announce)."""
+    rows = await conn.fetch(
+        "UPDATE auctions a SET announced_open = true "
+        "WHERE a.status = 'open' AND NOT a.announced_open AND a.opens_at <= $1 "
+        f"RETURNING {AUCTION_COLS}",
+        at(now),
+    )
+    return [auction_from_row(r, await _bid_count(conn, r["id"]), now) for r in rows]
 
 
 async def get_auction(conn: Executor, auction_id: str, now: float) -> Auction | None:
