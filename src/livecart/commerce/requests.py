@@ -9,6 +9,7 @@ from msgspec import Meta, Struct
 
 from ..limits import ID_MAX_CHARS, MAX_BUY_QTY, MAX_CENTS, MAX_QUANTITY
 from ..text import line_meta
+from . import draw as draw
 from . import rules as rules
 
 _ID = Annotated[str, line_meta(1, ID_MAX_CHARS)]
@@ -58,3 +59,12 @@ class AuctionCreate(Struct, forbid_unknown_fields=True):
     buy_now_cents: _POSITIVE_CENTS | None = None
     reserve_cents: _CENTS | None = None
     starts_in_s: Annotated[int, Meta(ge=0, le=rules.MAX_STARTS_IN_S)] = 0
+
+
+class GiveawayCreate(Struct, forbid_unknown_fields=True):
+    """`POST /api/sessions/{id}/giveaways`"""
+
+    product_id: _ID
+    winners: Annotated[int, Meta(ge=1, le=draw.MAX_WINNERS)]
+    duration_s: Annotated[int, Meta(ge=1, le=draw.MAX_GIVEAWAY_S)]
+    eligibility: Literal["viewers", "buyers"] = "viewers"
