@@ -13,8 +13,9 @@ cancel, expiry), `auctions`, `giveaways`, `outbox` (webhooks, returned-stock not
 """
 
 from .auctions import BidOutcome as BidOutcome
+from .auctions import BidRequest as BidRequest
 from .auctions import Closed as Closed
-from .auctions import bid as bid
+from .auctions import bid_many as bid_many
 from .auctions import buy_now as buy_now
 from .auctions import close_due_auction as close_due_auction
 from .auctions import create_auction as create_auction
