@@ -388,7 +388,7 @@ export interface AuctionEvent {
   status: string;
   bids: number;
   winner_order: string | null;
-  increments: ([number | null, number])[];
+  increments: ((number | null)[])[];
   buy_now_cents: number | null;
   reserve_met: boolean;
   opens_at: string | null;

@@ -54,6 +54,12 @@ class CommerceService(
             _, late = await asyncio.wait(set(self._admitters), timeout=self._op_timeout_s)
             for task in late:
                 task.cancel()
+        if self._bid_drainers:  # bids in flight finish; what still waits gets `unavailable`
+            _, late = await asyncio.wait(
+                set(self._bid_drainers.values()), timeout=self._op_timeout_s
+            )
+            for task in late:
+                task.cancel()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -135,6 +141,7 @@ class CommerceService(
         for duty in (
             self.expire_due,
             self.end_due_offers,
+            self.announce_opened_auctions,
             self.close_due_auctions,
             self.draw_due_giveaways,
             self.close_due_bundles,

@@ -135,7 +135,11 @@ class Handlers:
                 )
             case protocol.BuyNow():
                 order = await self.node.commerce.buy_now(
-                    conn.identity, frame.auction, frame.ref, session_id=frame.session
+                    conn.identity,
+                    frame.auction,
+                    frame.ref,
+                    session_id=frame.session,
+                    video_at=self.node.hub.video_at(conn, frame.session),
                 )
                 conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
             case protocol.Enter():
