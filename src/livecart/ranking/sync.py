@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from redis.exceptions import NoScriptError
 
 from ..lua import script
+from ..redisconn import connect
 from .core import Delta, TrendingIndex
 from .core.shared import batch_deltas, ledger_period
 from .core.trending import Scope
@@ -33,9 +35,7 @@ class SharedTrending:
     Redis Cluster slot."""
 
     def __init__(self, url: str, index: TrendingIndex, *, prefix: str = "lc:{rank}") -> None:
-        import redis.asyncio as aioredis
-
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = connect(url)
         self._script = self._redis.register_script(script("ranking_sync"))
         self._forget = self._redis.register_script(script("ranking_forget"))
         self.prefix = prefix
@@ -66,6 +66,16 @@ class SharedTrending:
         )
         return [(_text(user), float(at)) for user, at in rows]
 
+    async def _sync_pipeline(self, args: list[Any], forgotten_since: float | None) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._script(keys=[f"{self.prefix}:landmark"], args=args, client=pipe)
+            pipe.get(f"{self.prefix}:catalog")
+            if forgotten_since is not None:
+                pipe.zrangebyscore(
+                    f"{self.prefix}:forgotten", f"({forgotten_since!r}", "+inf", withscores=True
+                )
+            return list(await pipe.execute())
+
     async def sync(
         self,
         deltas: list[Delta],
@@ -78,27 +88,26 @@ class SharedTrending:
         batch = batch_deltas(deltas, self._rate)
         landmark = batch.landmark if deltas else self.index.decay.landmark
         batch.landmark = landmark
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await self._script(
-                keys=[f"{self.prefix}:landmark"],
-                args=[
-                    self.prefix,
-                    repr(landmark),
-                    repr(self._rate),
-                    self._ttl_ms,
-                    repr(self._ledger_period),
-                    repr(self._forget_below),
-                    _msgpack.encode(batch),
-                    _msgpack.encode(live),
-                ],
-                client=pipe,
-            )
-            pipe.get(f"{self.prefix}:catalog")
-            if forgotten_since is not None:
-                pipe.zrangebyscore(
-                    f"{self.prefix}:forgotten", f"({forgotten_since!r}", "+inf", withscores=True
-                )
-            (store_landmark, *scores), version, *forgot = await pipe.execute()
+        args = [
+            self.prefix,
+            repr(landmark),
+            repr(self._rate),
+            self._ttl_ms,
+            repr(self._ledger_period),
+            repr(self._forget_below),
+            _msgpack.encode(batch),
+            _msgpack.encode(live),
+        ]
+        for attempt in (0, 1):
+            try:
+                replies = await self._sync_pipeline(args, forgotten_since)
+                break
+            except NoScriptError:
+                if attempt:
+                    raise
+                # A Redis Cluster failover promoted a replica that never loaded the script.
+                self._script.sha = await self._redis.script_load(self._script.script)
+        (store_landmark, *scores), version, *forgot = replies
         scopes: tuple[Scope, ...] = ("product", "session", "host")
         values: dict[Scope, list[float | None]] = {
             scope: [None if v is None else float(v) for v in part]
