@@ -174,7 +174,22 @@ class RedisCluster6:
         return None
 
     def masters(self) -> list[int]:
-        return [p for p in self.ports if p in self.procs and "role:master" in _cli(p, "INFO", "replication")]
+        return [
+            p
+            for p in self.ports
+            if p in self.procs and "role:master" in _cli(p, "INFO", "replication")
+        ]
+
+    def restart(self, port: int) -> None:
+        """Start a killed instance again: it rejoins from its nodes.conf (as a replica when
+        its slots failed over meanwhile)."""
+        self._spawn(port)
+        deadline = time.monotonic() + 15
+        while _cli(port, "PING").strip() != "PONG":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on {port} did not restart")
+            time.sleep(0.05)
+        self.wait_ok()
 
     def kill(self, port: int) -> None:
         proc = self.procs.pop(port)
