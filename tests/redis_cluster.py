@@ -173,6 +173,15 @@ class RedisCluster6:
                             return port
         return None
 
+    def shard_subscribers(self, channel: str) -> dict[int, int]:
+        """Subscribers of a sharded channel per master that has any."""
+        out = {}
+        for p in self.masters():
+            n = int(_cli(p, "PUBSUB", "SHARDNUMSUB", channel).split()[1])
+            if n:
+                out[p] = n
+        return out
+
     def masters(self) -> list[int]:
         return [
             p
