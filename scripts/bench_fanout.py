@@ -40,7 +40,12 @@ the load generator competes with the server.
     python scripts/bench_fanout.py [--viewers 1000,5000,10000] [--rate 10] [--seconds 8]
         [--mode fixed,max] [--systems livecart,websockets,broadcaster,socketio]
         [--generators 2] [--publishers 4] [--client raw|websockets|websockets-deflate] [--quick]
-        [--database-url URL] [--redis-url URL --nodes 2]
+        [--database-url URL] [--redis-url URL --nodes 2] [--redis-url URL --workers 1,2]
+
+`--redis-url` may name a Redis Cluster (`redis+cluster://127.0.0.1:P,…`; `python -m
+tests.redis_cluster` starts one from the machine's redis-server and prints its URL).
+`--workers 1,2` adds livecart rows served by one `serve --workers N` (sharing Redis) per
+count, in the same run as the others.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
+    children_of,
     cpu_model,
     loadavg,
     mem_total_gib,
@@ -589,7 +595,11 @@ class BaselineProcess:
 
 
 def livecart_node(
-    database_url: str, secret: str, redis_url: str = "", extra_env: dict[str, str] | None = None
+    database_url: str,
+    secret: str,
+    redis_url: str = "",
+    extra_env: dict[str, str] | None = None,
+    workers: int = 0,
 ) -> Any:
     from livecart.runtime.process import NodeProcess
 
@@ -608,7 +618,8 @@ def livecart_node(
         tempfile.mkdtemp(prefix="livecart-bench-fanout-"),
         database_url=database_url,
         env=env,
-        extra_args=["--redis-url", redis_url] if redis_url else [],
+        extra_args=(["--redis-url", redis_url] if redis_url else [])
+        + (["--workers", str(workers)] if workers > 1 else []),
     )
 
 
@@ -859,15 +870,17 @@ class Runner:
 
     # ------------------------------------------------------------ servers
 
-    async def start(self, system: str, n_nodes: int) -> tuple[Target, list[Any]]:
+    async def start(
+        self, system: str, n_nodes: int, workers: int = 0
+    ) -> tuple[Target, list[Any]]:
         run = secrets.token_hex(3)
         if system != "livecart":
             proc = await asyncio.to_thread(BaselineProcess(system).start)
             return Target(system, LABELS[system], [proc.port], [proc.pid], run=run), [proc]
         secret = secrets.token_urlsafe(32)
-        redis = self.args.redis_url if n_nodes > 1 else ""
+        redis = self.args.redis_url if n_nodes > 1 or workers else ""
         nodes = [
-            livecart_node(self.database_url, secret, redis, self.args.livecart_env)
+            livecart_node(self.database_url, secret, redis, self.args.livecart_env, workers)
             for _ in range(n_nodes)
         ]
         started = []
@@ -884,11 +897,16 @@ class Runner:
                 self.stop_one(node)
             raise
         label = LABELS["livecart"] if n_nodes == 1 else f"livecart, {n_nodes} nodes + Redis"
+        pids = [node.proc.pid for node in nodes]
+        if workers:
+            label = f"livecart, {workers} worker{'s' if workers > 1 else ''} + Redis"
+            # `serve --workers N` forks N node processes; count their CPU and memory.
+            pids += [c for pid in pids for c in children_of(pid)] if workers > 1 else []
         target = Target(
             "livecart",
             label,
             [node.port for node in nodes],
-            [node.proc.pid for node in nodes],
+            pids,
             session=session,
             secret=secret,
             run=run,
@@ -1024,9 +1042,11 @@ class Runner:
 
     # ------------------------------------------------------------ one system, one size
 
-    async def run(self, system: str, viewers: int, n_nodes: int = 1) -> RunResult:
+    async def run(
+        self, system: str, viewers: int, n_nodes: int = 1, workers: int = 0
+    ) -> RunResult:
         a = self.args
-        t, servers = await self.start(system, n_nodes)
+        t, servers = await self.start(system, n_nodes, workers)
         res = RunResult(system, t.label, viewers)
         gens: Generators | None = None
         pub = Publisher(t, a.publishers)
@@ -1322,6 +1342,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, default=1,
                    help="with --redis-url: also run livecart as this many nodes sharing Redis "
                    "(viewers alternate nodes, publishers on node 1)")
+    p.add_argument("--workers", default="",
+                   help="with --redis-url: also run livecart as one node with each of these "
+                   "worker counts (`serve --workers N`, e.g. 1,2), in the same run")
     p.add_argument("--livecart-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for the livecart nodes (repeatable), e.g. "
                    "LIVECART_CHAT_DISPLAY_BUDGET=0 to turn huge-room chat sampling off")
@@ -1354,6 +1377,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--rate, --seconds and --step-seconds must be positive")
     if args.nodes > 1 and not args.redis_url:
         p.error("--nodes > 1 needs --redis-url")
+    try:
+        args.worker_counts = [int(x) for x in args.workers.split(",") if x.strip()]
+    except ValueError:
+        p.error("--workers takes numbers separated by commas, e.g. 1,2")
+    if args.worker_counts and (not args.redis_url or min(args.worker_counts) < 1):
+        p.error("--workers needs --redis-url and counts >= 1")
     if args.redis_url:
         require_local(args.redis_url, "--redis-url", "bench_fanout")
     if args.database_url:
@@ -1416,21 +1445,25 @@ async def amain(args: argparse.Namespace) -> int:
                 if args.livecart_env
                 else ""
             )
-            + (f"; Redis {args.redis_url}, {args.nodes} nodes" if args.nodes > 1 else ""),
+            + (f"; Redis {args.redis_url}, {args.nodes} nodes" if args.nodes > 1 else "")
+            + (f"; workers {args.workers}" if args.worker_counts else ""),
             flush=True,
         )
         runner = Runner(args, database_url, pg_pid)
-        plan: list[tuple[str, int]] = [(s, 1) for s in systems]
+        plan: list[tuple[str, int, int]] = [(s, 1, 0) for s in systems]
         if args.nodes > 1 and "livecart" in systems:
-            plan.insert(1, ("livecart", args.nodes))
+            plan.insert(1, ("livecart", args.nodes, 0))
+        if "livecart" in systems:
+            for i, w in enumerate(args.worker_counts):
+                plan.insert(1 + i, ("livecart", 1, w))
         all_results: dict[int, list[RunResult]] = {}
         for n in args.viewer_counts:
             print(f"\n### {n:,} viewers\n", flush=True)
             results = []
-            for system, nodes in plan:
-                print(f"- {LABELS[system]}{'' if nodes == 1 else f' ({nodes} nodes)'}, "
-                      f"load average {loadavg()}", flush=True)
-                results.append(await runner.run(system, n, nodes))
+            for system, nodes, workers in plan:
+                what = f" ({nodes} nodes)" if nodes > 1 else f" ({workers} workers)" if workers else ""
+                print(f"- {LABELS[system]}{what}, load average {loadavg()}", flush=True)
+                results.append(await runner.run(system, n, nodes, workers))
             all_results[n] = results
             print_tables(args, n, results)
         print(f"\nload average after: {loadavg()} (1/5/15 min)")

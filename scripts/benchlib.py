@@ -81,6 +81,21 @@ def tree_cpu_s(root: int) -> float:
     return sum(x for x in map(process_cpu_s, members) if x == x)
 
 
+def children_of(pid: int) -> list[int]:
+    """The direct children of a process (e.g. the workers of `serve --workers N`)."""
+    out: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 def rss_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -108,6 +123,12 @@ def use_uvloop() -> str:
 
 
 def require_local(url: str, what: str, script: str) -> None:
-    host = urlsplit(url).hostname or ""
-    if host not in LOCAL_HOSTS:
-        raise SystemExit(f"{script}: {what} must be on 127.0.0.1, got {host!r}")
+    if url.startswith("redis+cluster://"):
+        from livecart.redisconn import cluster_nodes
+
+        hosts = [h for h, _ in cluster_nodes(url)[0]]
+    else:
+        hosts = [urlsplit(url).hostname or ""]
+    for host in hosts:
+        if host not in LOCAL_HOSTS:
+            raise SystemExit(f"{script}: {what} must be on 127.0.0.1, got {host!r}")

@@ -6,6 +6,9 @@ stays below 65,536), one temporary directory per instance, joined by
     with RedisCluster6() as c:
         c.url            # redis+cluster://127.0.0.1:P,127.0.0.1:P+1,…
         c.kill(port)     # SIGKILL one instance (a failover test)
+
+For a benchmark: `python -m tests.redis_cluster` starts one, prints its URL and keeps it
+until interrupted.
 """
 
 from __future__ import annotations
@@ -215,3 +218,10 @@ class RedisCluster6:
         self.procs.clear()
         if os.environ.get("LIVECART_KEEP_CLUSTER_DIRS") != "1":
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    with RedisCluster6() as cluster:
+        print(cluster.url, flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
