@@ -409,7 +409,10 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
                 cls = RawSocketIOViewer if socketio else RawViewer
                 v: Viewer = cls(stats, group, sampled, join, request)
                 viewers.append(v)
-                await loop.create_connection(lambda: v, host, port)  # type: ignore[arg-type,return-value]
+                # A source address per generator (127.0.0.x) gives each its own ephemeral
+                # ports: one address tops out near 28,000 connections to one server port.
+                local = (cfg["source"], 0) if cfg.get("source") else None
+                await loop.create_connection(lambda: v, host, port, local_addr=local)  # type: ignore[arg-type,return-value]
             else:
                 lcls = LibSocketIOViewer if socketio else LibViewer
                 lv = lcls(stats, group, sampled, join, cfg["client"] == "websockets-deflate")
