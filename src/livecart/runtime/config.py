@@ -27,7 +27,8 @@ class Settings(msgspec.Struct, kw_only=True):
     database_url: str = ""
     """PostgreSQL URL; empty starts the embedded PostgreSQL inside data_dir."""
     redis_url: str = ""
-    """Redis URL for cluster mode; empty uses the in-process bus (single node)."""
+    """Redis URL for cluster mode (`redis://…`, or `redis+cluster://H:P,H:P` for a Redis
+    Cluster); empty uses the in-process bus (single node)."""
     jwt_secret: str = ""
     """HS256 secret (at least 32 bytes); empty generates one and keeps it in data_dir."""
     jwt_algorithms: str = "HS256"
