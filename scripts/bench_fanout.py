@@ -55,6 +55,7 @@ import asyncio
 import base64
 import contextlib
 import importlib.util
+import json
 import math
 import multiprocessing as mp
 import os
@@ -80,7 +81,9 @@ from benchlib import (
     loadavg,
     mem_total_gib,
     percentile,
+    pg_writes,
     process_cpu_s,
+    redis_commands,
     require_local,
     rss_kib,
     self_cpu_s,
@@ -799,6 +802,28 @@ class Phase:
     drained: bool = True
     closed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    redis_cmds: int = -1  # commands Redis processed during the phase (-1: no Redis)
+    pg_commits: int = -1  # PostgreSQL transactions committed during the phase
+    pg_rows: int = -1  # PostgreSQL rows inserted, updated or deleted during the phase
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rate": self.rate,
+            "seconds": self.seconds,
+            "published": self.published,
+            "delivered": self.delivered,
+            "skipped": self.skipped,
+            "rate_delivered": self.rate_delivered,
+            "p50_ms": self.pct(50),
+            "p99_ms": self.pct(99),
+            "server_cpu_s": self.server_cpu_s,
+            "pg_cpu_s": self.pg_cpu_s,
+            "cpu_us_per_delivery": self.cpu_us_per_msg,
+            "sustained": self.sustained,
+            "redis_cmds": self.redis_cmds,
+            "pg_commits": self.pg_commits,
+            "pg_rows": self.pg_rows,
+        }
 
     @property
     def complete(self) -> float:
@@ -988,6 +1013,10 @@ class Runner:
     ) -> Phase:
         ph = Phase(rate, seconds)
         before = await gens.ask("take")
+        live = t.system == "livecart"
+        redis_url = self.args.redis_url if live and (len(t.ports) > 1 or "worker" in t.label) else ""
+        rc0 = await asyncio.to_thread(redis_commands, redis_url) if redis_url else -1
+        db0 = await pg_writes(self.database_url) if live else (-1, -1)
         cpu0, pg0, pub0 = self.server_cpu(t), self.pg_cpu(t), self_cpu_s()
         acks0, err0 = pub.acks, dict(pub.errors)
         wall0 = time.monotonic()
@@ -1013,6 +1042,12 @@ class Runner:
         ph.wall_s = time.monotonic() - wall0
         ph.server_cpu_s = self.server_cpu(t) - cpu0
         ph.pg_cpu_s = self.pg_cpu(t) - pg0
+        if redis_url and rc0 >= 0:
+            ph.redis_cmds = await asyncio.to_thread(redis_commands, redis_url) - rc0
+        if live and db0[0] >= 0:
+            await asyncio.sleep(1.1)  # pg_stat_database is flushed about once a second
+            db1 = await pg_writes(self.database_url)
+            ph.pg_commits, ph.pg_rows = db1[0] - db0[0], db1[1] - db0[1]
         ph.pub_cpu_s = self_cpu_s() - pub0
         ph.gen_cpu_s = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before, strict=True))
         ph.delivered = sum(a["chat"] - b["chat"] for a, b in zip(after, before, strict=True))
@@ -1351,6 +1386,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--livecart-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for the livecart nodes (repeatable), e.g. "
                    "LIVECART_CHAT_DISPLAY_BUDGET=0 to turn huge-room chat sampling off")
+    p.add_argument("--json", default="",
+                   help="also write every run's figures to this file (for scripts/capacity.py)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 200 viewers, 3s fixed phase, 2s steps")
     p.add_argument("--max-seconds", type=float, default=1800, help="bound on the whole run")
@@ -1471,6 +1508,27 @@ async def amain(args: argparse.Namespace) -> int:
             print_tables(args, n, results)
         print(f"\nload average after: {loadavg()} (1/5/15 min)")
         ok = print_checks(args, all_results)
+        if args.json:
+            doc = {
+                "bench": "fanout",
+                "load_after": loadavg(),
+                "cores": os.cpu_count(),
+                "runs": [
+                    {
+                        "system": r.system,
+                        "label": r.label,
+                        "viewers": r.viewers,
+                        "connected": r.connected,
+                        "joined_s": r.joined_s,
+                        "rss_kib_per_conn": r.rss_kib_per_conn,
+                        "fixed": r.fixed.as_dict() if r.fixed is not None else None,
+                        "steps": [st.as_dict() for st in r.steps],
+                    }
+                    for rs in all_results.values()
+                    for r in rs
+                ],
+            }
+            await asyncio.to_thread(Path(args.json).write_text, json.dumps(doc, indent=1))
         return 0 if ok else 1
     finally:
         if embedded is not None:
