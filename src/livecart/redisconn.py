@@ -57,6 +57,8 @@ def connect(url: str, **kwargs: Any) -> Any:
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
         nodes, username, password = cluster_nodes(url)
+        # Its per-node pools raise instead of waiting when full: leave room for bursts.
+        kwargs.setdefault("max_connections", 256)
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in nodes],
             username=username,

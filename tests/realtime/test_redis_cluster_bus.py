@@ -192,3 +192,22 @@ async def test_master_failover_loses_no_acknowledged_publication(
         for bus in [*pubs, sub]:
             await bus.stop()
         await asyncio.to_thread(redis_cluster.restart, port)
+
+
+async def test_a_burst_beyond_the_connection_limit_waits_instead_of_failing(
+    redis_cluster: RedisCluster6,
+) -> None:
+    """The cluster client's pools raise when full; the bus makes callers wait (a join storm
+    must not answer `unavailable`)."""
+    bus = RedisBus(redis_cluster.url, _zero, node_id="burst", key_prefix="t3", max_connections=4)
+    await bus.start(Collect())
+    try:
+        rooms = [f"burst{i % 9}" for i in range(300)]
+        histories = await asyncio.gather(*(bus.history(r, None, 10) for r in rooms))
+        assert all(h.position.offset == 0 for h in histories)
+        positions = await asyncio.gather(*(bus.publish(r, "chat", b"{}") for r in rooms))
+        assert sorted(p.offset for p in positions) == sorted(
+            n for r in set(rooms) for n in range(1, rooms.count(r) + 1)
+        )
+    finally:
+        await bus.stop()

@@ -126,6 +126,9 @@ class RedisBus(Bus):
             "retry": Retry(NoBackoff(), 0),
         }
         self._failover_s = failover_s
+        # The cluster client's per-node pools do not wait for a free connection (they raise
+        # MaxConnectionsError): calls wait here instead, as BlockingConnectionPool does.
+        self._gate = asyncio.Semaphore(max_connections)
         self._link: ClusterLink | None = None
         self._shards: ShardSubscriber | None = None
         self._pool: BlockingConnectionPool | None = None
@@ -278,7 +281,8 @@ class RedisBus(Bus):
             ]
             try:
                 if self._link is not None:
-                    reply = await self._link.eval_acked(self._publish_script, keys, args)
+                    async with self._gate:
+                        reply = await self._link.eval_acked(self._publish_script, keys, args)
                 else:
                     reply = await self._publish_script(keys=keys, args=args)
             except _CONNECTION_ERRORS:
@@ -343,12 +347,17 @@ class RedisBus(Bus):
     async def _run(self, script: AsyncScript, *, keys: list[str], args: list[Any]) -> Any:
         """Runs a script that is safe to repeat, retrying once on a broken connection (a pooled
         connection may have died with the server since it was last used)."""
-        try:
-            return await script(keys=keys, args=args)
-        except _CONNECTION_ERRORS:
-            if self._link is not None:
+        if self._link is None:
+            try:
+                return await script(keys=keys, args=args)
+            except _CONNECTION_ERRORS:
+                return await script(keys=keys, args=args)
+        async with self._gate:
+            try:
+                return await script(keys=keys, args=args)
+            except _CONNECTION_ERRORS:
                 await self._link.refresh()
-            return await script(keys=keys, args=args)
+                return await script(keys=keys, args=args)
 
     # ------------------------------------------------------------ subscriptions
 
