@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -223,3 +226,51 @@ async def test_killing_the_rooms_master_loses_no_acknowledged_chat_bid_or_order(
     for c in [late, watcher, *(a.client for a in [*chatters, bidder, buyer] if a.client)]:
         await c.close()
     await asyncio.to_thread(redis_cluster.restart, port)
+
+
+async def test_serve_with_workers_on_a_cluster(
+    database_url: str, redis_cluster: RedisCluster6, tmp_path: Any
+) -> None:
+    """`serve --workers 2` on a Redis Cluster: both workers accept on one port and share the
+    room over sharded pub/sub; SIGTERM stops all of them cleanly."""
+    proc = ServerProcess(
+        database_url,
+        str(tmp_path),
+        env={"REDIS_URL": redis_cluster.url},
+        extra_args=["--workers", "2"],
+    ).start()
+    try:
+        s = await live_session(proc.url, creator="rc-workers")
+        sid = s["session"]["id"]
+        clients = [await Client.connect(proc, token(f"rcwk{i}")) for i in range(12)]
+        nodes = {(await c.expect("hello"))["node"] for c in clients}
+        assert len(nodes) == 2, "both workers accept connections"
+        for c in clients:
+            await c.send({"type": "join", "session": sid})
+            await c.expect("joined")
+        await clients[0].send({"type": "chat", "session": sid, "text": "to all", "ref": "w"})
+        for c in clients:
+            assert (await c.expect("chat", timeout=5))["text"] == "to all"
+        assert redis_cluster.shard_subscribers(f"lc:{{{sid}}}:pub") == {
+            redis_cluster.master_of(f"lc:{{{sid}}}:pub"): 2
+        }
+        for c in clients:
+            await c.close()
+        assert proc.terminate() == 0
+    finally:
+        proc.kill()
+
+
+def test_workers_without_redis_are_refused(tmp_path: Any) -> None:
+    """More than one worker needs Redis: the in-process bus cannot share rooms."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    out = subprocess.run(
+        [sys.executable, "-m", "livecart", "serve", "--workers", "2", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "redis_url" in (out.stdout + out.stderr)
