@@ -1430,6 +1430,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+async def archive_size(database_url: str) -> dict[str, float] | None:
+    """Rows in the room log archive and its bytes on disk with indexes (the growth per event
+    for docs/capacity.md)."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(database_url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS n, pg_total_relation_size('room_events') AS bytes,"
+                " coalesce(avg(pg_column_size(r.*)), 0) AS row_bytes FROM room_events r"
+            )
+        finally:
+            await conn.close()
+    except Exception:
+        return None
+    n = int(row["n"])
+    return {
+        "rows": n,
+        "bytes": int(row["bytes"]),
+        "bytes_per_row": int(row["bytes"]) / n if n else float("nan"),
+        "tuple_bytes": float(row["row_bytes"]),
+    }
+
+
 def postmaster_pid(pgdata: Path) -> int | None:
     try:
         return int((pgdata / "postmaster.pid").read_text().split()[0])
@@ -1509,10 +1534,12 @@ async def amain(args: argparse.Namespace) -> int:
         print(f"\nload average after: {loadavg()} (1/5/15 min)")
         ok = print_checks(args, all_results)
         if args.json:
+            archive = await archive_size(database_url) if "livecart" in systems else None
             doc = {
                 "bench": "fanout",
                 "load_after": loadavg(),
                 "cores": os.cpu_count(),
+                "archive": archive,
                 "runs": [
                     {
                         "system": r.system,
