@@ -234,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         default=50_000,
         help="rows/s planned for one PostgreSQL primary",
     )
+    p.add_argument("--ranking-sync-hz", type=float, default=10.0,
+                   help="trending syncs per second per process (ranking/sync.py)")
+    p.add_argument("--ranking-shards", type=int, default=8,
+                   help="trending shards on a Redis Cluster (ranking/sync.py)")
+    p.add_argument("--products-per-show", type=int, default=5)  # fmt: skip
     p.add_argument(
         "--retention-days", type=int, default=30, help="days of room log kept in PostgreSQL"
     )
