@@ -143,6 +143,10 @@ def size(args: argparse.Namespace, c: dict[str, float]) -> dict[str, Any]:
         )
         pg_rows = chats * c["pg_rows_per_chat"] + purchases * args.pg_rows_per_order
         pg_commits = chats * c["pg_commits_per_chat"] + purchases
+        # Trending: every process syncs every 1/sync_hz s with every shard and reads back
+        # the numerators of every live item (products, sessions, hosts): ZMSCORE lookups.
+        live_items = rooms * (2 + args.products_per_show)
+        ranking_lookups = processes * args.ranking_sync_hz * args.ranking_shards * live_items
         # What runs out first: nodes scale out, but one room's Redis shard and the one
         # PostgreSQL primary do not. Each as a fraction of what one of them is planned for.
         room_shard_ops = chat_per_room * (c["redis_cmds_per_chat"] + nodes_per_room)
@@ -152,6 +156,10 @@ def size(args: argparse.Namespace, c: dict[str, float]) -> dict[str, Any]:
             "nodes for open files": math.ceil(viewers / per_proc / args.cores_per_node),
             "the room's Redis shard (share of one)": room_shard_ops / args.redis_shard_ops,
             "the PostgreSQL primary (share of one)": pg_rows / args.pg_rows_per_s,
+            # One score lookup counted as one op (ZMSCORE reads one member per lookup).
+            "a trending shard's read-back (share of one)": ranking_lookups
+            / args.ranking_shards
+            / args.redis_shard_ops,
         }
         single = {k: v for k, v in pressures.items() if "share" in k}
         hot = max(single, key=lambda k: single[k])
@@ -164,10 +172,6 @@ def size(args: argparse.Namespace, c: dict[str, float]) -> dict[str, Any]:
                 else "nodes for open files"
             )
         )
-        # Trending: every process syncs every 1/sync_hz s with every shard and reads back
-        # the numerators of every live item (products, sessions, hosts): ZMSCORE lookups.
-        live_items = rooms * (2 + args.products_per_show)
-        ranking_lookups = processes * args.ranking_sync_hz * args.ranking_shards * live_items
         out[name] = {
             "ranking_scripts_per_s": processes * args.ranking_sync_hz * args.ranking_shards,
             "ranking_member_lookups_per_s": ranking_lookups,
@@ -234,10 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         default=50_000,
         help="rows/s planned for one PostgreSQL primary",
     )
-    p.add_argument("--ranking-sync-hz", type=float, default=10.0,
-                   help="trending syncs per second per process (ranking/sync.py)")
-    p.add_argument("--ranking-shards", type=int, default=8,
-                   help="trending shards on a Redis Cluster (ranking/sync.py)")
+    p.add_argument(
+        "--ranking-sync-hz",
+        type=float,
+        default=10.0,
+        help="trending syncs per second per process (ranking/sync.py)",
+    )
+    p.add_argument(
+        "--ranking-shards",
+        type=int,
+        default=8,
+        help="trending shards on a Redis Cluster (ranking/sync.py)",
+    )
     p.add_argument("--products-per-show", type=int, default=5)  # fmt: skip
     p.add_argument(
         "--retention-days", type=int, default=30, help="days of room log kept in PostgreSQL"
