@@ -75,7 +75,8 @@ def fanout_costs(doc: dict[str, Any]) -> dict[str, Any]:
                 [[p["published"], p["delivered"]] for p in ph], [p["server_cpu_s"] for p in ph]
             )
             out["cpu_us_per_chat"] = a * 1e6
-            out["cpu_us_per_delivery_fit"] = b * 1e6
+            # The dearest phase also carries its messages' own cost: the fit separates it.
+            out["cpu_us_per_delivery"] = max(b * 1e6, out["cpu_us_per_delivery_best"])
         else:
             out["cpu_us_per_chat"] = 0.0
             out["cpu_us_per_chat_note"] = "inside the per-delivery cost (one audience size)"
@@ -282,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         ("server CPU per delivery (busy room, several messages per frame)",
          f"{c['cpu_us_per_delivery_best']:.2f} µs", "bench_fanout, best phase"),
         ("server CPU per delivery (quiet room, one message per frame)",
-         f"{c['cpu_us_per_delivery']:.2f} µs", "bench_fanout, dearest phase"),
+         f"{c['cpu_us_per_delivery']:.2f} µs", "bench_fanout, fit over audiences (else the "
+         "dearest phase)"),
         ("server CPU per chat message through moderation, publish and archive",
          f"{c['cpu_us_per_chat']:.0f} µs" + (f" ({c['cpu_us_per_chat_note']})"
                                              if "cpu_us_per_chat_note" in c else ""),
