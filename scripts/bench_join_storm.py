@@ -10,7 +10,7 @@ Systems, each in its own server process on 127.0.0.1, same storm, same run:
                one-line `joined`: the baseline
   workers      with --redis-url and --workers N: one `livecart serve --workers N` (N node
                processes on one port, sharing the room through Redis), --worker-viewers
-               viewers (default 3 x N x 16,667 capped at 50,000)
+               viewers (default N x 16,667, at most 50,000)
 
 Figures: joins/s = viewers joined / time from the first connect to the last `joined`; server
 CPU per join (utime + stime of the server processes over the storm, /proc); RSS per
