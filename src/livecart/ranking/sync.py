@@ -32,6 +32,16 @@ Every node of a deployment must use the same number (it is fixed, not a setting)
 _msgpack = msgspec.msgpack.Encoder()
 
 
+class PartialSync(Exception):
+    """A sharded sync where some shards took their increments and others failed: `unsent`
+    are the deltas of the failed shards, to send again (resending the whole batch would
+    count the others twice)."""
+
+    def __init__(self, unsent: list[Delta], cause: BaseException) -> None:
+        super().__init__(f"{len(unsent)} increments not synced: {cause}")
+        self.unsent = unsent
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -130,12 +140,21 @@ class SharedTrending:
         parts: list[list[Delta]] = [[] for _ in self.shard_prefixes]
         for d in deltas:
             parts[self._shard(d)].append(d)
-        replies = await asyncio.gather(
+        results = await asyncio.gather(
             *(
                 self._sync_shard(prefix, part, live, forgotten_since, meta=k == 0)
                 for k, (prefix, part) in enumerate(zip(self.shard_prefixes, parts, strict=True))
-            )
+            ),
+            return_exceptions=True,
         )
+        failed = [k for k, r in enumerate(results) if isinstance(r, BaseException)]
+        if failed:
+            cause = results[failed[0]]
+            assert isinstance(cause, BaseException)
+            if len(failed) == len(results):
+                raise cause
+            raise PartialSync([d for k in failed for d in parts[k]], cause)
+        replies = [r for r in results if not isinstance(r, BaseException)]
         top = max(r[0] for r in replies)
         merged: dict[Scope, list[float | None]] = {}
         for scope in ("product", "session", "host"):
