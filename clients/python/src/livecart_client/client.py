@@ -324,7 +324,8 @@ class LivecartClient:
     def on(self, type_: str, handler: Handler) -> Callable[[], None]:
         """Call `handler(message)` for messages of `type_` that are not a room's nor an
         answer to a request: `feed`, `trending`, `error` (without ref), `hello`, `order`s
-        nobody waits for (claims, waitlists), …; `"*"` gets all of them. Returns a function
+        nobody waits for (claims, waitlists), …; `"*"` gets all of them. `retry` gets each
+        `unavailable` answer that the client retries (same ref) instead of raising. Returns a function
         that removes the handler."""
         return self._handlers.add(type_, handler)
 
@@ -476,6 +477,7 @@ class LivecartClient:
             retry_ms = _field(msg, "retry_after_ms")
             if code == "unavailable" and time.monotonic() < req.deadline:
                 self._retry_later(req, retry_ms)
+                self._handlers.emit("retry", msg)
                 return
             req.future.set_exception(
                 LivecartError(

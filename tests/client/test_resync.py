@@ -1,0 +1,119 @@
+"""A position the server cannot resume from gives `resync` with the fresh snapshot (SPEC §5,
+§14): a node restarted without a shared log (the in-process bus starts a new epoch), and a
+viewer that was away for longer than the history window."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from livecart_client import LivecartClient
+
+from ..e2e.harness import ServerProcess, live_session, token
+from .conftest import FAST_CHAT
+from .proxy import Proxy
+
+
+async def _until(cond: Any, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.02)
+
+
+async def test_a_restarted_node_means_a_new_epoch_and_a_resync(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a = ServerProcess(database_url, str(tmp_path / "a"), env=FAST_CHAT).start()
+    b: ServerProcess | None = None
+    proxy = await Proxy(a.port).start()
+    client = LivecartClient(proxy.ws_url, token=token("sdk-epoch-viewer"), reconnect_max_s=0.5)
+    try:
+        live = await live_session(a.url, creator="sdk-epoch-host")
+        sid = live["session"]["id"]
+        await client.connect()
+        room = await client.join(sid)
+        chats: list[Any] = []
+        resyncs: list[Any] = []
+        room.on("chat", chats.append)
+        room.on("resync", resyncs.append)
+        for i in range(3):
+            await room.chat(f"before {i}")
+        await _until(lambda: len(chats) == 3)
+        old_epoch, old_offset = room.epoch, room.offset
+
+        a.terminate()  # 1001 to every socket; the in-process log goes with the process
+        b = ServerProcess(database_url, str(tmp_path / "b"), env=FAST_CHAT).start()
+        proxy.upstream_port = b.port
+        await _until(lambda: resyncs)
+
+        joined = resyncs[0]
+        assert joined.epoch != old_epoch and joined.recovered is False
+        assert room.epoch == joined.epoch and room.offset == joined.offset
+        assert joined.offset >= old_offset, "offsets go on from the archive's floor"
+        assert [c["text"] for c in joined.state.chat][-3:] == [f"before {i}" for i in range(3)]
+        assert room.state is joined.state
+        after = await room.chat("after the restart")
+        await _until(lambda: len(chats) == 4)
+        assert chats[-1].text == "after the restart" and chats[-1].offset == after
+        assert after == joined.offset + 1
+        assert len(resyncs) == 1
+    finally:
+        await client.close()
+        await proxy.close()
+        a.kill()
+        if b is not None:
+            b.kill()
+
+
+async def test_away_longer_than_the_history_window_means_a_resync(
+    database_url: str,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    node = ServerProcess(
+        database_url, str(tmp_path / "w"), env={**FAST_CHAT, "LIVECART_HISTORY_SIZE": "5"}
+    ).start()
+    proxy = await Proxy(node.port).start()
+    viewer = LivecartClient(proxy.ws_url, token=token("sdk-window-viewer"), reconnect_max_s=0.3)
+    sender = LivecartClient(node.ws_url, token=token("sdk-window-sender"))
+    try:
+        live = await live_session(node.url, creator="sdk-window-host")
+        sid = live["session"]["id"]
+        await viewer.connect()
+        await sender.connect()
+        room = await viewer.join(sid)
+        out = await sender.join(sid)
+        chats: list[Any] = []
+        resyncs: list[Any] = []
+        room.on("chat", chats.append)
+        room.on("resync", resyncs.append)
+        await out.chat("seen")
+        await _until(lambda: len(chats) == 1)
+        epoch = room.epoch
+
+        # Away briefly: the missed messages are replayed, no resync.
+        proxy.blocked = True
+        proxy.cut()
+        await out.chat("missed 1")
+        await out.chat("missed 2")
+        proxy.blocked = False
+        await _until(lambda: len(chats) == 3)
+        assert [c.text for c in chats] == ["seen", "missed 1", "missed 2"] and not resyncs
+
+        # Away for more than the window (5 events): a fresh snapshot in the same epoch.
+        proxy.blocked = True
+        proxy.cut()
+        for i in range(8):
+            await out.chat(f"gone {i}")
+        proxy.blocked = False
+        await _until(lambda: resyncs)
+        joined = resyncs[0]
+        assert joined.epoch == epoch and joined.recovered is False
+        assert room.offset == joined.offset == chats[-1].offset + 8
+        assert [c["text"] for c in joined.state.chat][-8:] == [f"gone {i}" for i in range(8)]
+        assert [c.text for c in chats] == ["seen", "missed 1", "missed 2"], "no event replayed"
+        latest = await out.chat("live again")
+        await _until(lambda: len(chats) == 4)
+        assert chats[-1].offset == latest == joined.offset + 1
+    finally:
+        await viewer.close()
+        await sender.close()
+        await proxy.close()
+        node.kill()
