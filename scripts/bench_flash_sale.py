@@ -141,7 +141,7 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
     answers: list[tuple[str, str, int, float]] = []  # (kind, code, qty, latency)
     counters = {"messages": 0}
 
-    def count(_msg: Any) -> None:  # messages besides the answers (the room's fan-out)
+    def count(_msg: Any) -> None:  # every message: answers and, with --join, the fan-out
         counters["messages"] += 1
 
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -160,7 +160,7 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
             await client.connect()
             client.on("*", count)
             if cfg["join"]:
-                (await client.join(cfg["session"])).on("*", count)
+                await client.join(cfg["session"])
         return client
 
     started = time.monotonic()
@@ -170,12 +170,13 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
     async def attempt(client: LivecartClient, offer: str, qty: int, ref: str) -> None:
         sent = time.monotonic()
         try:
-            answer = await client.send("buy", session=cfg["session"], offer=offer, qty=qty, ref=ref)
+            answer = await client.request(
+                "buy", session=cfg["session"], offer=offer, qty=qty, ref=ref
+            )
             order = answer.order
             answers.append(("order", order["id"], order["qty"], time.monotonic() - sent))
         except LivecartError as exc:
             answers.append(("error", exc.code, 0, time.monotonic() - sent))
-        counters["messages"] += 1
 
     while True:
         msg = await loop.run_in_executor(None, pipe.recv)

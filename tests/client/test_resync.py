@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from livecart_client import LivecartClient
+from livecart_client import LivecartClient, Position, Resync
 
 from ..e2e.harness import ServerProcess, live_session, token
 from .conftest import FAST_CHAT
@@ -45,7 +45,9 @@ async def test_a_restarted_node_means_a_new_epoch_and_a_resync(database_url: str
         await _until(lambda: resyncs)
 
         joined = resyncs[0]
-        assert joined.epoch != old_epoch and joined.recovered is False
+        assert isinstance(joined, Resync) and joined.new_epoch and joined.epoch != old_epoch
+        assert joined.joined.recovered is False
+        assert joined.previous == Position(str(old_epoch), old_offset)
         assert room.epoch == joined.epoch and room.offset == joined.offset
         assert joined.offset >= old_offset, "offsets go on from the archive's floor"
         assert [c["text"] for c in joined.state.chat][-3:] == [f"before {i}" for i in range(3)]
@@ -105,7 +107,8 @@ async def test_away_longer_than_the_history_window_means_a_resync(
         proxy.blocked = False
         await _until(lambda: resyncs)
         joined = resyncs[0]
-        assert joined.epoch == epoch and joined.recovered is False
+        assert joined.epoch == epoch and not joined.new_epoch
+        assert joined.joined.recovered is False
         assert room.offset == joined.offset == chats[-1].offset + 8
         assert [c["text"] for c in joined.state.chat][-8:] == [f"gone {i}" for i in range(8)]
         assert [c.text for c in chats] == ["seen", "missed 1", "missed 2"], "no event replayed"

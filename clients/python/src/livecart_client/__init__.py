@@ -9,13 +9,26 @@
 """
 
 from . import messages
-from .client import LivecartClient, Message, Room, kind, to_message, token_expiry
+from .client import (
+    LivecartClient,
+    Message,
+    Offline,
+    Position,
+    Resync,
+    Room,
+    kind,
+    to_message,
+    token_expiry,
+)
 from .errors import LivecartError
 
 __all__ = [
     "LivecartClient",
     "LivecartError",
     "Message",
+    "Offline",
+    "Position",
+    "Resync",
     "Room",
     "kind",
     "messages",

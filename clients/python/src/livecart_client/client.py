@@ -49,6 +49,37 @@ Handler = Callable[[Any], Any]
 """A handler gets one message; it may be a plain function or a coroutine function."""
 TokenProvider = Callable[[], Awaitable[str]]
 
+
+class Position(msgspec.Struct, frozen=True):
+    """A place in a session's log: the last event delivered."""
+
+    epoch: str
+    offset: int
+
+
+class Resync(msgspec.Struct, kw_only=True):
+    """A room's `resync` event: the server could not resume from `previous` (a new epoch, or
+    outside the history window); `state` is the fresh snapshot to use instead of what was
+    built from earlier events, and events go on from `offset`."""
+
+    session: str
+    epoch: str
+    offset: int
+    state: m.SessionState
+    previous: Position
+    new_epoch: bool
+    joined: m.Joined
+
+
+class Offline(msgspec.Struct, kw_only=True):
+    """The client's `offline` event: the connection closed (`code`, `reason`); the next
+    attempt is in `retry_in_ms`."""
+
+    code: int
+    reason: str
+    retry_in_ms: int
+
+
 _BY_TYPE: dict[str, type[msgspec.Struct]] = {}
 for _cls in m.SERVER_MESSAGES:
     _BY_TYPE.setdefault(str(_cls.__struct_config__.tag), _cls)  # chat: ChatEvent first
@@ -170,6 +201,11 @@ class Room:
         self._waiter: asyncio.Future[Room] | None = None
         self._resyncing = False
 
+    @property
+    def position(self) -> Position | None:
+        """The last position delivered (None before the first `joined`)."""
+        return None if self.epoch is None else Position(self.epoch, self.offset)
+
     def on(self, type_: str, handler: Handler) -> Callable[[], None]:
         """Call `handler(message)` for this room's messages of `type_` (`"*"`: all);
         returns a function that removes it."""
@@ -204,12 +240,12 @@ class Room:
         """Send a frame of `type_` for this session with a fresh ref (unless `ref=` is
         given) and return its answer (`Ack`, `OrderMsg`, …); a refusal raises
         `LivecartError`. `unavailable` is retried with the same ref."""
-        return await self.client.send(type_, session=self.id, **fields)
+        return await self.client.request(type_, session=self.id, **fields)
 
-    async def notify(self, type_: str, **fields: Any) -> bool:
+    async def post(self, type_: str, **fields: Any) -> bool:
         """Send a frame that gets no answer (`like`, `signal`, `delay`…); False when offline
         (it is not queued)."""
-        return await self.client.notify(type_, session=self.id, **fields)
+        return await self.client.send(type_, session=self.id, **fields)
 
     async def chat(self, text: str, *, ref: str | None = None) -> int:
         """Post a chat message; returns its offset. A message held for review raises
@@ -244,14 +280,14 @@ class Room:
         return await self.send("bid", **fields)
 
     async def like(self, count: int = 1) -> bool:
-        return await self.notify("like", count=count)
+        return await self.post("like", count=count)
 
     async def signal(self, name: str, product: str | None = None) -> bool:
         """`product_click`, `add_to_cart` or `share` (feeds ranking)."""
         fields: dict[str, Any] = {"name": name}
         if product is not None:
             fields["product"] = product
-        return await self.notify("signal", **fields)
+        return await self.post("signal", **fields)
 
     async def report(self, offset: int, reason: str) -> Message:
         return await self.send("report", offset=offset, reason=reason)
@@ -322,11 +358,12 @@ class LivecartClient:
         return dict(self._rooms)
 
     def on(self, type_: str, handler: Handler) -> Callable[[], None]:
-        """Call `handler(message)` for messages of `type_` that are not a room's nor an
-        answer to a request: `feed`, `trending`, `error` (without ref), `hello`, `order`s
-        nobody waits for (claims, waitlists), …; `"*"` gets all of them. `retry` gets each
-        `unavailable` answer that the client retries (same ref) instead of raising. Returns a function
-        that removes the handler."""
+        """Call `handler(message)` for every server message of `type_` (a room's log events
+        once delivered, answers, `feed`, `trending`, `error`, `order`s nobody waits for, …)
+        and for the client's own events: `open` (a connection said `hello`), `offline`
+        (`Offline`: closed, next attempt in …), `unauthorized` (4001 and no way to a new
+        token), `retry` (an `unavailable` answer being retried with the same ref). `"*"` gets
+        every message. Returns a function that removes the handler."""
         return self._handlers.add(type_, handler)
 
     async def connect(self) -> m.Hello:
@@ -346,7 +383,9 @@ class LivecartClient:
     async def join(self, session: str) -> Room:
         """Join `session` and return its `Room` once the snapshot (`joined`) is in; a refusal
         raises `LivecartError` (`not_found`, `limit_reached`, …). Joining again returns the
-        same room."""
+        same room. Connects first if `connect` was not called."""
+        if self._runner is None:
+            await self.connect()
         room = self._rooms.get(session)
         if room is not None and room.joined:
             return room
@@ -397,19 +436,19 @@ class LivecartClient:
         self._schedule_refresh()
         return hello
 
-    async def send(self, type_: str, **fields: Any) -> Message:
+    async def request(self, type_: str, **fields: Any) -> Message:
         """Send a frame that is answered by ref (`ack`, `order`, `held` or `error`) with a
         fresh ref unless `ref=` is given; returns the answer, raises `LivecartError` for a
         refusal; retries `unavailable` with the same ref, across reconnects too."""
         frame = {"type": type_, **fields}
         return await self._request(frame, _ANSWERS)
 
-    async def notify(self, type_: str, **fields: Any) -> bool:
-        """Send a frame that gets no answer; False when offline (it is not queued)."""
+    async def send(self, type_: str, **fields: Any) -> bool:
+        """Send a frame without waiting for an answer; False when offline (not queued)."""
         return await self._send({"type": type_, **fields})
 
     async def ping(self) -> Message:
-        return await self.send("ping")
+        return await self.request("ping")
 
     async def close(self) -> None:
         """Close the connection for good: requests still waiting raise `closed`."""
@@ -485,11 +524,14 @@ class LivecartClient:
                     str(_field(msg, "message") or ""),
                     ref=req.frame["ref"],
                     retry_after_ms=retry_ms,
+                    reply=msg,
                 )
             )
         elif t == "held":
             req.future.set_exception(
-                LivecartError("held", str(_field(msg, "reason") or ""), ref=req.frame["ref"])
+                LivecartError(
+                    "held", str(_field(msg, "reason") or ""), ref=req.frame["ref"], reply=msg
+                )
             )
         else:
             req.future.set_result(msg)
@@ -557,7 +599,7 @@ class LivecartClient:
     async def _run(self, first: asyncio.Future[m.Hello]) -> None:
         """Connect, read, reconnect with backoff, until closed."""
         while not self._closed:
-            code = 1006
+            code, reason = 1006, ""
             try:
                 async with connect(
                     self._ws_url(),
@@ -571,13 +613,15 @@ class LivecartClient:
                             await self._on_frame(ws, raw, first)
                     finally:
                         if ws.close_code is not None:
-                            code = ws.close_code
+                            code, reason = ws.close_code, ws.close_reason or ""
             except asyncio.CancelledError:
                 raise
             except ConnectionClosed as exc:
-                code = exc.rcvd.code if exc.rcvd is not None else 1006
+                if exc.rcvd is not None:
+                    code, reason = exc.rcvd.code, exc.rcvd.reason
             except Exception as exc:
                 log.debug("livecart connection failed: %s", exc)
+                reason = str(exc)
                 if not first.done():
                     first.set_exception(LivecartError("unavailable", str(exc)))
                     return
@@ -593,7 +637,11 @@ class LivecartClient:
                 first.set_exception(LivecartError("unavailable", f"closed with {code}"))
                 return
             self._expire_offline()
-            await asyncio.sleep(self._backoff(code))
+            wait = self._backoff(code)
+            self._handlers.emit(
+                "offline", Offline(code=code, reason=reason, retry_in_ms=int(wait * 1000))
+            )
+            await asyncio.sleep(wait)
 
     def _backoff(self, code: int) -> float:
         """Exponential, with jitter: half fixed, half random. A planned restart (1001) comes
@@ -617,6 +665,7 @@ class LivecartClient:
         if not first.done():
             first.set_exception(error)
         self._handlers.emit("error", m.ErrorMsg(code="unauthorized", message=str(error)))
+        self._handlers.emit("unauthorized", {"code": 4001, "reason": "unauthorized"})
         self._closed = True
         self._fail_all(error)
         for room in self._rooms.values():
@@ -634,14 +683,15 @@ class LivecartClient:
         items = data if isinstance(data, list) else [data]
         decoded = [to_message(x) for x in items if isinstance(x, dict)]
         # Huge-room sampling: a frame that announces skipped chat may leave gaps in its chat.
-        sampled = {
-            str(_field(x, "session")) for x in decoded if kind(x) == "chat_sampled"
-        }
+        sampled = {str(_field(x, "session")) for x in decoded if kind(x) == "chat_sampled"}
         for msg in decoded:
             if kind(msg) == "hello":
                 await self._on_hello(ws, msg, first)
-            else:
+                continue
+            try:
                 self._dispatch(msg, sampled)
+            except Exception:  # a message of a shape this client did not expect
+                log.exception("livecart: could not handle %r", msg)
 
     async def _on_hello(
         self, ws: ClientConnection, hello: Message, first: asyncio.Future[m.Hello]
@@ -673,39 +723,39 @@ class LivecartClient:
         if not first.done():
             first.set_result(hello)
         self._handlers.emit("hello", hello)
+        self._handlers.emit("open", hello)
 
     def _dispatch(self, msg: Message, sampled: set[str]) -> None:
+        """A message to its room (if it names a joined session), to the request waiting for
+        its ref, and to the client's handlers; a log event only once and in order."""
         t = kind(msg)
+        session = _field(msg, "session")
+        room = self._rooms.get(session) if isinstance(session, str) else None
+        if t == "joined":
+            if room is not None:
+                self._joined(room, msg)
+            self._handlers.emit(t, msg)
+            return
+        if room is not None and t in m.ROOM_EVENT_TYPES and isinstance(_field(msg, "offset"), int):
+            if self._room_event(room, t, msg, room.id in sampled):
+                self._handlers.emit(t, msg)
+            return
         ref = _field(msg, "ref") if t in _ANSWERS else None
+        if t == "error" and ref is None:
+            self._unanswered_error(msg, room)
         if ref is not None:
             req = self._requests.get(str(ref))
             if req is not None and t in req.answers:
                 self._answer(req, msg)
-                return
-        session = _field(msg, "session")
-        room = self._rooms.get(str(session)) if session is not None else None
-        if t == "joined":
-            if room is not None:
-                self._joined(room, msg)
-            return
-        if t == "error" and ref is None:
-            self._unanswered_error(msg, room)
-        if room is None:
-            self._handlers.emit(t, msg)
-            return
-        if t in m.ROOM_EVENT_TYPES and isinstance(_field(msg, "offset"), int):
-            self._room_event(room, t, msg, room.id in sampled)
-            return
-        if t in _STATE:
+        if room is not None:
             if t == "viewers":
                 room.viewers = int(_field(msg, "count"))
             elif t == "likes":
                 room.likes = int(_field(msg, "total"))
-            else:
+            elif t == "stock":
                 room.stock[str(_field(msg, "offer"))] = int(_field(msg, "remaining"))
-        room._emit(t, msg)
-        if t == "error":
-            self._handlers.emit(t, msg)
+            room._emit(t, msg)
+        self._handlers.emit(t, msg)
 
     def _unanswered_error(self, msg: Message, room: Room | None) -> None:
         code = str(_field(msg, "code"))
@@ -720,8 +770,9 @@ class LivecartClient:
             self._spawn(self._refresh_now())  # the token in force expired: a fresh one
 
     def _joined(self, room: Room, msg: Message) -> None:
-        first = room.epoch is None
-        resync = not first and (msg.epoch != room.epoch or not msg.recovered)
+        before = room.position
+        first = before is None
+        resync = before is not None and (msg.epoch != before.epoch or not msg.recovered)
         if first or resync:
             room.epoch, room.offset = msg.epoch, msg.offset
         room.state = msg.state
@@ -733,21 +784,37 @@ class LivecartClient:
         room.joined = True
         if room._waiter is not None and not room._waiter.done():
             room._waiter.set_result(room)
-        if resync:
-            room._emit("resync", msg)
+        room._emit("joined", msg)
+        if resync and before is not None:
+            room._emit(
+                "resync",
+                Resync(
+                    session=room.id,
+                    epoch=msg.epoch,
+                    offset=msg.offset,
+                    state=msg.state,
+                    previous=before,
+                    new_epoch=msg.epoch != before.epoch,
+                    joined=msg,
+                ),
+            )
 
-    def _room_event(self, room: Room, t: str, msg: Message, sampled: bool) -> None:
-        """Deliver a log event once, in order; a gap re-joins from the last offset."""
+    def _room_event(self, room: Room, t: str, msg: Message, sampled: bool) -> bool:
+        """Deliver a log event once, in order (True when delivered); a gap re-joins from the
+        last offset delivered."""
         offset = int(_field(msg, "offset"))
         if room._resyncing or offset <= room.offset:
-            return  # the re-join's replay brings it, or it was delivered already
+            return False  # the re-join's replay brings it, or it was delivered already
         if offset != room.offset + 1 and not (sampled and t == "chat"):
-            log.info("livecart: gap in %s after %d (got %d): re-joining", room.id, room.offset, offset)
+            log.info(
+                "livecart: gap in %s after %d (got %d): re-joining", room.id, room.offset, offset
+            )
             room._resyncing = True
             self._spawn(self._send_join(room))
-            return
+            return False
         room.offset = offset
         room._emit(t, msg)
+        return True
 
     # ------------------------------------------------------------ tokens
 

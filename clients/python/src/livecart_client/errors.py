@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LivecartError(Exception):
     """A request the server refused, with its SPEC §5 `code` (`sold_out`, `bid_too_low`,
@@ -16,9 +18,11 @@ class LivecartError(Exception):
         *,
         ref: str | None = None,
         retry_after_ms: int | None = None,
+        reply: Any = None,
     ) -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
         self.ref = ref
         self.retry_after_ms = retry_after_ms
+        self.reply = reply  # the `error` (or `held`) message itself, when there was one
