@@ -25,6 +25,10 @@ async def test_every_message_once_and_in_order_while_sockets_are_cut(node: Serve
     seen: list[Any] = []
     done = asyncio.Event()
     resyncs: list[Any] = []
+    offline: list[Any] = []
+    opened: list[Any] = []
+    viewer.on("offline", offline.append)
+    viewer.on("open", opened.append)
     try:
         await viewer.connect()
         await sender.connect()
@@ -70,6 +74,8 @@ async def test_every_message_once_and_in_order_while_sockets_are_cut(node: Serve
             sender.connections,
         )
         assert room.offset == start + N
+        assert len(opened) == viewer.connections and len(offline) >= viewer.connections - 1
+        assert all(0 < o.retry_in_ms <= 500 for o in offline), "backoff within its bounds"
     finally:
         await viewer.close()
         await sender.close()
