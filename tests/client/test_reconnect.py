@@ -58,7 +58,7 @@ async def test_every_message_once_and_in_order_while_sockets_are_cut(node: Serve
                 await asyncio.sleep(0.01)
         finally:
             cutting.cancel()
-        await asyncio.wait_for(done.wait(), 30)
+        await asyncio.wait_for(done.wait(), 60)
         await asyncio.sleep(0.3)  # anything late (a duplicate) would show now
 
         texts = [e.text for e in seen]
