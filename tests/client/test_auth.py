@@ -74,6 +74,21 @@ async def test_without_refresh_the_server_ends_the_connection(strict: ServerProc
         await client.close()
 
 
+async def test_connect_with_a_refused_token_raises_unauthorized(strict: ServerProcess) -> None:
+    client = LivecartClient(strict.ws_url, token="not-a-jwt")
+    unauthorized: list[Any] = []
+    client.on("unauthorized", unauthorized.append)
+    with pytest.raises(LivecartError) as refused:
+        await client.connect()
+    assert refused.value.code == "unauthorized" and unauthorized
+    await client.close()
+    nobody = LivecartClient("ws://127.0.0.1:9/ws")  # nothing listens on the discard port
+    with pytest.raises(LivecartError) as down:
+        await nobody.connect()
+    assert down.value.code == "unavailable"
+    await nobody.close()
+
+
 async def test_auth_refuses_a_bad_or_foreign_token_and_keeps_the_user(
     strict: ServerProcess,
 ) -> None:
