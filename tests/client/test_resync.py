@@ -14,10 +14,13 @@ from .conftest import FAST_CHAT
 from .proxy import Proxy
 
 
-async def _until(cond: Any, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
+async def _until(cond: Any, timeout: float = 60.0, why: Any = None) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout}s: {why() if why else ''}") from None
 
 
 async def test_a_restarted_node_means_a_new_epoch_and_a_resync(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -39,10 +42,22 @@ async def test_a_restarted_node_means_a_new_epoch_and_a_resync(database_url: str
         await _until(lambda: len(chats) == 3)
         old_epoch, old_offset = room.epoch, room.offset
 
-        a.terminate()  # 1001 to every socket; the in-process log goes with the process
-        b = ServerProcess(database_url, str(tmp_path / "b"), env=FAST_CHAT).start()
+        offline: list[Any] = []
+        client.on("offline", offline.append)
+        # In threads: the client and the proxy keep running meanwhile.
+        await asyncio.to_thread(a.terminate)  # 1001 to every socket; the log goes with it
+        b = await asyncio.to_thread(
+            ServerProcess(database_url, str(tmp_path / "b"), env=FAST_CHAT).start
+        )
         proxy.upstream_port = b.port
-        await _until(lambda: resyncs)
+        await _until(
+            lambda: resyncs,
+            why=lambda: (
+                f"connections={client.connections} proxied={proxy.accepted} "
+                f"offline={offline[-3:]} room={room.position} node b:\n"
+                + "".join(b.output[-20:] if b else [])
+            ),
+        )
 
         joined = resyncs[0]
         assert isinstance(joined, Resync) and joined.new_epoch and joined.epoch != old_epoch
