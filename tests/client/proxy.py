@@ -12,6 +12,7 @@ class Proxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.blocked = False  # new connections are closed at once while True
+        self.mute_down = False  # what the node sends is dropped while True (lost answers)
         self.accepted = 0
         self.cuts = 0
         self._server: asyncio.Server | None = None
@@ -44,8 +45,8 @@ class Proxy:
         pair = {writer, up_writer}
         self._writers |= pair
         tasks = [
-            asyncio.create_task(self._pipe(reader, up_writer)),
-            asyncio.create_task(self._pipe(up_reader, writer)),
+            asyncio.create_task(self._pipe(reader, up_writer, down=False)),
+            asyncio.create_task(self._pipe(up_reader, writer, down=True)),
         ]
         self._tasks.update(tasks)
         try:
@@ -58,10 +59,13 @@ class Proxy:
                 t.cancel()
                 self._tasks.discard(t)
 
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, down: bool
+    ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await src.read(65536):
+                if down and self.mute_down:
+                    continue  # lost on the way (the socket is cut before anything else)
                 dst.write(data)
                 await dst.drain()
 

@@ -1,6 +1,6 @@
 """Reconnect and resume through a proxy that cuts every socket mid-stream (SPEC §14): every
 chat message reaches the viewer exactly once and in offset order, and the sender's retries
-with the same ref publish nothing twice."""
+with the same ref publish nothing twice; purchases cut mid-flight make one order each."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import asyncio
 import random
 from typing import Any
 
+import httpx
+
 from livecart_client import LivecartClient, messages
 
-from ..e2e.harness import ServerProcess, live_session, token
+from ..e2e.harness import ServerProcess, headers, live_session, open_offer, token
 from .proxy import Proxy
 
 N = 120
@@ -79,4 +81,67 @@ async def test_every_message_once_and_in_order_while_sockets_are_cut(node: Serve
     finally:
         await viewer.close()
         await sender.close()
+        await proxy.close()
+
+
+async def test_purchases_cut_mid_flight_are_resent_with_their_ref_and_count_once(
+    node: ServerProcess,
+) -> None:
+    """Each `buy` whose connection is cut before its answer goes out again on the next
+    connection with the same ref: every call gets its order, and the store holds exactly
+    those orders, one per call."""
+    live = await live_session(node.url, creator="sdk-cut-shop")
+    offer = await open_offer(node.url, live, price_cents=500, quantity=40, per_user_limit=40)
+    proxy = await Proxy(node.port).start()
+    buyer = LivecartClient(proxy.ws_url, token=token("sdk-cut-buyer"), reconnect_max_s=0.3)
+
+    async def stored_orders() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            r = await http.get("/api/me/orders", headers=headers(token("sdk-cut-buyer")))
+        body = r.json()
+        return list(body if isinstance(body, list) else body.get("orders", []))
+
+    try:
+        await buyer.connect()
+        room = await buyer.join(live["session"]["id"])
+
+        async def cutter() -> None:
+            rnd = random.Random(5)
+            while True:
+                await asyncio.sleep(rnd.uniform(0.02, 0.15))
+                proxy.cut()
+
+        cutting = asyncio.create_task(cutter())
+        try:
+            orders = [await room.buy(offer["id"], 1) for _ in range(25)]
+        finally:
+            cutting.cancel()
+        assert buyer.connections > 3, buyer.connections
+        assert len({o["id"] for o in orders}) == 25, "one order per call, none twice"
+        assert sorted(o["id"] for o in await stored_orders()) == sorted(o["id"] for o in orders)
+
+        # An answer lost for certain: the order is made, its `order` never arrives, the
+        # socket is cut; the client sends the buy again with its ref and gets that order.
+        sent: list[str] = []
+        real_send = buyer._send
+
+        async def spy(frame: dict[str, Any]) -> bool:
+            if frame.get("type") == "buy":
+                sent.append(frame["ref"])
+            return await real_send(frame)
+
+        buyer._send = spy  # type: ignore[method-assign]
+        proxy.mute_down = True
+        buying = asyncio.create_task(room.buy(offer["id"], 1))
+        async with asyncio.timeout(20):
+            while len(await stored_orders()) < 26:
+                await asyncio.sleep(0.05)
+        assert not buying.done()
+        proxy.cut()
+        proxy.mute_down = False
+        late = await asyncio.wait_for(buying, 20)
+        assert len(sent) == 2 and sent[0] == sent[1], sent
+        assert {o["id"] for o in await stored_orders()} == {o["id"] for o in [*orders, late]}
+    finally:
+        await buyer.close()
         await proxy.close()
