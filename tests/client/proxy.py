@@ -14,6 +14,7 @@ class Proxy:
         self.blocked = False  # new connections are closed at once while True
         self.mute_down = False  # what the node sends is dropped while True (lost answers)
         self.accepted = 0
+        self.errors: list[str] = []  # why connections to the node failed
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -38,7 +39,8 @@ class Proxy:
             return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
+        except OSError as exc:
+            self.errors.append(f"{self.upstream_port}: {exc}")
             writer.transport.abort()
             return
         self.accepted += 1

@@ -54,6 +54,7 @@ async def test_a_restarted_node_means_a_new_epoch_and_a_resync(database_url: str
             lambda: resyncs,
             why=lambda: (
                 f"connections={client.connections} proxied={proxy.accepted} "
+                f"proxy errors={proxy.errors[-3:]} b alive={b is not None and b.proc.poll()} "
                 f"offline={offline[-3:]} room={room.position} node b:\n"
                 + "".join(b.output[-20:] if b else [])
             ),
