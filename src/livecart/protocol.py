@@ -102,10 +102,21 @@ class Auth(Struct, tag="auth", tag_field="type", frozen=True):
     token: Annotated[str, Meta(min_length=1, max_length=8192)]
 
 
-ClientFrame = Join | Leave | Chat | Like | Buy | Bid | Signal | Report | Feed | Ping | Auth
+# ---------------------------------------------------------------- giveaways (client)
+
+
+class Enter(Struct, tag="enter", tag_field="type", frozen=True):
+    """Enter a giveaway of a session the connection has joined (SPEC §13)."""
+
+    session: Id
+    giveaway: Id
+    ref: Ref
+
+
+ClientFrame = Join | Leave | Chat | Like | Buy | Bid | Signal | Report | Feed | Ping | Auth | Enter
 CLIENT_TYPES = frozenset(
     t.__struct_config__.tag
-    for t in (Join, Leave, Chat, Like, Buy, Bid, Signal, Report, Feed, Ping, Auth)
+    for t in (Join, Leave, Chat, Like, Buy, Bid, Signal, Report, Feed, Ping, Auth, Enter)
 )
 
 _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)  # type: ignore[arg-type]
@@ -259,6 +270,7 @@ class SessionState(Struct):
     likes: int
     slow: int
     chat: list[Raw]
+    giveaway: dict[str, Any] | None = None  # the open giveaway, without its seed
 
 
 class Joined(Struct, tag="joined", tag_field="type"):
@@ -432,6 +444,35 @@ class AuctionEnded(Struct, tag="auction_ended", tag_field="type"):
     amount_cents: int | None
 
 
+# ---------------------------------------------------------------- giveaways (room events)
+
+
+class GiveawayEvent(Struct, tag="giveaway", tag_field="type", kw_only=True):
+    """An opened giveaway: every field of `commerce.draw.Giveaway` known at the start (no
+    seed), `session` first."""
+
+    session: str
+    id: str
+    product: str
+    winners: int
+    eligibility: str
+    ends_at: str
+    status: str
+    commitment: str
+
+
+class GiveawayEnded(Struct, tag="giveaway_ended", tag_field="type"):
+    """The draw: `winners` are user ids in draw order; `seed` opens the commitment;
+    `returned` units went back to stock (fewer entrants than winners)."""
+
+    session: str
+    giveaway: str
+    winners: list[str]
+    seed: str
+    entrants: int
+    returned: int
+
+
 RoomEvent = (
     ChatEvent
     | ChatRemoved
@@ -444,6 +485,8 @@ RoomEvent = (
     | AuctionEvent
     | BidEvent
     | AuctionEnded
+    | GiveawayEvent
+    | GiveawayEnded
 )
 ROOM_EVENTS: tuple[type[RoomEvent], ...] = get_args(RoomEvent)
 

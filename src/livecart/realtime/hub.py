@@ -16,6 +16,7 @@ import msgspec
 
 from ..protocol import (
     ChatSampled,
+    GiveawayEnded,
     Likes,
     Pinned,
     SlowEvent,
@@ -38,7 +39,18 @@ log = logging.getLogger("livecart.gateway")
 # A cluster sync that takes longer must not hold up the coalesced state events.
 SYNC_TIMEOUT_S = 1.0
 # Room events that change what a join snapshot shows of commerce.
-COMMERCE_EVENTS = frozenset(("offer", "offer_ended", "sold", "auction", "bid", "auction_ended"))
+COMMERCE_EVENTS = frozenset(
+    (
+        "offer",
+        "offer_ended",
+        "sold",
+        "auction",
+        "bid",
+        "auction_ended",
+        "giveaway",
+        "giveaway_ended",
+    )
+)
 # The longest a busy room's tick is stretched to (see Hub.tick_of).
 MAX_TICK_S = 0.25
 # The longest a big room's viewer count waits to go out (see Hub._count_every).
@@ -56,6 +68,7 @@ class _ChatSeen(msgspec.Struct):
 # Room events read back from the bus, typed (the offset a delivery carries is ignored).
 _state = msgspec.json.Decoder(StatusEvent | Pinned | SlowEvent)
 _sold = msgspec.json.Decoder(Sold)
+_drawn = msgspec.json.Decoder(GiveawayEnded)
 _chat = msgspec.json.Decoder(_ChatSeen)
 
 RoomLoader = Callable[[str], Awaitable[Room | None]]
@@ -88,6 +101,8 @@ class Hub:
         self.on_bus_lag: Callable[[float], None] | None = None
         # A sale on any node: this node's viewers get the offer's new `stock`.
         self.on_sold: Callable[[str, str], None] | None = None
+        # A giveaway drawn on any node: this node's winners get their `order`.
+        self.on_drawn: Callable[[GiveawayEnded], None] | None = None
         # Cluster mode: report local viewer counts, get totals over nodes (once a second).
         self.sync_viewers: Callable[[dict[str, int]], Awaitable[dict[str, int]]] | None = None
         # Cluster mode: add this node's new likes, get totals over nodes (every tick).
@@ -155,6 +170,8 @@ class Hub:
                 self._apply(room, _state.decode(pub.data))
             elif pub.kind == "sold" and self.on_sold is not None:
                 self.on_sold(session_id, _sold.decode(pub.data).offer)
+            elif pub.kind == "giveaway_ended" and self.on_drawn is not None:
+                self.on_drawn(_drawn.decode(pub.data))
             elif pub.kind == "chat" and self.on_bus_lag is not None and pub.offset % 16 == 0:
                 # A sample of chat events: their `at` is stamped just before publishing.
                 at = _chat.decode(pub.data).at

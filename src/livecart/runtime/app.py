@@ -28,8 +28,9 @@ from ..catalog.models import (
 )
 from ..chat import api as moderation_api
 from ..chat.model import AllowedDomains, ModerationRequest, ModeratorRequest, TermRequest
-from ..commerce import AuctionCreate, OfferCreate, OrderCreate
+from ..commerce import AuctionCreate, GiveawayCreate, OfferCreate, OrderCreate
 from ..commerce import api as commerce_api
+from ..commerce.draw import Giveaway
 from ..commerce.rules import Auction, Offer, Order
 from ..limits import (
     AUDIT_PAGE_MAX,
@@ -216,6 +217,23 @@ API: list[ApiRoute] = [
         commerce_api.get_auction,
         summary="Get an auction",
         response=Auction,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/sessions/{id}/giveaways",
+        commerce_api.create_giveaway,
+        summary="Open a giveaway (units taken from stock; commitment published)",
+        request=GiveawayCreate,
+        response=Giveaway,
+        status=201,
+        auth=True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/giveaways/{id}",
+        commerce_api.get_giveaway,
+        summary="Get a giveaway; after the draw with seed, entrants and winners",
+        response=Giveaway,
     ),
     ApiRoute(
         "POST",

@@ -8,8 +8,8 @@ bound. Lock order, where a transaction takes several row locks: order → offer 
 batches lock offers and products in id order.
 
 One module per concern: `offers`, `purchases` (the batched buy path), `orders` (confirm,
-cancel, expiry), `auctions`, `outbox` (webhooks, returned-stock notices) and `rows` (row
-mapping); this package re-exports what the service and the tests use.
+cancel, expiry), `auctions`, `giveaways`, `outbox` (webhooks, returned-stock notices) and
+`rows` (row mapping); this package re-exports what the service and the tests use.
 """
 
 from .auctions import BidOutcome as BidOutcome
@@ -19,6 +19,14 @@ from .auctions import close_due_auction as close_due_auction
 from .auctions import create_auction as create_auction
 from .auctions import get_auction as get_auction
 from .auctions import open_auction as open_auction
+from .giveaways import Drawn as Drawn
+from .giveaways import EntryBatch as EntryBatch
+from .giveaways import create_giveaway as create_giveaway
+from .giveaways import draw_due_giveaway as draw_due_giveaway
+from .giveaways import enter_many as enter_many
+from .giveaways import get_giveaway as get_giveaway
+from .giveaways import open_giveaway as open_giveaway
+from .giveaways import prize_orders as prize_orders
 from .offers import Ended as Ended
 from .offers import Observation as Observation
 from .offers import end_due_offer as end_due_offer
