@@ -22,6 +22,8 @@ __all__ = [
     "ChatSampled",
     "ChatTombstone",
     "ErrorMsg",
+    "GiveawayEnded",
+    "GiveawayEvent",
     "Held",
     "Hello",
     "Joined",
@@ -59,6 +61,7 @@ class SessionState(Struct, kw_only=True):
     likes: int
     slow: int
     chat: list[Any]
+    giveaway: dict[str, Any] | None = None
 
 
 class Hello(Struct, tag="hello", tag_field="type", kw_only=True):
@@ -238,6 +241,28 @@ class AuctionEnded(Struct, tag="auction_ended", tag_field="type", kw_only=True):
     amount_cents: int | None
 
 
+class GiveawayEvent(Struct, tag="giveaway", tag_field="type", kw_only=True):
+    offset: int
+    session: str
+    id: str
+    product: str
+    winners: int
+    eligibility: str
+    ends_at: str
+    status: str
+    commitment: str
+
+
+class GiveawayEnded(Struct, tag="giveaway_ended", tag_field="type", kw_only=True):
+    offset: int
+    session: str
+    giveaway: str
+    winners: list[str]
+    seed: str
+    entrants: int
+    returned: int
+
+
 # Every server message type, in the protocol's order.
 SERVER_MESSAGES: tuple[type[Struct], ...] = (
     Hello,
@@ -265,6 +290,8 @@ SERVER_MESSAGES: tuple[type[Struct], ...] = (
     AuctionEvent,
     BidEvent,
     AuctionEnded,
+    GiveawayEvent,
+    GiveawayEnded,
 )
 
 # The `type` values of room log events (they carry `session` and `offset`).
@@ -275,6 +302,8 @@ ROOM_EVENT_TYPES: frozenset[str] = frozenset(
         "bid",
         "chat",
         "chat_removed",
+        "giveaway",
+        "giveaway_ended",
         "offer",
         "offer_ended",
         "pinned",
