@@ -20,8 +20,10 @@ async def test_iterate_events_state_feed_and_leave(node: ServerProcess) -> None:
     other = LivecartClient(node.ws_url, token=token("sdk-room-other"))
     feed: list[Any] = []
     try:
-        await client.connect()
-        await other.connect()
+        first, second = await asyncio.gather(client.connect(), client.connect())
+        assert first is second and client.connections == 1, "one connection for both"
+        await other.join(sid)  # join connects a client that was not connected yet
+        assert other.connections == 1
         client.on("feed", feed.append)
         await client.feed(True)
         room = await client.join(sid)

@@ -339,6 +339,7 @@ class LivecartClient:
         self._requests: dict[str, _Request] = {}
         self._ws: ClientConnection | None = None  # set once `hello` arrived
         self._runner: asyncio.Task[None] | None = None
+        self._first: asyncio.Future[m.Hello] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._auth_waiter: asyncio.Future[m.Hello] | None = None
         self._closed = False
@@ -372,11 +373,15 @@ class LivecartClient:
         the client reconnects by itself until `close`."""
         if self._closed:
             raise LivecartError("closed", "the client was closed")
-        if self._runner is not None and self.hello is not None:
-            return self.hello
+        if self._runner is not None and not self._runner.done():
+            if self.hello is not None:
+                return self.hello
+            assert self._first is not None
+            return await asyncio.shield(self._first)  # a connect already under way
         first: asyncio.Future[m.Hello] = asyncio.get_running_loop().create_future()
+        self._first = first
         self._runner = asyncio.create_task(self._run(first), name="livecart-client")
-        hello = await first
+        hello = await asyncio.shield(first)
         self._schedule_refresh()
         return hello
 
@@ -384,7 +389,7 @@ class LivecartClient:
         """Join `session` and return its `Room` once the snapshot (`joined`) is in; a refusal
         raises `LivecartError` (`not_found`, `limit_reached`, …). Joining again returns the
         same room. Connects first if `connect` was not called."""
-        if self._runner is None:
+        if self._runner is None or self._runner.done():
             await self.connect()
         room = self._rooms.get(session)
         if room is not None and room.joined:
