@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 
 class Proxy:
@@ -40,7 +41,7 @@ class Proxy:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError as exc:
-            self.errors.append(f"{self.upstream_port}: {exc}")
+            self.errors.append(f"{time.monotonic():.1f} {self.upstream_port}: {exc}")
             writer.transport.abort()
             return
         self.accepted += 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from livecart_client import LivecartClient, Position, Resync
+from livecart_client import LivecartClient, Position, Resync, kind
 
 from ..e2e.harness import ServerProcess, live_session, token
 from .conftest import FAST_CHAT
@@ -44,6 +44,8 @@ async def test_a_restarted_node_means_a_new_epoch_and_a_resync(database_url: str
 
         offline: list[Any] = []
         client.on("offline", offline.append)
+        seen: list[str] = []
+        client.on("*", lambda msg: seen.append(kind(msg)))
         # In threads: the client and the proxy keep running meanwhile.
         await asyncio.to_thread(a.terminate)  # 1001 to every socket; the log goes with it
         b = await asyncio.to_thread(
@@ -55,7 +57,9 @@ async def test_a_restarted_node_means_a_new_epoch_and_a_resync(database_url: str
             why=lambda: (
                 f"connections={client.connections} proxied={proxy.accepted} "
                 f"proxy errors={proxy.errors[-3:]} b alive={b is not None and b.proc.poll()} "
-                f"offline={offline[-3:]} room={room.position} node b:\n"
+                f"offline={offline[-3:]} room={room.position} old={old_epoch} "
+                f"ports a={a.port} b={b.port if b else None} proxy->{proxy.upstream_port} "
+                f"seen={seen[-12:]} node b:\n"
                 + "".join(b.output[-20:] if b else [])
             ),
         )
