@@ -105,18 +105,16 @@ async def test_purchases_cut_mid_flight_are_resent_with_their_ref_and_count_once
         await buyer.connect()
         room = await buyer.join(live["session"]["id"])
 
-        async def cutter() -> None:
-            rnd = random.Random(5)
-            while True:
-                await asyncio.sleep(rnd.uniform(0.02, 0.15))
-                proxy.cut()
-
-        cutting = asyncio.create_task(cutter())
-        try:
-            orders = [await room.buy(offer["id"], 1) for _ in range(25)]
-        finally:
-            cutting.cancel()
-        assert buyer.connections > 3, buyer.connections
+        # Each purchase has its socket cut a moment after it is sent: before the node reads
+        # it, while it is handled, or after the answer left.
+        rnd = random.Random(5)
+        orders = []
+        for _ in range(25):
+            buying = asyncio.create_task(room.buy(offer["id"], 1))
+            await asyncio.sleep(rnd.uniform(0.0, 0.01))
+            proxy.cut()
+            orders.append(await asyncio.wait_for(buying, 30))
+        assert buyer.connections > 10, buyer.connections
         assert len({o["id"] for o in orders}) == 25, "one order per call, none twice"
         assert sorted(o["id"] for o in await stored_orders()) == sorted(o["id"] for o in orders)
 
@@ -140,7 +138,7 @@ async def test_purchases_cut_mid_flight_are_resent_with_their_ref_and_count_once
         proxy.cut()
         proxy.mute_down = False
         late = await asyncio.wait_for(buying, 20)
-        assert len(sent) == 2 and sent[0] == sent[1], sent
+        assert len(sent) >= 2 and len(set(sent)) == 1, sent
         assert {o["id"] for o in await stored_orders()} == {o["id"] for o in [*orders, late]}
     finally:
         await buyer.close()

@@ -316,6 +316,7 @@ class LivecartClient:
         reconnect_max_s: float = 10.0,
         retry_for_s: float = 30.0,
         answer_timeout_s: float | None = None,
+        resend_after_s: float = 10.0,
         open_timeout_s: float = 10.0,
         ping_interval_s: float | None = 20.0,
         **ws_options: Any,
@@ -328,6 +329,7 @@ class LivecartClient:
         self.reconnect_max_s = reconnect_max_s
         self.retry_for_s = retry_for_s
         self.answer_timeout_s = answer_timeout_s
+        self.resend_after_s = resend_after_s
         self.open_timeout_s = open_timeout_s
         self.ping_interval_s = ping_interval_s
         self.ws_options = ws_options
@@ -500,10 +502,10 @@ class LivecartClient:
         try:
             await self._send(frame)  # offline: it goes out once the connection is back
             if self.answer_timeout_s is None:
-                return await future
+                return await self._answered(req)
             try:
                 async with asyncio.timeout(self.answer_timeout_s):
-                    return await future
+                    return await self._answered(req)
             except TimeoutError:
                 raise LivecartError("timeout", "no answer in time", ref=ref) from None
         finally:
@@ -511,6 +513,20 @@ class LivecartClient:
                 del self._requests[ref]
             if req.timer is not None:
                 req.timer.cancel()
+
+    async def _answered(self, req: _Request) -> Message:
+        """The request's answer. One that does not come within `resend_after_s` while
+        connected (an answer lost on its way) is asked for again: the same frame, same ref,
+        which the server answers with the first attempt's result."""
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(req.future), self.resend_after_s)
+            except TimeoutError:
+                if req.future.done():
+                    return req.future.result()
+                if req.timer is None:  # not waiting out an `unavailable`
+                    log.info("livecart: no answer to %s yet: sending it again", req.frame["ref"])
+                    await self._send(req.frame)
 
     def _answer(self, req: _Request, msg: Message) -> None:
         if req.future.done():
