@@ -129,6 +129,7 @@ async def test_purchases_cut_mid_flight_are_resent_with_their_ref_and_count_once
             return await real_send(frame)
 
         buyer._send = spy  # type: ignore[method-assign]
+        await buyer.ping()  # connected again after the last cut (a muted handshake never ends)
         proxy.mute_down = True
         buying = asyncio.create_task(room.buy(offer["id"], 1))
         async with asyncio.timeout(20):
