@@ -611,6 +611,11 @@ class LivecartClient:
             return False
         return True
 
+    async def _join_later(self, room: Room, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._rooms.get(room.id) is room:
+            await self._send_join(room)
+
     async def _send_join(self, room: Room) -> bool:
         frame: dict[str, Any] = {"type": "join", "session": room.id}
         if room.epoch is not None:
@@ -786,6 +791,12 @@ class LivecartClient:
             return
         if room is not None and room._waiter is not None and not room._waiter.done():
             room._waiter.set_exception(LivecartError(code, str(_field(msg, "message") or "")))
+            return
+        if room is not None and room.joined and code in ("unavailable", "rate_limited"):
+            # A resume (or gap fill) the node could not serve now: ask again in a moment.
+            retry_ms = _field(msg, "retry_after_ms")
+            delay = retry_ms / 1000.0 if retry_ms else self._backoff(1006)
+            self._spawn(self._join_later(room, delay))
             return
         if code == "unauthorized" and self.token_provider is not None:
             self._spawn(self._refresh_now())  # the token in force expired: a fresh one
