@@ -114,6 +114,17 @@ export interface Enter {
   ref: string;
 }
 
+/** Join a sold-out open offer's waitlist: `ack {ref, position}`. */
+export interface Waitlist {
+  type: "waitlist";
+  /** 1–64 characters */
+  session: string;
+  /** 1–64 characters */
+  offer: string;
+  /** 1–64 characters */
+  ref: string;
+}
+
 export interface Limits {
   max_frame_bytes: number;
   chat_max_chars: number;
@@ -192,6 +203,13 @@ export interface OrderMsg {
   type: "order";
   ref: string;
   order: Record<string, unknown>;
+}
+
+/** SPEC §13: the answer to `waitlist`; `position` 1 is served first. */
+export interface WaitlistAck {
+  type: "ack";
+  ref: string;
+  position: number;
 }
 
 export interface Viewers {
@@ -289,6 +307,7 @@ export interface OfferEvent {
   starts_at: string;
   ends_at: string;
   status: string;
+  claim_word?: string | null;
 }
 
 export interface OfferEnded {
@@ -393,6 +412,7 @@ export interface ClientFrameMap {
   "ping": Ping;
   "auth": Auth;
   "enter": Enter;
+  "waitlist": Waitlist;
 }
 export type ClientFrame = ClientFrameMap[keyof ClientFrameMap];
 
@@ -419,7 +439,7 @@ export interface ServerMessageMap {
   "hello": Hello;
   "joined": Joined;
   "left": Left;
-  "ack": Ack;
+  "ack": Ack | WaitlistAck;
   "error": ErrorMsg;
   "pong": Pong;
   "muted": Muted;

@@ -46,11 +46,14 @@ class OrderService(CommerceBase):
 
     async def cancel(self, who: Identity, order_id: str) -> Order:
         """Cancel: the buyer while reserved, the session's creator or an admin while reserved
-        or paid. The units go back to the offer if it is open, else to product stock.
+        or paid. The units go back to the offer if it is open (its waitlist first), else to
+        product stock.
         Cancelling a cancelled or expired order returns it unchanged. Raises unauthorized,
         forbidden, not_found, unavailable."""
         now = self._clock()
-        order, release = await self._db(lambda c: store.cancel(c, who, order_id, now))
+        order, release = await self._db(
+            lambda c: store.cancel(c, who, order_id, now, reservation_ttl_s=self.reservation_ttl_s)
+        )
         if release is not None:
             self._released([release])
         return order
@@ -61,7 +64,12 @@ class OrderService(CommerceBase):
         while True:
             now = self._clock()
             count, releases = await self._db(
-                functools.partial(store.expire_due, now=now, limit=batch)
+                functools.partial(
+                    store.expire_due,
+                    now=now,
+                    limit=batch,
+                    reservation_ttl_s=self.reservation_ttl_s,
+                )
             )
             self._released(releases)
             total += count

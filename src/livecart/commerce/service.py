@@ -24,13 +24,16 @@ from .giveaways import GiveawayService
 from .offers import OfferService
 from .orders import OrderService
 from .purchases import PurchaseService
+from .selling import SellingService
 
 log = logging.getLogger("livecart.commerce")
 
 
-class CommerceService(OfferService, PurchaseService, OrderService, AuctionService, GiveawayService):
-    """Offers, purchases, orders, auctions, giveaways and merchant webhooks for every
-    session."""
+class CommerceService(
+    OfferService, PurchaseService, OrderService, AuctionService, GiveawayService, SellingService
+):
+    """Offers, purchases, orders, auctions, giveaways, claims, waitlists, bundles and merchant
+    webhooks for every session."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -80,6 +83,7 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(store.STOCK_RETURNED, self._stock_returned)
+            await conn.add_listener(store.WAITLIST_SERVED, self._served)
             # Returns made while nobody listened were not announced: start from scratch.
             self.gate.reopen_all()
             try:
@@ -87,6 +91,8 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
             finally:
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(store.STOCK_RETURNED, self._stock_returned)
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(store.WAITLIST_SERVED, self._served)
 
     def _stock_returned(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         for offer_id in payload.split(","):
@@ -131,6 +137,7 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
             self.end_due_offers,
             self.close_due_auctions,
             self.draw_due_giveaways,
+            self.close_due_bundles,
         ):
             try:
                 await duty()

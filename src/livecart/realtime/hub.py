@@ -101,6 +101,8 @@ class Hub:
         self.on_bus_lag: Callable[[float], None] | None = None
         # A sale on any node: this node's viewers get the offer's new `stock`.
         self.on_sold: Callable[[str, str], None] | None = None
+        # An offer opened or ended in the session (any node): claim words may have changed.
+        self.on_offers: Callable[[str], None] | None = None
         # A giveaway drawn on any node: this node's winners get their `order`.
         self.on_drawn: Callable[[GiveawayEnded], None] | None = None
         # Cluster mode: report local viewer counts, get totals over nodes (once a second).
@@ -168,6 +170,8 @@ class Hub:
         try:
             if pub.kind in ("status", "pinned", "slow"):
                 self._apply(room, _state.decode(pub.data))
+            elif pub.kind in ("offer", "offer_ended") and self.on_offers is not None:
+                self.on_offers(session_id)
             elif pub.kind == "sold" and self.on_sold is not None:
                 self.on_sold(session_id, _sold.decode(pub.data).offer)
             elif pub.kind == "giveaway_ended" and self.on_drawn is not None:

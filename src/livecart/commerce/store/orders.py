@@ -3,8 +3,6 @@ give their units back to the offer while it is open, else to the product."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import msgspec
 
 from ...auth import Identity
@@ -12,8 +10,9 @@ from ...failure import Failure
 from ...runtime.db import Connection, Executor, iso
 from .. import rules as rules
 from ..rules import Order
-from .outbox import ENQUEUE, enqueue_webhook, notify_returned, webhook_event
+from .outbox import ENQUEUE, enqueue_webhook, webhook_event
 from .rows import ORDER_SELECT, at, order_from_row
+from .selling import GivenBack, give_back
 
 
 async def get_order(conn: Executor, order_id: str) -> tuple[Order, str] | None:
@@ -48,28 +47,17 @@ async def confirm(conn: Connection, who: Identity, order_id: str, now: float) ->
     return order, True
 
 
-@dataclass(slots=True)
-class Release:
-    """Units of one offer given back by cancelled or expired orders."""
-
-    session: str
-    offer: str
-    qty: int
-    offer_status: rules.OfferStatus
-    remaining: int  # the offer's remaining afterwards
-    to_product: int
-
-
-_RELEASE_ONE = """
-UPDATE offers SET remaining = remaining + $2,
-                  returned = returned + CASE WHEN status = 'ended' THEN $2 ELSE 0 END
-WHERE id = $1
-RETURNING session, product, status, remaining
-"""
+# What a cancel or an expiry gave back to one offer (and the waiters it served).
+Release = GivenBack
 
 
 async def cancel(
-    conn: Connection, who: Identity, order_id: str, now: float
+    conn: Connection,
+    who: Identity,
+    order_id: str,
+    now: float,
+    *,
+    reservation_ttl_s: float = rules.DEFAULT_RESERVATION_TTL_S,
 ) -> tuple[Order, Release | None]:
     async with conn.transaction():
         row = await conn.fetchrow(ORDER_SELECT + " WHERE o.id = $1 FOR UPDATE OF o", order_id)
@@ -84,28 +72,23 @@ async def cancel(
             order_id,
             at(now),
         )
-        offer = await conn.fetchrow(_RELEASE_ONE, order.offer, order.qty)
-        to_product = 0 if offer["status"] == "open" else order.qty
-        if not to_product:
-            await notify_returned(conn, [order.offer])
-        else:
-            await conn.execute(
-                "UPDATE products SET stock = stock + $2, updated_at = $3 WHERE id = $1",
-                offer["product"],
-                to_product,
-                at(now),
-            )
         order = msgspec.structs.replace(order, status="cancelled", updated_at=iso(at(now)))
         await enqueue_webhook(
             conn, "order.cancelled", {**msgspec.to_builtins(order), "by": who.sub}, now
         )
-    release = Release(
-        offer["session"], order.offer, order.qty, offer["status"], offer["remaining"], to_product
-    )
+        (release,) = await give_back(
+            conn, {order.offer: order.qty}, now, reservation_ttl_s=reservation_ttl_s
+        )
     return order, release
 
 
-async def expire_due(conn: Connection, now: float, limit: int = 200) -> tuple[int, list[Release]]:
+async def expire_due(
+    conn: Connection,
+    now: float,
+    limit: int = 200,
+    *,
+    reservation_ttl_s: float = rules.DEFAULT_RESERVATION_TTL_S,
+) -> tuple[int, list[Release]]:
     """Expire up to `limit` reserved orders past `expires_at`: (how many, releases per offer).
     Safe to run on every node at once: rows another node holds are skipped."""
     async with conn.transaction():
@@ -126,35 +109,6 @@ async def expire_due(conn: Connection, now: float, limit: int = 200) -> tuple[in
         per_offer: dict[str, int] = {}
         for o in orders:
             per_offer[o.offer] = per_offer.get(o.offer, 0) + o.qty
-        ids = sorted(per_offer)
-        await conn.execute(
-            "SELECT 1 FROM offers WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", ids
-        )
-        offers = await conn.fetch(
-            "UPDATE offers f SET remaining = f.remaining + u.q, "
-            "returned = f.returned + CASE WHEN f.status = 'ended' THEN u.q ELSE 0 END "
-            "FROM unnest($1::text[], $2::int[]) AS u(id, q) WHERE f.id = u.id "
-            "RETURNING f.id, f.session, f.product, f.status, f.remaining, u.q",
-            ids,
-            [per_offer[i] for i in ids],
-        )
-        await notify_returned(conn, [f["id"] for f in offers if f["status"] == "open"])
-        per_product: dict[str, int] = {}
-        for f in offers:
-            if f["status"] == "ended":
-                per_product[f["product"]] = per_product.get(f["product"], 0) + f["q"]
-        if per_product:
-            pids = sorted(per_product)
-            await conn.execute(
-                "SELECT 1 FROM products WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", pids
-            )
-            await conn.execute(
-                "UPDATE products p SET stock = p.stock + u.n, updated_at = $3 "
-                "FROM unnest($1::text[], $2::int[]) AS u(id, n) WHERE p.id = u.id",
-                pids,
-                [per_product[i] for i in pids],
-                at(now),
-            )
         stamp = iso(at(now))
         events = [
             webhook_event(
@@ -165,14 +119,5 @@ async def expire_due(conn: Connection, now: float, limit: int = 200) -> tuple[in
             for o in orders
         ]
         await conn.executemany(ENQUEUE, events)
-    return len(orders), [
-        Release(
-            f["session"],
-            f["id"],
-            f["q"],
-            f["status"],
-            f["remaining"],
-            0 if f["status"] == "open" else f["q"],
-        )
-        for f in offers
-    ]
+        releases = await give_back(conn, per_offer, now, reservation_ttl_s=reservation_ttl_s)
+    return len(orders), releases
