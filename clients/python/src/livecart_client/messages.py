@@ -42,6 +42,7 @@ __all__ = [
     "StatusEvent",
     "Stock",
     "Viewers",
+    "WaitlistAck",
 ]
 
 
@@ -114,6 +115,11 @@ class Held(Struct, tag="held", tag_field="type", kw_only=True):
 class OrderMsg(Struct, tag="order", tag_field="type", kw_only=True):
     ref: str
     order: dict[str, Any]
+
+
+class WaitlistAck(Struct, tag="ack", tag_field="type", kw_only=True):
+    ref: str
+    position: int
 
 
 class Viewers(Struct, tag="viewers", tag_field="type", kw_only=True):
@@ -190,6 +196,7 @@ class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True):
     starts_at: str
     ends_at: str
     status: str
+    claim_word: str | None = None
 
 
 class OfferEnded(Struct, tag="offer_ended", tag_field="type", kw_only=True):
@@ -274,6 +281,7 @@ SERVER_MESSAGES: tuple[type[Struct], ...] = (
     Muted,
     Held,
     OrderMsg,
+    WaitlistAck,
     Viewers,
     Likes,
     Stock,
