@@ -126,6 +126,24 @@ CREATE TABLE IF NOT EXISTS bids (
     UNIQUE (auction, user_id, ref)
 );
 
+-- Second chance (SPEC §11): the hidden 1-unit offer an auction's orders hang on names its
+-- auction; each bidder below the winner is offered the unit at most once, in turn.
+ALTER TABLE offers ADD COLUMN IF NOT EXISTS auction text;
+CREATE TABLE IF NOT EXISTS second_chances (
+    auction      text NOT NULL REFERENCES auctions (id),
+    user_id      text NOT NULL,
+    round        integer NOT NULL,
+    offer        text NOT NULL REFERENCES offers (id),
+    amount_cents bigint NOT NULL,
+    offered_at   timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    status       text NOT NULL CHECK (status IN ('offered', 'accepted', 'lapsed')),
+    order_id     text,
+    PRIMARY KEY (auction, user_id),
+    UNIQUE (auction, round)
+);
+CREATE INDEX IF NOT EXISTS second_chances_due ON second_chances (expires_at) WHERE status = 'offered';
+
 -- The durable room log: every event a session's viewers see, in offset order.
 -- Chat rows carry author and text; a deleted message keeps its row with state 'removed'.
 CREATE TABLE IF NOT EXISTS room_events (

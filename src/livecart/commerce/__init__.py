@@ -7,4 +7,5 @@ from .purchases import BUY_BATCH_MAX as BUY_BATCH_MAX
 from .requests import AuctionCreate as AuctionCreate
 from .requests import OfferCreate as OfferCreate
 from .requests import OrderCreate as OrderCreate
+from .requests import SecondChanceAccept as SecondChanceAccept
 from .service import CommerceService as CommerceService

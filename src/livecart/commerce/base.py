@@ -28,6 +28,10 @@ T = TypeVar("T")
 
 # Coalesced `stock {offer, remaining}` for a session; synchronous, called after each commit.
 OnStock = Callable[[str, str, int], None]
+# A personal message (encoded) for every connection of one user on this node.
+Tell = Callable[[str, bytes], None]
+
+DEFAULT_SECOND_CHANCE_TTL_S = 300.0
 
 
 # ---------------------------------------------------------------- error mapping
@@ -89,13 +93,19 @@ class CommerceBase:
         stock_interval_s: float = 0.1,
         gate_ttl_s: float = 1.0,
         op_timeout_s: float = 10.0,
+        second_chance_ttl_s: float = DEFAULT_SECOND_CHANCE_TTL_S,
+        tell: Tell | None = None,
     ) -> None:
         if reservation_ttl_s <= 0:
             raise ValueError("reservation_ttl_s must be positive")
+        if second_chance_ttl_s <= 0:
+            raise ValueError("second_chance_ttl_s must be positive")
         self._pool = pool
         self._on_stock = on_stock
         self._emitter = Emitter(publish)
         self.reservation_ttl_s = reservation_ttl_s
+        self.second_chance_ttl_s = second_chance_ttl_s
+        self._tell = tell
         self._clock = clock
         self._sweep_interval_s = sweep_interval_s
         self._stock_interval_s = stock_interval_s

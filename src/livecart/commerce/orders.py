@@ -46,13 +46,18 @@ class OrderService(CommerceBase):
 
     async def cancel(self, who: Identity, order_id: str) -> Order:
         """Cancel: the buyer while reserved, the session's creator or an admin while reserved
-        or paid. The units go back to the offer if it is open, else to product stock.
+        or paid. The units go back to the offer if it is open, else to product stock; an
+        auction's unit goes to the next bidder as a second chance (`store.return_units`).
         Cancelling a cancelled or expired order returns it unchanged. Raises unauthorized,
         forbidden, not_found, unavailable."""
         now = self._clock()
-        order, release = await self._db(lambda c: store.cancel(c, who, order_id, now))
-        if release is not None:
-            self._released([release])
+        ttl = self.second_chance_ttl_s
+        order, releases, changed = await self._db(
+            lambda c: store.cancel(c, who, order_id, now, chance_ttl_s=ttl)
+        )
+        self._released(releases)
+        if changed:
+            self._webhooks_written()
         return order
 
     async def expire_due(self, batch: int = 200) -> int:
@@ -61,8 +66,12 @@ class OrderService(CommerceBase):
         while True:
             now = self._clock()
             count, releases = await self._db(
-                functools.partial(store.expire_due, now=now, limit=batch)
+                functools.partial(
+                    store.expire_due, now=now, limit=batch, chance_ttl_s=self.second_chance_ttl_s
+                )
             )
+            if count:
+                self._webhooks_written()
             self._released(releases)
             total += count
             if count < batch:

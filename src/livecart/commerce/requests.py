@@ -45,3 +45,9 @@ class AuctionCreate(Struct, forbid_unknown_fields=True):
     min_increment_cents: Annotated[int, Meta(ge=1, le=MAX_CENTS)]
     duration_s: _DURATION
     mode: Literal["extend", "sudden_death"] = "extend"
+
+
+class SecondChanceAccept(Struct, forbid_unknown_fields=True):
+    """`POST /api/auctions/{id}/second-chance`"""
+
+    idempotency_key: _ID

@@ -80,6 +80,18 @@ class Auction(msgspec.Struct, kw_only=True):
     winner_order: str | None = None
 
 
+class SecondChanceView(msgspec.Struct, kw_only=True):
+    """A bidder's own second chance on an auction (SPEC §11): `offered` until `expires_at`,
+    then `lapsed`, or `accepted` with its `order`."""
+
+    auction: str
+    session: str
+    amount_cents: int
+    expires_at: str
+    status: Literal["offered", "accepted", "lapsed"]
+    order: str | None = None
+
+
 class BidAccepted(msgspec.Struct, kw_only=True):
     auction: str
     seq: int

@@ -20,6 +20,7 @@ from typing import Any
 from ..failure import Failure
 from . import store as store
 from .auctions import AuctionService
+from .chances import ChanceService
 from .offers import OfferService
 from .orders import OrderService
 from .purchases import PurchaseService
@@ -27,14 +28,16 @@ from .purchases import PurchaseService
 log = logging.getLogger("livecart.commerce")
 
 
-class CommerceService(OfferService, PurchaseService, OrderService, AuctionService):
-    """Offers, purchases, orders, auctions and merchant webhooks for every session."""
+class CommerceService(OfferService, PurchaseService, OrderService, AuctionService, ChanceService):
+    """Offers, purchases, orders, auctions (with second chances) and merchant webhooks for
+    every session."""
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the sweeper (reservation expiry, offer end, auction close) and, with a
-        webhook URL, the deliverer. Both are driven by the tables, so a restart loses nothing."""
+        """Start the sweeper (reservation expiry, offer end, auction close, second-chance
+        lapse) and, with a webhook URL, the deliverer. Both are driven by the tables, so a
+        restart loses nothing."""
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self._sweep_forever(), name="commerce-sweeper"),
@@ -62,8 +65,9 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
         await self._emitter.close()
 
     async def _listen_forever(self) -> None:
-        """Hold one connection that LISTENs for units returned on any node; if it is lost the
-        gate's own `gate_ttl_s` re-checks still bound how long it can be wrong."""
+        """Hold one connection that LISTENs for units returned on any node (if it is lost the
+        gate's own `gate_ttl_s` re-checks still bound how long it can be wrong) and for
+        personal messages (second chances) committed on any node."""
         while True:
             try:
                 await self._listen_once()
@@ -78,6 +82,7 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(store.STOCK_RETURNED, self._stock_returned)
+            await conn.add_listener(store.PERSONAL, self._personal_message)
             # Returns made while nobody listened were not announced: start from scratch.
             self.gate.reopen_all()
             try:
@@ -85,6 +90,8 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
             finally:
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(store.STOCK_RETURNED, self._stock_returned)
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(store.PERSONAL, self._personal_message)
 
     def _stock_returned(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         for offer_id in payload.split(","):
@@ -124,7 +131,8 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
 
     async def sweep(self) -> None:
         """One pass of every background duty; each failure is logged and retried next pass."""
-        for duty in (self.expire_due, self.end_due_offers, self.close_due_auctions):
+        duties = (self.expire_due, self.end_due_offers, self.close_due_auctions)
+        for duty in (*duties, self.lapse_due_chances):
             try:
                 await duty()
             except Failure as exc:

@@ -21,7 +21,18 @@ from ..chat import replies
 from ..chat.model import ChatRefused
 from ..chat.rules.limits import _RecentMap
 from ..limits import CHAT_MAX_CHARS
-from ..protocol import Ack, ErrorMsg, Failure, Held, Joined, Left, Pong, SessionState, encode
+from ..protocol import (
+    Ack,
+    ErrorMsg,
+    Failure,
+    Held,
+    Joined,
+    Left,
+    OrderMsg,
+    Pong,
+    SessionState,
+    encode,
+)
 from ..runtime.node import Node, Unarchived
 from . import archive as room_store
 from .bus.base import StreamPosition
@@ -93,6 +104,11 @@ class Handlers:
                     session_id=frame.session,
                 )
                 conn.send(encode(Ack(frame.ref)))
+            case protocol.Accept():
+                order = await self.node.commerce.accept_second_chance(
+                    conn.identity, frame.auction, frame.ref, session_id=frame.session
+                )
+                conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
             case protocol.Auth(token=token):
                 await self._auth(conn, token)
             case protocol.Report():

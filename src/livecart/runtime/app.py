@@ -28,9 +28,9 @@ from ..catalog.models import (
 )
 from ..chat import api as moderation_api
 from ..chat.model import AllowedDomains, ModerationRequest, ModeratorRequest, TermRequest
-from ..commerce import AuctionCreate, OfferCreate, OrderCreate
+from ..commerce import AuctionCreate, OfferCreate, OrderCreate, SecondChanceAccept
 from ..commerce import api as commerce_api
-from ..commerce.rules import Auction, Offer, Order
+from ..commerce.rules import Auction, Offer, Order, SecondChanceView
 from ..limits import (
     AUDIT_PAGE_MAX,
     MAX_OFFSET,
@@ -216,6 +216,24 @@ API: list[ApiRoute] = [
         commerce_api.get_auction,
         summary="Get an auction",
         response=Auction,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/auctions/{id}/second-chance",
+        commerce_api.accept_second_chance,
+        summary="Take the second chance offered to you: a reserved order at your highest bid",
+        request=SecondChanceAccept,
+        response=Order,
+        status=201,
+        auth=True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/auctions/{id}/second-chance",
+        commerce_api.my_second_chance,
+        summary="Your second chance on an auction (offered, accepted or lapsed)",
+        response=SecondChanceView,
+        auth=True,
     ),
     ApiRoute(
         "POST",

@@ -4,11 +4,12 @@ Every function takes the database handle of `runtime.db` (an `Executor`, or a `C
 where it runs its own transaction). Decisions come from `livecart.commerce.rules`; the
 counters are changed by conditional single-statement updates that mirror `apply_buy` /
 `apply_release` / `apply_end`, so a concurrent writer can never push a counter past its
-bound. Lock order, where a transaction takes several row locks: order → offer → product;
-batches lock offers and products in id order.
+bound. Lock order, where a transaction takes several row locks: order → auction → offer →
+product; batches lock offers and products in id order.
 
 One module per concern: `offers`, `purchases` (the batched buy path), `orders` (confirm,
-cancel, expiry), `auctions`, `outbox` (webhooks, returned-stock notices) and `rows` (row
+cancel, expiry, and `return_units`, where their units come back), `auctions`, `chances`
+(second chance), `outbox` (webhooks, returned-stock notices) and `rows` (row
 mapping); this package re-exports what the service and the tests use.
 """
 
@@ -19,6 +20,10 @@ from .auctions import close_due_auction as close_due_auction
 from .auctions import create_auction as create_auction
 from .auctions import get_auction as get_auction
 from .auctions import open_auction as open_auction
+from .chances import Offered as Offered
+from .chances import accept as accept
+from .chances import chance_of as chance_of
+from .chances import lapse_due_chance as lapse_due_chance
 from .offers import Ended as Ended
 from .offers import Observation as Observation
 from .offers import end_due_offer as end_due_offer
@@ -34,6 +39,8 @@ from .orders import confirm as confirm
 from .orders import expire_due as expire_due
 from .orders import get_order as get_order
 from .orders import list_orders as list_orders
+from .orders import return_units as return_units
+from .outbox import PERSONAL as PERSONAL
 from .outbox import STOCK_RETURNED as STOCK_RETURNED
 from .outbox import enqueue_webhook as enqueue_webhook
 from .outbox import notify_returned as notify_returned

@@ -12,6 +12,7 @@ from ...failure import Failure
 from ...runtime.db import Connection, Executor, iso
 from .. import rules as rules
 from ..rules import Order
+from . import chances
 from .outbox import ENQUEUE, enqueue_webhook, notify_returned, webhook_event
 from .rows import ORDER_SELECT, at, order_from_row
 
@@ -60,17 +61,10 @@ class Release:
     to_product: int
 
 
-_RELEASE_ONE = """
-UPDATE offers SET remaining = remaining + $2,
-                  returned = returned + CASE WHEN status = 'ended' THEN $2 ELSE 0 END
-WHERE id = $1
-RETURNING session, product, status, remaining
-"""
-
-
 async def cancel(
-    conn: Connection, who: Identity, order_id: str, now: float
-) -> tuple[Order, Release | None]:
+    conn: Connection, who: Identity, order_id: str, now: float, *, chance_ttl_s: float
+) -> tuple[Order, list[Release], bool]:
+    """(the order, units released to offers, whether it changed now)."""
     async with conn.transaction():
         row = await conn.fetchrow(ORDER_SELECT + " WHERE o.id = $1 FOR UPDATE OF o", order_id)
         if row is None:
@@ -78,34 +72,23 @@ async def cancel(
         order = order_from_row(row)
         rules.may_cancel(who, buyer=order.user, creator=row["creator"], status=order.status)
         if order.status not in rules.HOLDING:
-            return order, None
+            return order, [], False
         await conn.execute(
             "UPDATE orders SET status = 'cancelled', updated_at = $2 WHERE id = $1",
             order_id,
             at(now),
         )
-        offer = await conn.fetchrow(_RELEASE_ONE, order.offer, order.qty)
-        to_product = 0 if offer["status"] == "open" else order.qty
-        if not to_product:
-            await notify_returned(conn, [order.offer])
-        else:
-            await conn.execute(
-                "UPDATE products SET stock = stock + $2, updated_at = $3 WHERE id = $1",
-                offer["product"],
-                to_product,
-                at(now),
-            )
+        releases = await return_units(conn, [(order, row["auction"])], now, chance_ttl_s)
         order = msgspec.structs.replace(order, status="cancelled", updated_at=iso(at(now)))
         await enqueue_webhook(
             conn, "order.cancelled", {**msgspec.to_builtins(order), "by": who.sub}, now
         )
-    release = Release(
-        offer["session"], order.offer, order.qty, offer["status"], offer["remaining"], to_product
-    )
-    return order, release
+    return order, releases, True
 
 
-async def expire_due(conn: Connection, now: float, limit: int = 200) -> tuple[int, list[Release]]:
+async def expire_due(
+    conn: Connection, now: float, limit: int = 200, *, chance_ttl_s: float
+) -> tuple[int, list[Release]]:
     """Expire up to `limit` reserved orders past `expires_at`: (how many, releases per offer).
     Safe to run on every node at once: rows another node holds are skipped."""
     async with conn.transaction():
@@ -123,38 +106,9 @@ async def expire_due(conn: Connection, now: float, limit: int = 200) -> tuple[in
             [o.id for o in orders],
             at(now),
         )
-        per_offer: dict[str, int] = {}
-        for o in orders:
-            per_offer[o.offer] = per_offer.get(o.offer, 0) + o.qty
-        ids = sorted(per_offer)
-        await conn.execute(
-            "SELECT 1 FROM offers WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", ids
+        releases = await return_units(
+            conn, [(o, r["auction"]) for o, r in zip(orders, rows, strict=True)], now, chance_ttl_s
         )
-        offers = await conn.fetch(
-            "UPDATE offers f SET remaining = f.remaining + u.q, "
-            "returned = f.returned + CASE WHEN f.status = 'ended' THEN u.q ELSE 0 END "
-            "FROM unnest($1::text[], $2::int[]) AS u(id, q) WHERE f.id = u.id "
-            "RETURNING f.id, f.session, f.product, f.status, f.remaining, u.q",
-            ids,
-            [per_offer[i] for i in ids],
-        )
-        await notify_returned(conn, [f["id"] for f in offers if f["status"] == "open"])
-        per_product: dict[str, int] = {}
-        for f in offers:
-            if f["status"] == "ended":
-                per_product[f["product"]] = per_product.get(f["product"], 0) + f["q"]
-        if per_product:
-            pids = sorted(per_product)
-            await conn.execute(
-                "SELECT 1 FROM products WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", pids
-            )
-            await conn.execute(
-                "UPDATE products p SET stock = p.stock + u.n, updated_at = $3 "
-                "FROM unnest($1::text[], $2::int[]) AS u(id, n) WHERE p.id = u.id",
-                pids,
-                [per_product[i] for i in pids],
-                at(now),
-            )
         stamp = iso(at(now))
         events = [
             webhook_event(
@@ -165,7 +119,65 @@ async def expire_due(conn: Connection, now: float, limit: int = 200) -> tuple[in
             for o in orders
         ]
         await conn.executemany(ENQUEUE, events)
-    return len(orders), [
+    return len(orders), releases
+
+
+async def return_units(
+    conn: Executor, orders: list[tuple[Order, str | None]], now: float, chance_ttl_s: float
+) -> list[Release]:
+    """The one place where the units of cancelled or expired orders come back, inside the
+    transaction that cancelled or expired them. `orders` pairs each order with its auction
+    (None for an offer's order).
+
+    - An auction's order passes its unit down the auction's bidders (second chance, see
+      `chances.auction_order_back`); it reaches product stock when nobody is left.
+    - Any other order gives its units to the offer while it is open, else to the product;
+      returns one `Release` per such offer."""
+    plain: list[Order] = []
+    for order, auction in orders:
+        if auction is not None:
+            await chances.auction_order_back(conn, order, auction, now, chance_ttl_s)
+        else:
+            plain.append(order)
+    return await _back_to_offers(conn, plain, now)
+
+
+async def _back_to_offers(conn: Executor, orders: list[Order], now: float) -> list[Release]:
+    if not orders:
+        return []
+    per_offer: dict[str, int] = {}
+    for o in orders:
+        per_offer[o.offer] = per_offer.get(o.offer, 0) + o.qty
+    ids = sorted(per_offer)
+    await conn.execute(
+        "SELECT 1 FROM offers WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", ids
+    )
+    offers = await conn.fetch(
+        "UPDATE offers f SET remaining = f.remaining + u.q, "
+        "returned = f.returned + CASE WHEN f.status = 'ended' THEN u.q ELSE 0 END "
+        "FROM unnest($1::text[], $2::int[]) AS u(id, q) WHERE f.id = u.id "
+        "RETURNING f.id, f.session, f.product, f.status, f.remaining, u.q",
+        ids,
+        [per_offer[i] for i in ids],
+    )
+    await notify_returned(conn, [f["id"] for f in offers if f["status"] == "open"])
+    per_product: dict[str, int] = {}
+    for f in offers:
+        if f["status"] == "ended":
+            per_product[f["product"]] = per_product.get(f["product"], 0) + f["q"]
+    if per_product:
+        pids = sorted(per_product)
+        await conn.execute(
+            "SELECT 1 FROM products WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", pids
+        )
+        await conn.execute(
+            "UPDATE products p SET stock = p.stock + u.n, updated_at = $3 "
+            "FROM unnest($1::text[], $2::int[]) AS u(id, n) WHERE p.id = u.id",
+            pids,
+            [per_product[i] for i in pids],
+            at(now),
+        )
+    return [
         Release(
             f["session"],
             f["id"],

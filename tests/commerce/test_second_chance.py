@@ -1,0 +1,230 @@
+"""Second chance (SPEC §11) against real PostgreSQL: the chain down the bidders when an
+auction's order expires or is cancelled, acceptance (idempotent, only by the bidder offered,
+never after the chance lapsed), the books of the hidden offer at every step, the webhooks,
+and the personal message delivered by NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import pytest
+
+from livecart.auth import guest
+from livecart.commerce import CommerceService
+from livecart.commerce import store as store
+from livecart.protocol import Failure
+from tests.commerce.test_commerce_store import (
+    ADMIN,
+    Clock,
+    Room,
+    World,
+    assert_invariant,
+    ledger,
+    service,
+    stock_of,
+    world,
+)
+
+TTL = 60.0  # reservation
+CHANCE_TTL = 30.0
+
+
+async def closed_auction(
+    svc: CommerceService, clock: Clock, w: World, bids: list[tuple[str, int]]
+) -> str:
+    """An auction with these bids (user name, amount) in order, closed."""
+    auction = await svc.create_auction(w.creator, w.session, w.product, 500, 50, 30, "extend")
+    for i, (name, amount) in enumerate(bids):
+        await svc.bid(w.viewer(name), auction.id, amount, f"r{i}")
+    clock.advance(31)
+    assert await svc.close_due_auctions() >= 1
+    return auction.id
+
+
+async def refused(code: str, call: Any) -> None:
+    with pytest.raises(Failure) as caught:
+        await call
+    assert caught.value.code == code, caught.value.message
+
+
+async def hooks(pool: asyncpg.Pool, topic: str, auction: str) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT payload FROM webhook_outbox WHERE topic = $1 "
+        "AND payload->'data'->>'auction' = $2 ORDER BY id",
+        topic,
+        auction,
+    )
+    return [r["payload"]["data"] for r in rows]
+
+
+class Inbox:
+    """Personal messages as a node hears them: LISTEN on the channel the store NOTIFYs."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, dict[str, Any]]] = []
+
+    def tell(self, user: str, data: bytes) -> None:
+        self.told.append((user, json.loads(data)))
+
+    async def wait_for(self, user: str, count: int) -> list[dict[str, Any]]:
+        for _ in range(200):
+            mine = [m for u, m in self.told if u == user]
+            if len(mine) >= count:
+                return mine
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{user} was told {self.told}")
+
+
+async def test_chain_down_the_bidders_then_back_to_stock(pool: asyncpg.Pool) -> None:
+    w = await world(pool, stock=1)
+    clock = Clock()
+    inbox = Inbox()
+    svc = service(
+        pool,
+        Room(),
+        clock,
+        reservation_ttl_s=TTL,
+        second_chance_ttl_s=CHANCE_TTL,
+        tell=inbox.tell,
+    )
+    listener = await pool.acquire()
+    await listener.add_listener(store.PERSONAL, svc._personal_message)
+    try:
+        a, b, c, d = (w.viewer(n) for n in "abcd")
+        # b's highest bid (750) counts, not its latest; d wins at 800.
+        auction = await closed_auction(
+            svc, clock, w, [("a", 500), ("b", 600), ("c", 700), ("b", 750), ("d", 800)]
+        )
+        assert await stock_of(pool, w.product) == 0
+        won = (await svc.list_orders(d))[0]
+        assert [h["id"] for h in await hooks(pool, "order.reserved", auction)] == [won.id]
+
+        # Nothing is offered while the winner's order holds the unit.
+        await refused("forbidden", svc.accept_second_chance(b, auction, "k"))
+
+        # The winner's order expires: b, the runner-up by highest bid, is offered 750.
+        clock.advance(TTL + 1)
+        await svc.expire_due()
+        [told] = await inbox.wait_for(b.sub, 1)
+        assert told["type"] == "second_chance"
+        assert (told["session"], told["auction"], told["amount_cents"]) == (w.session, auction, 750)
+        chance = await svc.second_chance_of(b, auction)
+        assert (chance.status, chance.amount_cents, chance.expires_at) == (
+            "offered",
+            750,
+            told["expires_at"],
+        )
+        offered = await hooks(pool, "auction.second_chance", auction)
+        assert [(h["user"], h["round"], h["amount_cents"]) for h in offered] == [(b.sub, 1, 750)]
+        books = await ledger(pool, won.offer)
+        assert_invariant(books)
+        assert (books["remaining"], books["returned"]) == (1, 0)  # held for the chain
+        assert await stock_of(pool, w.product) == 0
+
+        # Only b may take it; the winner, other bidders, guests and minors may not.
+        await refused("forbidden", svc.accept_second_chance(c, auction, "k"))
+        await refused("forbidden", svc.accept_second_chance(d, auction, "k"))
+        await refused("forbidden", svc.accept_second_chance(w.viewer("e"), auction, "k"))
+        await refused("unauthorized", svc.accept_second_chance(guest("g1"), auction, "k"))
+        await refused("not_found", svc.accept_second_chance(b, "auc_nope", "k"))
+        await refused(
+            "not_found", svc.accept_second_chance(b, auction, "k", session_id="ses_other")
+        )
+        await refused("bad_frame", svc.accept_second_chance(b, auction, ""))
+        assert (await ledger(pool, won.offer))["remaining"] == 1  # refusals changed nothing
+
+        # b lets it lapse: c (700) is next, and b can no longer take it.
+        clock.advance(CHANCE_TTL)
+        assert await svc.lapse_due_chances() >= 1
+        [told] = await inbox.wait_for(c.sub, 1)
+        assert told["amount_cents"] == 700
+        assert (await svc.second_chance_of(b, auction)).status == "lapsed"
+        await refused("auction_closed", svc.accept_second_chance(b, auction, "k"))
+
+        # c accepts: a reserved order at 700 on the same hidden offer; again → the same order.
+        order = await svc.accept_second_chance(c, auction, "k1")
+        assert (order.user, order.qty, order.unit_cents, order.status) == (
+            c.sub,
+            1,
+            700,
+            "reserved",
+        )
+        assert order.offer == won.offer
+        again = await svc.accept_second_chance(c, auction, "k2")
+        assert again.id == order.id
+        assert (await svc.second_chance_of(c, auction)).order == order.id
+        books = await ledger(pool, won.offer)
+        assert_invariant(books)
+        assert (books["remaining"], books["reserved"]) == (0, 1)
+        reserved = await hooks(pool, "order.reserved", auction)
+        assert [(h["id"], h.get("second_chance")) for h in reserved] == [
+            (won.id, None),
+            (order.id, True),
+        ]
+
+        # c cancels: a (500) is offered, lets it lapse, and nobody is left: back to stock.
+        await svc.cancel(c, order.id)
+        [told] = await inbox.wait_for(a.sub, 1)
+        assert told["amount_cents"] == 500
+        assert_invariant(await ledger(pool, won.offer))
+        clock.advance(CHANCE_TTL)
+        assert await svc.lapse_due_chances() >= 1
+        books = await ledger(pool, won.offer)
+        assert_invariant(books)
+        assert (books["remaining"], books["returned"]) == (1, 1)
+        assert await stock_of(pool, w.product) == 1
+        await refused("auction_closed", svc.accept_second_chance(a, auction, "k"))
+        offered = await hooks(pool, "auction.second_chance", auction)
+        assert [h["user"] for h in offered] == [b.sub, c.sub, a.sub]
+        # Nobody was told twice, and the winner never.
+        assert sorted(u for u, _ in inbox.told) == sorted([a.sub, b.sub, c.sub])
+    finally:
+        await listener.remove_listener(store.PERSONAL, svc._personal_message)
+        await pool.release(listener)
+
+
+async def test_winner_cancels_and_a_double_accept_makes_one_order(pool: asyncpg.Pool) -> None:
+    w = await world(pool, stock=1)
+    clock = Clock()
+    svc = service(pool, Room(), clock, reservation_ttl_s=TTL, second_chance_ttl_s=CHANCE_TTL)
+    a, b = w.viewer("a"), w.viewer("b")
+    auction = await closed_auction(svc, clock, w, [("a", 500), ("b", 550)])
+    won = (await svc.list_orders(b))[0]
+    await svc.cancel(b, won.id)
+    assert (await svc.second_chance_of(a, auction)).amount_cents == 500
+
+    orders = await asyncio.gather(
+        *(svc.accept_second_chance(a, auction, f"k{i}") for i in range(5))
+    )
+    assert len({o.id for o in orders}) == 1
+    count = await pool.fetchval(
+        "SELECT count(*) FROM orders WHERE offer = $1 AND user_id = $2", won.offer, a.sub
+    )
+    assert count == 1
+    assert_invariant(await ledger(pool, won.offer))
+
+    # The second-chance order is confirmed and then refunded by the seller: nobody is left
+    # (the winner is never offered), so the unit returns to stock.
+    await svc.confirm(ADMIN, orders[0].id)
+    await svc.cancel(w.creator, orders[0].id)
+    books = await ledger(pool, won.offer)
+    assert_invariant(books)
+    assert (books["remaining"], books["returned"]) == (1, 1)
+    assert await stock_of(pool, w.product) == 1
+    await refused("forbidden", svc.accept_second_chance(b, auction, "k"))
+
+
+async def test_an_auction_without_other_bidders_returns_the_unit(pool: asyncpg.Pool) -> None:
+    w = await world(pool, stock=1)
+    clock = Clock()
+    svc = service(pool, Room(), clock, reservation_ttl_s=TTL, second_chance_ttl_s=CHANCE_TTL)
+    # One bidder, bidding twice: nobody else to offer it to.
+    await closed_auction(svc, clock, w, [("a", 500), ("a", 600)])
+    won = (await svc.list_orders(w.viewer("a")))[0]
+    clock.advance(TTL + 1)
+    await svc.expire_due()
+    assert await stock_of(pool, w.product) == 1
+    assert_invariant(await ledger(pool, won.offer))
