@@ -126,6 +126,21 @@ CREATE TABLE IF NOT EXISTS bids (
     UNIQUE (auction, user_id, ref)
 );
 
+-- SPEC §11: increment table, buy-now, hidden reserve, scheduled opening, proxy bids. The
+-- leader's max (`leader_max_cents`, `leader_at` = the video time it was set at) and each
+-- bid's `max_cents` are never shown to anyone but their owner; neither is `reserve_cents`.
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS increments jsonb;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS buy_now_cents bigint;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS reserve_cents bigint;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS opens_at timestamptz;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS leader_max_cents bigint;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS leader_at double precision;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS end_reason text;
+ALTER TABLE bids ADD COLUMN IF NOT EXISTS max_cents bigint;
+ALTER TABLE bids ADD COLUMN IF NOT EXISTS price_cents bigint;
+ALTER TABLE bids ADD COLUMN IF NOT EXISTS leader text;
+ALTER TABLE bids ADD COLUMN IF NOT EXISTS video_at double precision;
+
 -- Second chance (SPEC §11): the hidden 1-unit offer an auction's orders hang on names its
 -- auction; each bidder below the winner is offered the unit at most once, in turn.
 ALTER TABLE offers ADD COLUMN IF NOT EXISTS auction text;

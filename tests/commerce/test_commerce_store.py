@@ -604,7 +604,7 @@ async def test_auction_extension_close_and_winner_order(pool: asyncpg.Pool) -> N
     assert (await svc.get_auction(auction.id)).winner_order == won.id
     await settle()
     assert room.kinds("auction_ended", w.session) == [
-        {"auction": auction.id, "winner": w.viewer("a").sub, "amount_cents": 610}
+        {"auction": auction.id, "winner": w.viewer("a").sub, "amount_cents": 610, "reason": "time"}
     ]
     assert await topics_for(pool, won.id) == ["order.reserved"]
     assert_invariant(await ledger(pool, won.offer))
@@ -642,7 +642,12 @@ async def test_sudden_death_and_unsold_lot(pool: asyncpg.Pool) -> None:
     assert await stock_of(pool, w2.product) == 1
     await settle()
     ended = {e["auction"]: e for e in room.kinds("auction_ended")}
-    assert ended[quiet.id] == {"auction": quiet.id, "winner": None, "amount_cents": None}
+    assert ended[quiet.id] == {
+        "auction": quiet.id,
+        "winner": None,
+        "amount_cents": None,
+        "reason": "no_bids",
+    }
     assert ended[auction.id]["amount_cents"] == 500
 
 

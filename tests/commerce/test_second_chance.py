@@ -228,3 +228,48 @@ async def test_an_auction_without_other_bidders_returns_the_unit(pool: asyncpg.P
     await svc.expire_due()
     assert await stock_of(pool, w.product) == 1
     assert_invariant(await ledger(pool, won.offer))
+
+
+async def test_proxy_bids_count_at_their_public_price_and_the_reserve_holds(
+    pool: asyncpg.Pool,
+) -> None:
+    """A proxy bidder is offered the highest price bid for them in public, never their max;
+    bidders under the hidden reserve are never offered the unit."""
+    clock = Clock()
+    svc = service(pool, Room(), clock, reservation_ttl_s=TTL, second_chance_ttl_s=CHANCE_TTL)
+
+    async def run(
+        reserve: int | None, bids: list[tuple[str, int, int | None]]
+    ) -> tuple[World, str, list[str]]:
+        w = await world(pool, stock=1)
+        made = await svc.create_auction(
+            w.creator, w.session, w.product, 500, 50, 30, "extend", reserve_cents=reserve
+        )
+        for i, (name, amount, top) in enumerate(bids):
+            await svc.bid(w.viewer(name), made.id, amount, f"r{i}", max_cents=top)
+        clock.advance(31)
+        assert await svc.close_due_auctions() >= 1
+        won = (await svc.list_orders(w.viewer("c")))[0]
+        clock.advance(TTL + 1)
+        await svc.expire_due()
+        offered = [
+            n
+            for n in "ab"
+            if await pool.fetchval(
+                "SELECT 1 FROM second_chances WHERE auction = $1 AND user_id = $2",
+                made.id,
+                w.viewer(n).sub,
+            )
+        ]
+        assert_invariant(await ledger(pool, won.offer))
+        return w, made.id, offered
+
+    # a: 500 with a max of 1000; b's 600 is met by a's proxy at 650; c's 1200 leads.
+    w, auction, offered = await run(None, [("a", 500, 1000), ("b", 600, None), ("c", 1200, None)])
+    assert offered == ["a"]
+    assert (await svc.second_chance_of(w.viewer("a"), auction)).amount_cents == 650
+
+    # Reserve 800: c's 900 meets it, a's 600 and b's 700 do not.
+    w, auction, offered = await run(800, [("a", 600, None), ("b", 700, None), ("c", 900, None)])
+    assert offered == []
+    assert await stock_of(pool, w.product) == 1

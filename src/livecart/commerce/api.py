@@ -80,6 +80,10 @@ async def create_auction(request: Request) -> Response:
         data.min_increment_cents,
         data.duration_s,
         data.mode,
+        increments=data.increments,
+        buy_now_cents=data.buy_now_cents,
+        reserve_cents=data.reserve_cents,
+        starts_in_s=data.starts_in_s,
     )
     return json(auction, 201)
 

@@ -95,17 +95,23 @@ class CommerceBase:
         op_timeout_s: float = 10.0,
         second_chance_ttl_s: float = DEFAULT_SECOND_CHANCE_TTL_S,
         tell: Tell | None = None,
+        settle_grace_s: float = 0.0,
     ) -> None:
         if reservation_ttl_s <= 0:
             raise ValueError("reservation_ttl_s must be positive")
         if second_chance_ttl_s <= 0:
             raise ValueError("second_chance_ttl_s must be positive")
+        if settle_grace_s < 0:
+            raise ValueError("settle_grace_s must not be negative")
         self._pool = pool
         self._on_stock = on_stock
         self._emitter = Emitter(publish)
         self.reservation_ttl_s = reservation_ttl_s
         self.second_chance_ttl_s = second_chance_ttl_s
         self._tell = tell
+        # Auctions settle this long after `ends_at` (wall clock), so that bids judged at a
+        # video time before the end, delivered late, still count (SPEC §12).
+        self.settle_grace_s = settle_grace_s
         self._clock = clock
         self._sweep_interval_s = sweep_interval_s
         self._stock_interval_s = stock_interval_s

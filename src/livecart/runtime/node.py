@@ -23,7 +23,7 @@ from ..chat.rules.limits import FloodPolicy, RatePolicy
 from ..chat.service import ModerationService
 from ..commerce import CommerceService
 from ..commerce.rules import Order
-from ..protocol import CLOSE_GOING_AWAY, Failure, RoomEvent, encode, kind_of
+from ..protocol import CLOSE_GOING_AWAY, Failure, Outbid, RoomEvent, encode, kind_of
 from ..ranking import RankingService
 from ..realtime import archive as rooms
 from ..realtime.bus.base import Bus
@@ -139,6 +139,9 @@ class Node:
         )
         await self.commerce.start()
         self.hub.on_sold = self.commerce.stock_changed
+        self.hub.on_outbid = lambda session, user, auction, cents: self.tell(
+            user, Outbid(session, auction, cents)
+        )
         moderation_actions = self.metrics.moderation_actions
         self.moderation = ModerationService(
             self.pool,

@@ -16,10 +16,12 @@ mapping); this package re-exports what the service and the tests use.
 from .auctions import BidOutcome as BidOutcome
 from .auctions import Closed as Closed
 from .auctions import bid as bid
+from .auctions import buy_now as buy_now
 from .auctions import close_due_auction as close_due_auction
 from .auctions import create_auction as create_auction
 from .auctions import get_auction as get_auction
 from .auctions import open_auction as open_auction
+from .auctions import return_unit as return_unit
 from .chances import Offered as Offered
 from .chances import accept as accept
 from .chances import chance_of as chance_of

@@ -24,14 +24,21 @@ from ..rules import Order, SecondChanceView
 from .outbox import enqueue_webhook, notify_user
 from .rows import ORDER_SELECT, at, order_from_row
 
-# Who is next: every bidder's highest bid (the earliest bid of that amount breaks ties),
-# highest first, leaving out the winner and everyone offered before.
+# Who is next: every bidder's highest bid, highest first (the earliest bid of that amount
+# breaks ties), leaving out the winner, everyone offered before and bids under the hidden
+# reserve. A bidder's bids are the amounts they placed and the prices their proxy reached
+# while they led, all public in `bid` events; a hidden max is never used.
 _NEXT_BIDDER = """
 SELECT user_id, amount_cents FROM (
-    SELECT DISTINCT ON (user_id) user_id, amount_cents, seq FROM bids
-    WHERE auction = $1 ORDER BY user_id, amount_cents DESC, seq
+    SELECT DISTINCT ON (user_id) user_id, amount_cents, seq FROM (
+        SELECT user_id, amount_cents, seq FROM bids WHERE auction = $1
+        UNION ALL
+        SELECT leader, price_cents, seq FROM bids
+        WHERE auction = $1 AND leader IS NOT NULL AND price_cents IS NOT NULL
+    ) placed
+    ORDER BY user_id, amount_cents DESC, seq
 ) best
-WHERE user_id <> ALL($2::text[])
+WHERE user_id <> ALL($2::text[]) AND amount_cents >= $3
 ORDER BY amount_cents DESC, seq
 LIMIT 1
 """
@@ -58,7 +65,8 @@ async def pass_on(
     offer (`remaining` 1): offer it to the next bidder down, or, when none is left, put it
     back in product stock. Returns the chance offered, if any."""
     auction = await conn.fetchrow(
-        "SELECT id, session, product, leader FROM auctions WHERE id = $1", auction_id
+        "SELECT id, session, product, leader, reserve_cents FROM auctions WHERE id = $1",
+        auction_id,
     )
     asked = [
         r["user_id"]
@@ -67,7 +75,7 @@ async def pass_on(
         )
     ]
     excluded = [u for u in (auction["leader"], *asked) if u is not None]
-    nxt = await conn.fetchrow(_NEXT_BIDDER, auction_id, excluded)
+    nxt = await conn.fetchrow(_NEXT_BIDDER, auction_id, excluded, auction["reserve_cents"] or 0)
     if nxt is None:
         await conn.execute(
             "UPDATE offers SET returned = returned + 1 WHERE id = $1 AND remaining > returned",
