@@ -167,8 +167,8 @@ export function money(cents, currency = "USD") {
  *   (and to `on("*", fn)`).
  * - It remembers `{epoch, offset}` per joined session, drops log events it has already
  *   seen, and after any disconnect reconnects with backoff and rejoins with `since`.
- * - `buy`/`bid` frames (idempotent per ref) that got no answer are sent again, with the same
- *   ref, after a reconnect.
+ * - `buy`/`bid`/`buy_now`/`accept` frames (idempotent per ref) that got no answer are sent
+ *   again, with the same ref, after a reconnect.
  * - Lifecycle events: `open` (after hello), `offline` ({code, retryInMs}), `unauthorized`.
  */
 export class LiveSocket {
@@ -336,6 +336,26 @@ export class LiveSocket {
   sendRetryable(frame) {
     this.retryable.set(frame.ref, frame);
     return this.send(frame);
+  }
+
+  /** `bid` (SPEC §11; `maxCents` makes it a proxy bid), retried on reconnect; its ref. */
+  bid(session, auction, amountCents, maxCents = null, ref = newRef("bid")) {
+    const frame = { type: "bid", session, auction, amount_cents: amountCents, ref };
+    if (maxCents) frame.max_cents = maxCents;
+    this.sendRetryable(frame);
+    return ref;
+  }
+
+  /** `buy_now` (SPEC §11): answered `order`; retried on reconnect; its ref. */
+  buyNow(session, auction, ref = newRef("buynow")) {
+    this.sendRetryable({ type: "buy_now", session, auction, ref });
+    return ref;
+  }
+
+  /** `accept` a `second_chance` (SPEC §11): answered `order`; retried on reconnect; its ref. */
+  acceptSecondChance(session, auction, ref = newRef("accept")) {
+    this.sendRetryable({ type: "accept", session, auction, ref });
+    return ref;
   }
 
   sendJoin(session, pos) {

@@ -7,6 +7,7 @@ import {
   lookup, toast,
 } from "./app.js";
 import { lineChart, sparkline } from "./chart.js";
+import { mountStudioAuction } from "./studio-auction.js";
 
 const auth = new Auth("studio");
 const api = makeApi(auth);
@@ -32,6 +33,10 @@ const state = {
   stats: null,
   samples: [],
 };
+
+const auctions = mountStudioAuction({
+  socket, products, getSession: () => state.current, toMinor, call,
+});
 
 function renderHeader() {
   header({
@@ -322,6 +327,7 @@ function renderShowcaseSelect(items) {
 }
 
 function renderOfferSelect(items) {
+  auctions.setProducts(items);
   const sel = $("#offer-product");
   const before = sel.value;
   fill(sel, items.length

@@ -5,6 +5,7 @@ import {
   $, chatColor, clock, connectionBanner, countdown, everySecond, explain, fill, h, header,
   initials, lookup, toast, whyText,
 } from "./app.js";
+import { mountWatchAuction } from "./auction.js";
 
 const sessionId = decodeURIComponent(window.location.pathname.split("/").filter(Boolean).pop());
 const auth = new Auth("watch");
@@ -15,6 +16,11 @@ connectionBanner(socket);
 
 const products = lookup(api, (id) => `/api/products/${encodeURIComponent(id)}`);
 const sessions = lookup(api, (id) => `/api/sessions/${encodeURIComponent(id)}`);
+
+const auction = mountWatchAuction({
+  socket, auth, sessionId, box: $("#auction"), prompt: $("#second-chance"), products,
+  signIn: () => openSignIn(),
+});
 
 const state = {
   session: null,
@@ -765,6 +771,7 @@ socket.on("muted", (m) => {
 });
 socket.on("error", (m) => {
   if (m.ref && onBuyError(m)) return;
+  if (m.ref && auction.onError(m)) return;
   if (m.ref && reports.delete(m.ref)) {
     toast(`The report was not sent: ${m.message || m.code}`, "warn");
     return;
