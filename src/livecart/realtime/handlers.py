@@ -97,6 +97,9 @@ class Handlers:
             case protocol.Chat():
                 await self.chat(conn, frame)
             case protocol.Bid():
+                # The room stays loaded (subscribed) here, so that an `outbid` made on any
+                # node reaches this bidder (`Hub.on_outbid`).
+                await self.node.room(frame.session)
                 placed = await self.node.commerce.bid(
                     conn.identity,
                     frame.auction,

@@ -87,7 +87,8 @@ def auction_from_row(row: Any, bids: int, now: float) -> Auction:
         leader=state.leader,
         mode=state.mode,
         ends_at=iso(row["ends_at"]),
-        status=shown_status(state, now),
+        # `now` as the database would store it (microseconds), like `opens_at`.
+        status=shown_status(state, at(now).timestamp()),
         bids=bids,
         winner_order=row["winner_order"],
         increments=[(up_to, step) for up_to, step in state.increments],
