@@ -113,6 +113,12 @@ async def test_second_chance_chain_with_expiries(pair: list[ServerProcess]) -> N
                 "status"
             ] == "expired"
 
+            # A malformed accept is refused as such and changes nothing.
+            await c.send({"type": "accept", "session": sid, "auction": auction})
+            assert (await c.expect("error"))["code"] == "bad_frame"
+            await c.send({"type": "accept", "session": sid, "auction": "", "ref": "x0"})
+            assert (await c.expect("error", ref="x0"))["code"] == "bad_frame"
+
             # Nobody else may take it, over either protocol.
             await a.send({"type": "accept", "session": sid, "auction": auction, "ref": "x1"})
             refused = await a.expect("error", ref="x1")
