@@ -159,6 +159,35 @@ CREATE TABLE IF NOT EXISTS second_chances (
 );
 CREATE INDEX IF NOT EXISTS second_chances_due ON second_chances (expires_at) WHERE status = 'offered';
 
+-- Giveaways (SPEC §13): `winners` units taken from stock at creation; `seed` stays secret
+-- until the draw, `commitment` = hex SHA-256(seed) is public from the start. After the draw
+-- `drawn` holds the winners (draw order), `offer` the hidden offer their orders hang on and
+-- `returned` the units that went back to stock (fewer entrants than winners).
+CREATE TABLE IF NOT EXISTS giveaways (
+    id          text PRIMARY KEY,
+    session     text NOT NULL REFERENCES sessions (id),
+    product     text NOT NULL REFERENCES products (id),
+    winners     integer NOT NULL CHECK (winners > 0),
+    eligibility text NOT NULL CHECK (eligibility IN ('viewers', 'buyers')),
+    seed        text NOT NULL,
+    commitment  text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    ends_at     timestamptz NOT NULL,
+    status      text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'ended')),
+    drawn       text[],
+    offer       text,
+    returned    integer NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS giveaways_open ON giveaways (ends_at) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS giveaways_session ON giveaways (session, status);
+
+CREATE TABLE IF NOT EXISTS giveaway_entries (
+    giveaway    text NOT NULL REFERENCES giveaways (id),
+    user_id     text NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (giveaway, user_id)
+);
+
 -- The durable room log: every event a session's viewers see, in offset order.
 -- Chat rows carry author and text; a deleted message keeps its row with state 'removed'.
 CREATE TABLE IF NOT EXISTS room_events (

@@ -125,12 +125,51 @@ class Accept(Struct, tag="accept", tag_field="type", frozen=True):
     ref: Ref
 
 
+# ---------------------------------------------------------------- giveaways (client)
+
+
+class Enter(Struct, tag="enter", tag_field="type", frozen=True):
+    """Enter a giveaway of a session the connection has joined (SPEC §13)."""
+
+    session: Id
+    giveaway: Id
+    ref: Ref
+
+
 ClientFrame = (
-    Join | Leave | Chat | Like | Buy | Bid | BuyNow | Signal | Report | Feed | Ping | Auth | Accept
+    Join
+    | Leave
+    | Chat
+    | Like
+    | Buy
+    | Bid
+    | BuyNow
+    | Signal
+    | Report
+    | Feed
+    | Ping
+    | Auth
+    | Accept
+    | Enter
 )
 CLIENT_TYPES = frozenset(
     t.__struct_config__.tag
-    for t in (Join, Leave, Chat, Like, Buy, Bid, BuyNow, Signal, Report, Feed, Ping, Auth, Accept)
+    for t in (
+        Join,
+        Leave,
+        Chat,
+        Like,
+        Buy,
+        Bid,
+        BuyNow,
+        Signal,
+        Report,
+        Feed,
+        Ping,
+        Auth,
+        Accept,
+        Enter,
+    )
 )
 
 _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)  # type: ignore[arg-type]
@@ -284,6 +323,7 @@ class SessionState(Struct):
     likes: int
     slow: int
     chat: list[Raw]
+    giveaway: dict[str, Any] | None = None  # the open giveaway, without its seed
 
 
 class Joined(Struct, tag="joined", tag_field="type"):
@@ -505,6 +545,35 @@ class AuctionEnded(Struct, tag="auction_ended", tag_field="type", omit_defaults=
     outbid: str | None = None
 
 
+# ---------------------------------------------------------------- giveaways (room events)
+
+
+class GiveawayEvent(Struct, tag="giveaway", tag_field="type", kw_only=True):
+    """An opened giveaway: every field of `commerce.draw.Giveaway` known at the start (no
+    seed), `session` first."""
+
+    session: str
+    id: str
+    product: str
+    winners: int
+    eligibility: str
+    ends_at: str
+    status: str
+    commitment: str
+
+
+class GiveawayEnded(Struct, tag="giveaway_ended", tag_field="type"):
+    """The draw: `winners` are user ids in draw order; `seed` opens the commitment;
+    `returned` units went back to stock (fewer entrants than winners)."""
+
+    session: str
+    giveaway: str
+    winners: list[str]
+    seed: str
+    entrants: int
+    returned: int
+
+
 RoomEvent = (
     ChatEvent
     | ChatRemoved
@@ -517,6 +586,8 @@ RoomEvent = (
     | AuctionEvent
     | BidEvent
     | AuctionEnded
+    | GiveawayEvent
+    | GiveawayEnded
 )
 ROOM_EVENTS: tuple[type[RoomEvent], ...] = get_args(RoomEvent)
 

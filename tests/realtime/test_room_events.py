@@ -18,6 +18,8 @@ from livecart.protocol import (
     BidEvent,
     ChatEvent,
     ChatRemoved,
+    GiveawayEnded,
+    GiveawayEvent,
     OfferEnded,
     OfferEvent,
     Pinned,
@@ -128,6 +130,26 @@ GOLDEN: list[tuple[RoomEvent, bytes]] = [
         b'{"type":"auction_ended","session":"s1","auction":"a1","winner":null,"amount_cents":null,'
         b'"reason":"reserve_not_met"}',
     ),
+    (
+        GiveawayEvent(
+            session=S,
+            id="g1",
+            product="p1",
+            winners=2,
+            eligibility="viewers",
+            ends_at="2026-12-06T02:05:00+00:00",
+            status="open",
+            commitment="ab" * 32,
+        ),
+        b'{"type":"giveaway","session":"s1","id":"g1","product":"p1","winners":2,'
+        b'"eligibility":"viewers","ends_at":"2026-12-06T02:05:00+00:00","status":"open",'
+        b'"commitment":"' + b"ab" * 32 + b'"}',
+    ),
+    (
+        GiveawayEnded(S, "g1", ["u2", "u1"], "cd" * 32, 7, 0),
+        b'{"type":"giveaway_ended","session":"s1","giveaway":"g1","winners":["u2","u1"],'
+        b'"seed":"' + b"cd" * 32 + b'","entrants":7,"returned":0}',
+    ),
 ]
 IDS = [f"{kind_of(e)}-{i}" for i, (e, _) in enumerate(GOLDEN)]
 _any_event: msgspec.json.Decoder[RoomEvent] = msgspec.json.Decoder(RoomEvent)  # type: ignore[arg-type]
@@ -155,7 +177,7 @@ def test_every_room_event_kind_has_a_golden_example() -> None:
     assert kinds == {t.__struct_config__.tag for t in ROOM_EVENTS}
     assert kinds == {
         "chat", "chat_removed", "pinned", "offer", "offer_ended", "sold", "auction", "bid",
-        "auction_ended", "status", "slow",
+        "auction_ended", "status", "slow", "giveaway", "giveaway_ended",
     }  # fmt: skip
 
 

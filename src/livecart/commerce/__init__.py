@@ -5,6 +5,7 @@ from .base import OnStock as OnStock
 from .emitter import Publish as Publish
 from .purchases import BUY_BATCH_MAX as BUY_BATCH_MAX
 from .requests import AuctionCreate as AuctionCreate
+from .requests import GiveawayCreate as GiveawayCreate
 from .requests import OfferCreate as OfferCreate
 from .requests import OrderCreate as OrderCreate
 from .requests import SecondChanceAccept as SecondChanceAccept

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..runtime.rest.common import body, endpoint, identity, json, node_of, signed_in
-from . import AuctionCreate, OfferCreate, OrderCreate, SecondChanceAccept
+from . import AuctionCreate, GiveawayCreate, OfferCreate, OrderCreate, SecondChanceAccept
 
 
 @endpoint
@@ -109,3 +109,23 @@ async def my_second_chance(request: Request) -> Response:
     return json(
         await node_of(request).commerce.second_chance_of(who, request.path_params["id"])
     )
+
+
+@endpoint
+async def create_giveaway(request: Request) -> Response:
+    who = signed_in(request)
+    data = await body(request, GiveawayCreate)
+    giveaway = await node_of(request).commerce.create_giveaway(
+        who,
+        request.path_params["id"],
+        data.product_id,
+        data.winners,
+        data.duration_s,
+        data.eligibility,
+    )
+    return json(giveaway, 201)
+
+
+@endpoint
+async def get_giveaway(request: Request) -> Response:
+    return json(await node_of(request).commerce.get_giveaway(request.path_params["id"]))

@@ -9,6 +9,7 @@ from msgspec import Meta, Struct
 
 from ..limits import ID_MAX_CHARS, MAX_BUY_QTY, MAX_CENTS, MAX_QUANTITY
 from ..text import line_meta
+from . import draw as draw
 from . import rules as rules
 
 _ID = Annotated[str, line_meta(1, ID_MAX_CHARS)]
@@ -64,3 +65,12 @@ class SecondChanceAccept(Struct, forbid_unknown_fields=True):
     """`POST /api/auctions/{id}/second-chance`"""
 
     idempotency_key: _ID
+
+
+class GiveawayCreate(Struct, forbid_unknown_fields=True):
+    """`POST /api/sessions/{id}/giveaways`"""
+
+    product_id: _ID
+    winners: Annotated[int, Meta(ge=1, le=draw.MAX_WINNERS)]
+    duration_s: Annotated[int, Meta(ge=1, le=draw.MAX_GIVEAWAY_S)]
+    eligibility: Literal["viewers", "buyers"] = "viewers"

@@ -1,7 +1,7 @@
 """CommerceService: the one adapter the WebSocket gateway and the REST routes call for offers,
 orders and auctions (SPEC §4–§6). Rules live in `commerce.rules`, SQL in `commerce.store`;
 this package adds the sold-out gate, room events, the background loops and error mapping,
-one part per module (`offers`, `purchases`, `orders`, `auctions`); this one adds the
+one part per module (`offers`, `purchases`, `orders`, `auctions`, `giveaways`); this one adds the
 lifecycle and the background duties.
 
 Every refusal is a `Failure` with a SPEC §5 code. Database trouble (unreachable, timeouts,
@@ -21,6 +21,7 @@ from ..failure import Failure
 from . import store as store
 from .auctions import AuctionService
 from .chances import ChanceService
+from .giveaways import GiveawayService
 from .offers import OfferService
 from .orders import OrderService
 from .purchases import PurchaseService
@@ -28,9 +29,11 @@ from .purchases import PurchaseService
 log = logging.getLogger("livecart.commerce")
 
 
-class CommerceService(OfferService, PurchaseService, OrderService, AuctionService, ChanceService):
-    """Offers, purchases, orders, auctions (with second chances) and merchant webhooks for
-    every session."""
+class CommerceService(
+    OfferService, PurchaseService, OrderService, AuctionService, ChanceService, GiveawayService
+):
+    """Offers, purchases, orders, auctions (with second chances), giveaways and merchant
+    webhooks for every session."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -131,8 +134,13 @@ class CommerceService(OfferService, PurchaseService, OrderService, AuctionServic
 
     async def sweep(self) -> None:
         """One pass of every background duty; each failure is logged and retried next pass."""
-        duties = (self.expire_due, self.end_due_offers, self.close_due_auctions)
-        for duty in (*duties, self.lapse_due_chances):
+        for duty in (
+            self.expire_due,
+            self.end_due_offers,
+            self.close_due_auctions,
+            self.lapse_due_chances,
+            self.draw_due_giveaways,
+        ):
             try:
                 await duty()
             except Failure as exc:

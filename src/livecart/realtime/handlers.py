@@ -1,6 +1,6 @@
 """What each client frame does once decoded: the ones answered in the read step (`_quick`),
 the ones that wait (`dispatch`): join and its snapshot, leave, likes and signals, chat
-(idempotent per ref), bids, reports, feed and auth. A mixin of `Gateway`
+(idempotent per ref), bids, giveaway entries, reports, feed and auth. A mixin of `Gateway`
 (`realtime.endpoint`)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..catalog.rules import LIVE
 from ..chat import replies
 from ..chat.model import ChatRefused
 from ..chat.rules.limits import _RecentMap
+from ..commerce.draw import require_entrant
 from ..limits import CHAT_MAX_CHARS
 from ..protocol import (
     Ack,
@@ -123,6 +124,8 @@ class Handlers:
                     conn.identity, frame.auction, frame.ref, session_id=frame.session
                 )
                 conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
+            case protocol.Enter():
+                await self.enter(conn, frame)
             case protocol.Auth(token=token):
                 await self._auth(conn, token)
             case protocol.Report():
@@ -200,7 +203,7 @@ class Handlers:
                     node.pool, session_id, oldest, want - len(recent)
                 )
                 recent = [protocol.with_offset(o, body) for o, body in older] + recent
-        offers, auction = await node.hub.commerce_state(
+        offers, auction, giveaway = await node.hub.commerce_state(
             room, history.position.offset, lambda: self._commerce(session_id)
         )
         state = SessionState(
@@ -212,6 +215,7 @@ class Handlers:
             likes=room.likes,
             slow=room.slow,
             chat=[msgspec.Raw(m) for m in recent],
+            giveaway=giveaway,
         )
         conn.send(
             encode(
@@ -231,9 +235,13 @@ class Handlers:
 
     async def _commerce(
         self, session_id: str
-    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None]:
         commerce = self.node.commerce
-        return await commerce.open_offers(session_id), await commerce.open_auction(session_id)
+        return (
+            await commerce.open_offers(session_id),
+            await commerce.open_auction(session_id),
+            await commerce.open_giveaway(session_id),
+        )
 
     def _left(self, conn: Connection, session_id: str) -> None:
         """Leave a room; the time spent in it counts as watch time."""
@@ -260,6 +268,19 @@ class Handlers:
         except Exception:
             log.exception("gap fill failed", extra=conn.info())
             conn.close(protocol.CLOSE_GOING_AWAY, "resync failed")
+
+    # ------------------------------------------------------------ giveaways
+
+    async def enter(self, conn: Connection, frame: protocol.Enter) -> None:
+        """Enter a giveaway: only while this connection is joined to its session (present);
+        never the session's own host. Answers `ack {ref}`; entering again is the same entry."""
+        who = conn.identity
+        room = self.node.hub.rooms.get(frame.session)
+        require_entrant(who, creator=None if room is None else room.creator)
+        if frame.session not in conn.rooms or room is None:
+            raise Failure("forbidden", "join the session to enter its giveaways")
+        await self.node.commerce.enter(who, frame.giveaway, session_id=frame.session)
+        conn.send(encode(Ack(frame.ref)))
 
     # ------------------------------------------------------------ chat and likes
 

@@ -16,6 +16,7 @@ import msgspec
 
 from ..protocol import (
     ChatSampled,
+    GiveawayEnded,
     Likes,
     Pinned,
     SlowEvent,
@@ -38,7 +39,18 @@ log = logging.getLogger("livecart.gateway")
 # A cluster sync that takes longer must not hold up the coalesced state events.
 SYNC_TIMEOUT_S = 1.0
 # Room events that change what a join snapshot shows of commerce.
-COMMERCE_EVENTS = frozenset(("offer", "offer_ended", "sold", "auction", "bid", "auction_ended"))
+COMMERCE_EVENTS = frozenset(
+    (
+        "offer",
+        "offer_ended",
+        "sold",
+        "auction",
+        "bid",
+        "auction_ended",
+        "giveaway",
+        "giveaway_ended",
+    )
+)
 # The longest a busy room's tick is stretched to (see Hub.tick_of).
 MAX_TICK_S = 0.25
 # The longest a big room's viewer count waits to go out (see Hub._count_every).
@@ -64,6 +76,7 @@ class _LeadLost(msgspec.Struct):
 # Room events read back from the bus, typed (the offset a delivery carries is ignored).
 _state = msgspec.json.Decoder(StatusEvent | Pinned | SlowEvent)
 _sold = msgspec.json.Decoder(Sold)
+_drawn = msgspec.json.Decoder(GiveawayEnded)
 _chat = msgspec.json.Decoder(_ChatSeen)
 _lead_lost = msgspec.json.Decoder(_LeadLost)
 
@@ -102,6 +115,8 @@ class Hub:
         self.on_sold: Callable[[str, str], None] | None = None
         # A bid (or buy-now) on any node took the lead from a user: `outbid` to them here.
         self.on_outbid: OnOutbid | None = None
+        # A giveaway drawn on any node: this node's winners get their `order`.
+        self.on_drawn: Callable[[GiveawayEnded], None] | None = None
         # Cluster mode: report local viewer counts, get totals over nodes (once a second).
         self.sync_viewers: Callable[[dict[str, int]], Awaitable[dict[str, int]]] | None = None
         # Cluster mode: add this node's new likes, get totals over nodes (every tick).
@@ -173,6 +188,8 @@ class Hub:
                 lost = _lead_lost.decode(pub.data)
                 if lost.outbid is not None and lost.amount_cents is not None:
                     self.on_outbid(session_id, lost.outbid, lost.auction, lost.amount_cents)
+            elif pub.kind == "giveaway_ended" and self.on_drawn is not None:
+                self.on_drawn(_drawn.decode(pub.data))
             elif pub.kind == "chat" and self.on_bus_lag is not None and pub.offset % 16 == 0:
                 # A sample of chat events: their `at` is stamped just before publishing.
                 at = _chat.decode(pub.data).at

@@ -28,8 +28,15 @@ from ..catalog.models import (
 )
 from ..chat import api as moderation_api
 from ..chat.model import AllowedDomains, ModerationRequest, ModeratorRequest, TermRequest
-from ..commerce import AuctionCreate, OfferCreate, OrderCreate, SecondChanceAccept
+from ..commerce import (
+    AuctionCreate,
+    GiveawayCreate,
+    OfferCreate,
+    OrderCreate,
+    SecondChanceAccept,
+)
 from ..commerce import api as commerce_api
+from ..commerce.draw import Giveaway
 from ..commerce.rules import Auction, Offer, Order, SecondChanceView
 from ..limits import (
     AUDIT_PAGE_MAX,
@@ -228,12 +235,29 @@ API: list[ApiRoute] = [
         auth=True,
     ),
     ApiRoute(
+        "POST",
+        "/api/sessions/{id}/giveaways",
+        commerce_api.create_giveaway,
+        summary="Open a giveaway (units taken from stock; commitment published)",
+        request=GiveawayCreate,
+        response=Giveaway,
+        status=201,
+        auth=True,
+    ),
+    ApiRoute(
         "GET",
         "/api/auctions/{id}/second-chance",
         commerce_api.my_second_chance,
         summary="Your second chance on an auction (offered, accepted or lapsed)",
         response=SecondChanceView,
         auth=True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/giveaways/{id}",
+        commerce_api.get_giveaway,
+        summary="Get a giveaway; after the draw with seed, entrants and winners",
+        response=Giveaway,
     ),
     ApiRoute(
         "POST",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import msgspec
 from msgspec import Struct
 
 from .. import auth
@@ -22,8 +23,18 @@ from ..chat.replies import SharedReplies
 from ..chat.rules.limits import FloodPolicy, RatePolicy
 from ..chat.service import ModerationService
 from ..commerce import CommerceService
+from ..commerce.draw import PRIZE_KEY
 from ..commerce.rules import Order
-from ..protocol import CLOSE_GOING_AWAY, Failure, Outbid, RoomEvent, encode, kind_of
+from ..protocol import (
+    CLOSE_GOING_AWAY,
+    Failure,
+    GiveawayEnded,
+    OrderMsg,
+    Outbid,
+    RoomEvent,
+    encode,
+    kind_of,
+)
 from ..ranking import RankingService
 from ..realtime import archive as rooms
 from ..realtime.bus.base import Bus
@@ -64,6 +75,7 @@ class Node:
         self.metrics = Metrics()
         self._sold_out: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._telling: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         s = self.settings
@@ -142,6 +154,7 @@ class Node:
         self.hub.on_outbid = lambda session, user, auction, cents: self.tell(
             user, Outbid(session, auction, cents)
         )
+        self.hub.on_drawn = self._drawn
         moderation_actions = self.metrics.moderation_actions
         self.moderation = ModerationService(
             self.pool,
@@ -279,6 +292,24 @@ class Node:
         finally:
             if then is not None:
                 then(bought)
+
+    def _drawn(self, event: GiveawayEnded) -> None:
+        """A giveaway was drawn (on any node): winners connected here get `order {ref,
+        order}` with ref `giveaway:<id>`, read from the database."""
+        here = {c.identity.sub for c in self.connections} & set(event.winners)
+        if here:
+            task = asyncio.create_task(self._tell_prizes(event.giveaway, sorted(here)))
+            self._telling.add(task)
+            task.add_done_callback(self._telling.discard)
+
+    async def _tell_prizes(self, giveaway: str, users: list[str]) -> None:
+        try:
+            orders = await self.commerce.prize_orders(giveaway, users)
+        except Exception as exc:
+            log.warning("prize orders of %s unreadable: %s", giveaway, exc)
+            return
+        for order in orders:
+            self.tell(order.user, OrderMsg(PRIZE_KEY + giveaway, msgspec.to_builtins(order)))
 
     def tell(self, user: str, message: Struct) -> None:
         """Send `message` to every connection of `user` on this node."""

@@ -9,7 +9,7 @@ product; batches lock offers and products in id order.
 
 One module per concern: `offers`, `purchases` (the batched buy path), `orders` (confirm,
 cancel, expiry, and `return_units`, where their units come back), `auctions`, `chances`
-(second chance), `outbox` (webhooks, returned-stock notices) and `rows` (row
+(second chance), `giveaways`, `outbox` (webhooks, returned-stock notices) and `rows` (row
 mapping); this package re-exports what the service and the tests use.
 """
 
@@ -26,6 +26,14 @@ from .chances import Offered as Offered
 from .chances import accept as accept
 from .chances import chance_of as chance_of
 from .chances import lapse_due_chance as lapse_due_chance
+from .giveaways import Drawn as Drawn
+from .giveaways import EntryBatch as EntryBatch
+from .giveaways import create_giveaway as create_giveaway
+from .giveaways import draw_due_giveaway as draw_due_giveaway
+from .giveaways import enter_many as enter_many
+from .giveaways import get_giveaway as get_giveaway
+from .giveaways import open_giveaway as open_giveaway
+from .giveaways import prize_orders as prize_orders
 from .offers import Ended as Ended
 from .offers import Observation as Observation
 from .offers import end_due_offer as end_due_offer

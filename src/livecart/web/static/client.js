@@ -4,7 +4,7 @@
 /** Room log events: they carry `session` and a contiguous `offset` (SPEC §5). */
 export const ROOM_EVENTS = new Set([
   "chat", "chat_removed", "pinned", "offer", "offer_ended", "sold",
-  "auction", "bid", "auction_ended", "status", "slow",
+  "auction", "bid", "auction_ended", "status", "slow", "giveaway", "giveaway_ended",
 ]);
 
 // ------------------------------------------------------------------ tokens

@@ -1,5 +1,5 @@
-// Studio: products, sessions, the control room (go live, showcase, pin, flash offers, end),
-// the live panel with its chart, and the creator's transparent score.
+// Studio: products, sessions, the control room (go live, showcase, pin, flash offers,
+// giveaways, end), the live panel with its chart, and the creator's transparent score.
 
 import { Auth, LiveSocket, hasRoute, makeApi, money } from "./client.js";
 import {
@@ -8,6 +8,7 @@ import {
 } from "./app.js";
 import { lineChart, sparkline } from "./chart.js";
 import { mountStudioAuction } from "./studio-auction.js";
+import { studioGiveaway } from "./giveaway.js";
 
 const auth = new Auth("studio");
 const api = makeApi(auth);
@@ -328,6 +329,7 @@ function renderShowcaseSelect(items) {
 
 function renderOfferSelect(items) {
   auctions.setProducts(items);
+  giveaways.products(items);
   const sel = $("#offer-product");
   const before = sel.value;
   fill(sel, items.length
@@ -351,6 +353,8 @@ async function prefillOffer() {
 }
 
 $("#offer-product").addEventListener("change", prefillOffer);
+
+const giveaways = studioGiveaway({ socket, call, current: () => state.current, products });
 
 async function addToShowcase(productId) {
   if (!state.current) {

@@ -1,4 +1,5 @@
-// Watch page: video, live chat, the pinned product with Buy, flash offers, likes, discovery.
+// Watch page: video, live chat, the pinned product with Buy, flash offers, giveaways, likes,
+// discovery.
 
 import { Auth, LiveSocket, hasRoute, makeApi, money, newRef, replay } from "./client.js";
 import {
@@ -6,6 +7,7 @@ import {
   initials, lookup, toast, whyText,
 } from "./app.js";
 import { mountWatchAuction } from "./auction.js";
+import { watchGiveaway } from "./giveaway.js";
 
 const sessionId = decodeURIComponent(window.location.pathname.split("/").filter(Boolean).pop());
 const auth = new Auth("watch");
@@ -761,6 +763,7 @@ socket.on("slow", (m) => {
   setSlow(m.seconds);
   notice(m.seconds ? `Slow mode: one message every ${m.seconds}s.` : "Slow mode is off.", "info");
 });
+const giveaway = watchGiveaway({ socket, sessionId, auth, api, products, openSignIn });
 socket.on("ack", onAck);
 socket.on("held", onHeld);
 socket.on("order", onOrder);
@@ -770,6 +773,7 @@ socket.on("muted", (m) => {
   notice(mutedText(), "warn", 0);
 });
 socket.on("error", (m) => {
+  if (m.ref && giveaway.owns(m.ref)) return; // the giveaway panel shows it
   if (m.ref && onBuyError(m)) return;
   if (m.ref && auction.onError(m)) return;
   if (m.ref && reports.delete(m.ref)) {
