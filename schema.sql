@@ -136,6 +136,9 @@ ALTER TABLE auctions ADD COLUMN IF NOT EXISTS opens_at timestamptz;
 ALTER TABLE auctions ADD COLUMN IF NOT EXISTS leader_max_cents bigint;
 ALTER TABLE auctions ADD COLUMN IF NOT EXISTS leader_at double precision;
 ALTER TABLE auctions ADD COLUMN IF NOT EXISTS end_reason text;
+-- A scheduled auction is announced again (`auction` event, status open) once it opens.
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS announced_open boolean NOT NULL DEFAULT true;
+CREATE INDEX IF NOT EXISTS auctions_unannounced ON auctions (opens_at) WHERE NOT announced_open;
 ALTER TABLE bids ADD COLUMN IF NOT EXISTS max_cents bigint;
 ALTER TABLE bids ADD COLUMN IF NOT EXISTS price_cents bigint;
 ALTER TABLE bids ADD COLUMN IF NOT EXISTS leader text;

@@ -511,7 +511,7 @@ class AuctionEvent(Struct, tag="auction", tag_field="type", kw_only=True):
     status: str
     bids: int
     winner_order: str | None = None
-    increments: list[tuple[int | None, int]] = msgspec.field(default_factory=list)
+    increments: list[list[int | None]] = msgspec.field(default_factory=list)
     buy_now_cents: int | None = None
     reserve_met: bool = True
     opens_at: str | None = None

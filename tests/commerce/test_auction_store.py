@@ -53,7 +53,7 @@ async def test_proxy_bids_keep_the_max_hidden(pool: asyncpg.Pool) -> None:
     auction = await svc.create_auction(
         w.creator, w.session, w.product, 1000, None, 300, increments=[[5000, 100], [None, 500]]
     )
-    assert auction.increments == [(5000, 100), (None, 500)]
+    assert auction.increments == [[5000, 100], [None, 500]]
     assert (auction.status, auction.min_increment_cents, auction.reserve_met) == ("open", 100, True)
     ann, bob = w.viewer("ann"), w.viewer("bob")
 
@@ -217,8 +217,16 @@ async def test_scheduled_auction_takes_pre_bids(pool: asyncpg.Pool) -> None:
     assert snapshot is not None and snapshot["status"] == "scheduled"
     pre = await svc.bid(w.viewer("ann"), auction.id, 1000, "a1", max_cents=2000)
     assert ts(pre.ends_at) == pytest.approx(start + 80)
+    assert await svc.announce_opened_auctions() == 0
     clock.advance(61)
     assert (await svc.get_auction(auction.id)).status == "open"
+    assert await svc.announce_opened_auctions() == 1  # announced once
+    assert await svc.announce_opened_auctions() == 0
+    await settle()
+    assert [(e["id"], e["status"], e["bids"]) for e in room.kinds("auction", w.session)] == [
+        (auction.id, "scheduled", 0),
+        (auction.id, "open", 1),
+    ]
     late = await svc.bid(w.viewer("bob"), auction.id, 1200, "b1")  # 19 s left: no extension
     assert (late.amount_cents, late.leading) == (1300, False)
     clock.advance(14)
@@ -243,7 +251,7 @@ async def test_video_time_judging_and_settle_grace(pool: asyncpg.Pool) -> None:
     clock.advance(11)  # now end + 7: still inside the grace
     assert await svc.close_due_auctions() == 0
     bob = w.viewer("bob")
-    assert await code_of(svc.bid(bob, auction.id, 1100, "b1", video_at=start + 37)) == (
+    assert await code_of(svc.bid(bob, auction.id, 1100, "b1", video_at=start + 37.5)) == (
         "auction_closed"
     )
     clock.advance(1)

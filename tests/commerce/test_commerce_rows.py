@@ -90,7 +90,7 @@ async def test_order_and_auction_rows(pool: asyncpg.Pool) -> None:
         ends_at="2026-01-02T03:04:05+00:00",
         status="open",
         bids=0,
-        increments=[(None, 10)],
+        increments=[[None, 10]],
         reserve_met=False,
     )
     assert rows.auction_state(auction_row, 7) == AuctionState(

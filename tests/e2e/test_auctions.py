@@ -10,7 +10,7 @@ import json
 import random
 import secrets
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import asyncpg
@@ -253,25 +253,29 @@ async def test_thousand_bidders_over_three_nodes(
     go = asyncio.Event()
 
     async def contest(b: Bidder) -> None:
-        """Bid a guess; when too low, again at the minimum stated (twice at most)."""
+        """Bid a guess (some with a max); when too low, again at the minimum stated, while
+        it is within the bidder's budget (four tries at most). A third start together, the
+        others over the next 8 s."""
         await go.wait()
+        if rng.random() < 2 / 3:
+            await asyncio.sleep(rng.random() * 8)
+        budget = rng.randrange(2_000, 60_000)
         amount = rng.randrange(100, 4000)
-        top = amount + rng.randrange(0, 3000) if rng.random() < 0.4 else None
-        if top is not None:
-            maxes[b.user] = top
-        for attempt in range(3):
+        proxy = rng.random() < 0.2
+        for attempt in range(4):
             frame = {"type": "bid", "session": sid, "auction": aid, "amount_cents": amount,
                      "ref": f"r{attempt}"}  # fmt: skip
-            if top is not None:
-                frame["max_cents"] = max(top, amount)
-                maxes[b.user] = frame["max_cents"]
+            if proxy:
+                frame["max_cents"] = maxes[b.user] = amount + rng.randrange(0, 1500)
             answer = await b.bid(frame)
             if answer["type"] == "ack":
-                if top is not None:
+                if proxy:
                     assert answer["max_cents"] == frame["max_cents"]
                 return
             assert answer["code"] == "bid_too_low", answer
             amount = answer["min_cents"]
+            if amount > budget:
+                return
 
     t1 = time.monotonic()
     tasks = [asyncio.create_task(contest(b)) for b in bidders]
@@ -291,7 +295,10 @@ async def test_thousand_bidders_over_three_nodes(
     # Every acknowledged bid is in the log, and nothing else is.
     acked = {(b.user, ref) for b in bidders for ref, a in b.answers.items() if a["type"] == "ack"}
     assert acked == {(r["user_id"], r["ref"]) for r in rows}
-    assert len(rows) > 100, len(rows)
+    # Under this contention most attempts lose the race for the next step: each refusal
+    # states the minimum, and only refusals for being too low happen.
+    codes = Counter(a.get("code", "ack") for b in bidders for a in b.answers.values())
+    assert set(codes) == {"ack", "bid_too_low"} and codes["ack"] == len(rows) > 5, codes
     # The log replayed through the brute-force reference: the same price and leader each step.
     table = [(100, 5), (500, 25), (2_500, 50), (10_000, 100), (25_000, 250),
              (50_000, 500), (100_000, 1_000), (250_000, 2_500), (500_000, 5_000), (None, 10_000)]  # fmt: skip
@@ -351,7 +358,7 @@ async def test_thousand_bidders_over_three_nodes(
     ) == 1
     print(
         f"\n1000 bidders on 3 nodes: connected in {connected_s:.1f}s, {len(rows)} bids "
-        f"accepted in {bid_s:.1f}s (shared, loaded machine)"
+        f"accepted of {codes.total()} attempts in {bid_s:.1f}s (shared, loaded machine)"
     )
     await bounded([b.close for b in bidders], 64)
     for w in watchers:

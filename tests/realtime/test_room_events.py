@@ -60,7 +60,7 @@ AUCTION = Auction(
     ends_at="2026-12-06T02:05:00+00:00",
     status="open",
     bids=0,
-    increments=[(None, 10)],
+    increments=[[None, 10]],
 )
 PRODUCT = Product(
     id="p1", creator="c", title="Hat", price_cents=900, currency="USD", stock=3, category="",

@@ -192,6 +192,15 @@ class AuctionService(CommerceBase):
         if closed.order is not None:
             self._webhooks_written()
 
+    async def announce_opened_auctions(self) -> int:
+        """Scheduled auctions that reached `opens_at`: an `auction` event (status open) each,
+        so viewers' snapshots and pages switch from pre-bids to bidding."""
+        now = self._clock()
+        opened = await self._db(functools.partial(store.opened_auctions, now=now))
+        for auction in opened:
+            self._emit(AuctionEvent(**msgspec.structs.asdict(auction)))
+        return len(opened)
+
     async def close_due_auctions(self, limit: int = 100) -> int:
         """Settle auctions `settle_grace_s` past `ends_at`: the winner gets a reserved order;
         without bids or below the reserve the lot returns to stock. Returns how many."""

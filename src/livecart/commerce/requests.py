@@ -41,7 +41,7 @@ class OrderCreate(Struct, forbid_unknown_fields=True):
 _POSITIVE_CENTS = Annotated[int, Meta(ge=1, le=MAX_CENTS)]
 # `[[up_to_cents | null, step_cents], ...]`; ascending order is checked by the rules.
 _INCREMENTS = Annotated[
-    list[tuple[_POSITIVE_CENTS | None, _POSITIVE_CENTS]],
+    list[Annotated[list[_POSITIVE_CENTS | None], Meta(min_length=2, max_length=2)]],
     Meta(min_length=1, max_length=rules.MAX_INCREMENT_ROWS),
 ]
 

@@ -84,7 +84,8 @@ class Auction(msgspec.Struct, kw_only=True):
     status: ShownStatus
     bids: int
     winner_order: str | None = None
-    increments: list[tuple[int | None, int]] = msgspec.field(default_factory=list)
+    # `[[up_to_cents | null, step_cents], ...]` (lists, not tuples: plain JSON Schema arrays)
+    increments: list[list[int | None]] = msgspec.field(default_factory=list)
     buy_now_cents: int | None = None
     reserve_met: bool = True
     opens_at: str | None = None

@@ -137,6 +137,7 @@ class CommerceService(
         for duty in (
             self.expire_due,
             self.end_due_offers,
+            self.announce_opened_auctions,
             self.close_due_auctions,
             self.lapse_due_chances,
             self.draw_due_giveaways,

@@ -21,6 +21,7 @@ from .auctions import close_due_auction as close_due_auction
 from .auctions import create_auction as create_auction
 from .auctions import get_auction as get_auction
 from .auctions import open_auction as open_auction
+from .auctions import opened_auctions as opened_auctions
 from .auctions import return_unit as return_unit
 from .chances import Offered as Offered
 from .chances import accept as accept

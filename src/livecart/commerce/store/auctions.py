@@ -61,8 +61,8 @@ async def create_auction(
             raise Failure("sold_out", "the product is out of stock")
         row = await conn.fetchrow(
             "INSERT INTO auctions AS a (id, session, product, start_cents, min_increment_cents, "
-            "mode, ends_at, increments, buy_now_cents, reserve_cents, opens_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+            "mode, ends_at, increments, buy_now_cents, reserve_cents, opens_at, announced_open) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
             f"RETURNING {AUCTION_COLS}",
             new_id("auc"),
             session_id,
@@ -75,8 +75,20 @@ async def create_auction(
             terms.buy_now_cents,
             terms.reserve_cents,
             at(opens_at),
+            terms.starts_in_s <= 0,
         )
     return auction_from_row(row, 0, now)
+
+
+async def opened_auctions(conn: Executor, now: float) -> list[Auction]:
+    """Scheduled auctions that opened since the last pass, each returned once (to announce)."""
+    rows = await conn.fetch(
+        "UPDATE auctions a SET announced_open = true "
+        "WHERE a.status = 'open' AND NOT a.announced_open AND a.opens_at <= $1 "
+        f"RETURNING {AUCTION_COLS}",
+        at(now),
+    )
+    return [auction_from_row(r, await _bid_count(conn, r["id"]), now) for r in rows]
 
 
 async def get_auction(conn: Executor, auction_id: str, now: float) -> Auction | None:
@@ -92,6 +104,28 @@ async def open_auction(conn: Executor, session_id: str, now: float) -> Auction |
         session_id,
     )
     return None if row is None else auction_from_row(row, await _bid_count(conn, row["id"]), now)
+
+
+# One round trip after the auction's row lock: the bidder's earlier bid with this ref (if
+# any), the number of bids, the session's status.
+_AFTER_LOCK = """
+SELECT e.seq, e.amount_cents, e.max_cents, e.price_cents, e.leader,
+       (SELECT coalesce(max(seq), 0) FROM bids WHERE auction = $1) AS bids,
+       (SELECT status FROM sessions WHERE id = $4) AS live
+FROM (SELECT 1) one
+LEFT JOIN bids e ON e.auction = $1 AND e.user_id = $2 AND e.ref = $3
+"""
+# The bid and the auction it changes, in one statement.
+_RECORD_BID = """
+WITH bid AS (
+    INSERT INTO bids (auction, seq, user_id, amount_cents, ref, at, max_cents, price_cents,
+                      leader, video_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+)
+UPDATE auctions SET current_cents = $8, leader = $9, ends_at = $11, leader_max_cents = $12,
+                    leader_at = $13
+WHERE id = $1
+"""
 
 
 @dataclass(slots=True)
@@ -124,31 +158,25 @@ async def bid(
         )
         if row is None or (session_id is not None and row["session"] != session_id):
             raise Failure("not_found", "no such auction in this session")
-        # Read after the lock so that earlier bids, committed while we waited, are seen.
-        earlier = await conn.fetchrow(
-            "SELECT seq, amount_cents, max_cents, price_cents, leader FROM bids "
-            "WHERE auction = $1 AND user_id = $2 AND ref = $3",
-            auction_id,
-            user,
-            ref,
-        )
-        if earlier is not None:
-            price = earlier["price_cents"]
+        # Read after the lock so that earlier bids, committed while we waited, are seen:
+        # this bidder's bid with the same ref (a retry), the count, the session's status.
+        seen = await conn.fetchrow(_AFTER_LOCK, auction_id, user, ref, row["session"])
+        if seen["seq"] is not None:
+            price = seen["price_cents"]
             accepted = BidAccepted(
                 auction=auction_id,
-                seq=earlier["seq"],
+                seq=seen["seq"],
                 user=user,
-                amount_cents=earlier["amount_cents"] if price is None else price,
+                amount_cents=seen["amount_cents"] if price is None else price,
                 ends_at=iso(row["ends_at"]),
-                leading=earlier["leader"] in (None, user),
-                leader=earlier["leader"] or user,
-                max_cents=earlier["max_cents"],
+                leading=seen["leader"] in (None, user),
+                leader=seen["leader"] or user,
+                max_cents=seen["max_cents"],
             )
             return BidOutcome(accepted, row["session"], replay=True, extended=False)
-        state = auction_state(row, await _bid_count(conn, auction_id))
-        live = await conn.fetchval("SELECT status FROM sessions WHERE id = $1", row["session"])
+        state = auction_state(row, seen["bids"])
         judged = rules.judged_at(now, video_at)
-        if state.status == "open" and judged < state.ends_at and live != "live":
+        if state.status == "open" and judged < state.ends_at and seen["live"] != "live":
             raise Failure("not_live", "the session is not live")
         result = rules.decide_bid(
             state,
@@ -161,8 +189,7 @@ async def bid(
         )
         after = result.auction
         await conn.execute(
-            "INSERT INTO bids (auction, seq, user_id, amount_cents, ref, at, max_cents, "
-            "price_cents, leader, video_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            _RECORD_BID,
             auction_id,
             after.bids,
             user,
@@ -173,13 +200,6 @@ async def bid(
             after.current_cents,
             after.leader,
             judged,
-        )
-        await conn.execute(
-            "UPDATE auctions SET current_cents = $2, leader = $3, ends_at = $4, "
-            "leader_max_cents = $5, leader_at = $6 WHERE id = $1",
-            auction_id,
-            after.current_cents,
-            after.leader,
             at(after.ends_at),
             after.leader_max_cents,
             after.leader_at,

@@ -91,7 +91,7 @@ def auction_from_row(row: Any, bids: int, now: float) -> Auction:
         status=shown_status(state, at(now).timestamp()),
         bids=bids,
         winner_order=row["winner_order"],
-        increments=[(up_to, step) for up_to, step in state.increments],
+        increments=[[up_to, step] for up_to, step in state.increments],
         buy_now_cents=state.buy_now_cents,
         reserve_met=reserve_met(state),
         opens_at=None if row["opens_at"] is None else iso(row["opens_at"]),
