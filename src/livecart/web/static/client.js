@@ -1,5 +1,9 @@
-// The livecart reference client: tokens, REST calls and the WebSocket with resume.
-// Dependency-free ES module; the pages build on it and nothing else.
+// The pages' client: tokens, REST calls, and the WebSocket through the SDK
+// (`livecart-client.js`, a copy of clients/js/src/index.js). The pages build on it alone.
+import { LivecartClient, newRef } from "./livecart-client.js";
+
+/** A client-chosen ref (1–64 chars), unique per page load. */
+export { newRef };
 
 /** Room log events: they carry `session` and a contiguous `offset` (SPEC §5). */
 export const ROOM_EVENTS = new Set([
@@ -129,15 +133,6 @@ export function makeApi(auth) {
 
 // ------------------------------------------------------------------ helpers
 
-let refCounter = 0;
-
-/** A client-chosen ref (1–64 chars), unique per page load. */
-export function newRef(prefix = "r") {
-  refCounter += 1;
-  const rand = Math.random().toString(36).slice(2, 10);
-  return `${prefix}-${Date.now().toString(36)}-${refCounter}-${rand}`.slice(0, 64);
-}
-
 const moneyFormats = new Map();
 
 /** Integer minor units → a localised amount (`1500, "USD"` → `$15.00`). */
@@ -161,181 +156,47 @@ export function money(cents, currency = "USD") {
 // ------------------------------------------------------------------ WebSocket
 
 /**
- * One connection that multiplexes the joined sessions and the feed (SPEC §5).
+ * The pages' connection: the SDK's LivecartClient (`livecart-client.js`, the same file as
+ * clients/js/src/index.js) behind the interface the pages were written against.
  *
- * - Every server frame is a JSON array; each message goes to `on(type, fn)` listeners
- *   (and to `on("*", fn)`).
- * - It remembers `{epoch, offset}` per joined session, drops log events it has already
- *   seen, and after any disconnect reconnects with backoff and rejoins with `since`.
- * - `buy`/`bid`/`buy_now`/`accept` frames (idempotent per ref) that got no answer are sent
- *   again, with the same ref, after a reconnect.
+ * - Every server message goes to `on(type, fn)` listeners (and to `on("*", fn)`); log events
+ *   come once each, in offset order, resumed with `since` after any reconnect.
+ * - `send(frame)` sends now (false when offline); `sendRetryable(frame)` (buy, bid, buy_now,
+ *   accept: safe to repeat with the same ref) is also sent again after a reconnect until it
+ *   is answered; `bid`, `buyNow` and `acceptSecondChance` build those frames.
  * - Lifecycle events: `open` (after hello), `offline` ({code, retryInMs}), `unauthorized`.
  */
 export class LiveSocket {
   constructor(token) {
     this.token = token || "";
-    this.listeners = new Map();
-    this.rooms = new Map(); // session -> {epoch, offset} | null
-    this.retryable = new Map(); // ref -> frame (buy, bid) awaiting an answer
-    this.ws = null;
-    this.online = false;
-    this.attempt = 0;
-    this.closedByUs = false;
-    this.feedOn = false;
-    this.pingTimer = null;
-    this.pongDeadline = null;
-  }
-
-  on(type, fn) {
-    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
-    this.listeners.get(type).add(fn);
-    return () => this.listeners.get(type).delete(fn);
-  }
-
-  emit(type, msg) {
-    for (const key of [type, "*"]) {
-      const set = this.listeners.get(key);
-      if (!set) continue;
-      for (const fn of set) {
-        try {
-          fn(msg);
-        } catch (exc) {
-          // A broken listener must not stop the others; report it without failing the socket.
-          console.warn("listener failed", type, exc);
-        }
-      }
-    }
-  }
-
-  url() {
     const proto = window.location.protocol === "https:" ? "wss:" : "ws:";
-    const q = this.token ? `?token=${encodeURIComponent(this.token)}` : "";
-    return `${proto}//${window.location.host}/ws${q}`;
+    this.client = new LivecartClient(`${proto}//${window.location.host}/ws`, {
+      token: this.token, backoff: { minMs: 500, maxMs: 10000 },
+    });
+    // Answers to sendRetryable frames are handled by the pages' own listeners.
+    this.retryable = { delete: (ref) => this.client.pending.delete(ref) };
   }
 
-  connect() {
-    this.closedByUs = false;
-    let ws;
-    try {
-      ws = new WebSocket(this.url());
-    } catch {
-      this.scheduleReconnect(1006);
-      return;
-    }
-    this.ws = ws;
-    ws.onmessage = (ev) => this.onFrame(ev.data);
-    ws.onclose = (ev) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      this.stopPing();
-      const wasOnline = this.online;
-      this.online = false;
-      if (this.closedByUs) return;
-      if (ev.code === 4001) {
-        this.emit("unauthorized", { code: ev.code, reason: ev.reason });
-        return;
-      }
-      this.scheduleReconnect(ev.code, wasOnline);
-    };
-    ws.onerror = () => { /* onclose follows and handles it */ };
-  }
+  get online() { return this.client.ready; }
 
-  scheduleReconnect(code, wasOnline = false) {
-    // 1001 (server going away) is a planned restart: come back quickly, then back off.
-    const base = code === 1001 ? 300 : code === 4008 ? 5000 : 500;
-    const delay = Math.min(10000, base * 2 ** Math.min(this.attempt, 6));
-    const wait = Math.round(delay * (0.6 + Math.random() * 0.4));
-    this.attempt += 1;
-    this.emit("offline", { code, retryInMs: wait, wasOnline });
-    window.setTimeout(() => { if (!this.closedByUs && !this.ws) this.connect(); }, wait);
-  }
+  get hello() { return this.client.hello; }
 
-  close() {
-    this.closedByUs = true;
-    this.stopPing();
-    if (this.ws) this.ws.close(1000);
-  }
+  /** Whether `feed {on: true}` is sent after every connect. */
+  get feedOn() { return this.client.feedOn; }
 
-  onFrame(data) {
-    let messages;
-    try {
-      messages = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (!Array.isArray(messages)) messages = [messages];
-    for (const msg of messages) {
-      if (!msg || typeof msg.type !== "string") continue;
-      if (!this.track(msg)) continue;
-      if (msg.ref !== undefined && ["order", "ack", "error", "held"].includes(msg.type)) {
-        if (!(msg.type === "error" && msg.code === "unavailable")) this.retryable.delete(msg.ref);
-      }
-      if (msg.type === "hello") this.onHello(msg);
-      if (msg.type === "pong") this.pongDeadline = null;
-      this.emit(msg.type, msg);
-    }
-  }
+  set feedOn(on) { this.client.feedOn = on; }
 
-  /** Keeps positions; false for a log event already seen (never shown twice). */
-  track(msg) {
-    if (msg.type === "joined") {
-      if (this.rooms.has(msg.session)) {
-        this.rooms.set(msg.session, { epoch: msg.epoch, offset: msg.offset });
-      }
-      return true;
-    }
-    if (ROOM_EVENTS.has(msg.type) && typeof msg.offset === "number" && msg.session) {
-      const pos = this.rooms.get(msg.session);
-      if (pos) {
-        if (msg.offset <= pos.offset) return false;
-        pos.offset = msg.offset;
-      }
-    }
-    return true;
-  }
+  on(type, fn) { return this.client.on(type, fn); }
 
-  onHello(msg) {
-    this.online = true;
-    this.attempt = 0;
-    this.hello = msg;
-    for (const [session, pos] of this.rooms) this.sendJoin(session, pos);
-    if (this.feedOn) this.send({ type: "feed", on: true });
-    for (const frame of this.retryable.values()) this.send(frame);
-    this.startPing();
-    this.emit("open", msg);
-  }
+  connect() { this.client.connect().catch(() => { /* `unauthorized` tells the page */ }); }
 
-  startPing() {
-    this.stopPing();
-    this.pingTimer = window.setInterval(() => {
-      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-      if (this.pongDeadline && Date.now() > this.pongDeadline) {
-        // No answer to the last ping: the connection is dead even if the socket says open.
-        this.ws.close(4000, "no pong");
-        return;
-      }
-      if (!this.pongDeadline) this.pongDeadline = Date.now() + 15000;
-      this.send({ type: "ping", ref: newRef("ping") });
-    }, 20000);
-  }
+  close() { this.client.close(); }
 
-  stopPing() {
-    if (this.pingTimer) window.clearInterval(this.pingTimer);
-    this.pingTimer = null;
-    this.pongDeadline = null;
-  }
+  send(frame) { return this.client.send(frame); }
 
-  /** Sends a frame now; false when offline (the caller decides what to show). */
-  send(frame) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(JSON.stringify(frame));
-    return true;
-  }
-
-  /** Sends a frame that is safe to repeat with the same ref (buy, bid): retried on reconnect. */
   sendRetryable(frame) {
-    this.retryable.set(frame.ref, frame);
-    return this.send(frame);
+    this.client.request(frame, { retries: 0 }).catch(() => { /* the `error` listener shows it */ });
+    return this.client.ready;
   }
 
   /** `bid` (SPEC §11; `maxCents` makes it a proxy bid), retried on reconnect; its ref. */
@@ -358,26 +219,11 @@ export class LiveSocket {
     return ref;
   }
 
-  sendJoin(session, pos) {
-    const frame = { type: "join", session };
-    if (pos) frame.since = { epoch: pos.epoch, offset: pos.offset };
-    this.send(frame);
-  }
+  join(session) { this.client.join(session); }
 
-  join(session) {
-    if (!this.rooms.has(session)) this.rooms.set(session, null);
-    if (this.online) this.sendJoin(session, this.rooms.get(session));
-  }
+  leave(session) { this.client.leave(session); }
 
-  leave(session) {
-    this.rooms.delete(session);
-    this.send({ type: "leave", session });
-  }
-
-  feed(on) {
-    this.feedOn = on;
-    this.send({ type: "feed", on });
-  }
+  feed(on) { this.client.feed(on); }
 }
 
 /**
