@@ -273,3 +273,53 @@ async def test_proxy_bids_count_at_their_public_price_and_the_reserve_holds(
     w, auction, offered = await run(800, [("a", 600, None), ("b", 700, None), ("c", 900, None)])
     assert offered == []
     assert await stock_of(pool, w.product) == 1
+
+
+async def test_two_nodes_sweeping_at_once_run_each_chain_in_order(pool: asyncpg.Pool) -> None:
+    """Two services (as two nodes) expire orders and lapse chances at the same time over
+    many auctions: every chain offers its bidders one at a time, highest first, each once,
+    and every unit ends back in stock with the books balanced."""
+    clock = Clock()
+    nodes = [
+        service(pool, Room(), clock, reservation_ttl_s=TTL, second_chance_ttl_s=CHANCE_TTL)
+        for _ in range(2)
+    ]
+    lots: list[tuple[World, str]] = []
+    for _ in range(8):
+        w = await world(pool, stock=1)
+        made = await nodes[0].create_auction(
+            w.creator, w.session, w.product, 500, 50, 30, "sudden_death"
+        )
+        for i, (name, amount) in enumerate([("a", 500), ("b", 600), ("c", 700), ("d", 800)]):
+            await nodes[i % 2].bid(w.viewer(name), made.id, amount, f"r{i}")
+        lots.append((w, made.id))
+    clock.advance(31)
+    while await nodes[0].close_due_auctions():
+        pass
+    clock.advance(TTL + 1)
+    for _ in range(4):  # the winner's expiry, then three lapses, both nodes racing
+        await asyncio.gather(*(n.expire_due() for n in nodes))
+        await asyncio.gather(*(n.lapse_due_chances() for n in nodes))
+        for _w, auction in lots:
+            open_now = await pool.fetchval(
+                "SELECT count(*) FROM second_chances WHERE auction = $1 AND status = 'offered'",
+                auction,
+            )
+            assert open_now <= 1
+        clock.advance(CHANCE_TTL)
+    for w, auction in lots:
+        rows = await pool.fetch(
+            "SELECT round, user_id, amount_cents, status FROM second_chances "
+            "WHERE auction = $1 ORDER BY round",
+            auction,
+        )
+        assert [(r["round"], r["user_id"], r["amount_cents"], r["status"]) for r in rows] == [
+            (1, w.viewer("c").sub, 700, "lapsed"),
+            (2, w.viewer("b").sub, 600, "lapsed"),
+            (3, w.viewer("a").sub, 500, "lapsed"),
+        ]
+        assert await stock_of(pool, w.product) == 1
+        offer = await pool.fetchval("SELECT id FROM offers WHERE auction = $1", auction)
+        books = await ledger(pool, offer)
+        assert_invariant(books)
+        assert (books["remaining"], books["returned"]) == (1, 1)
