@@ -186,21 +186,29 @@ def test_the_runner_up_takes_a_second_chance_on_the_watch_page(
     server: ServerProcess, pages: Pages
 ) -> None:
     s = shop(server, "auction-chance")
-    made = auction(server, s, min_increment_cents=100, duration_s=3, mode="sudden_death")
+    made = auction(server, s, min_increment_cents=100, duration_s=6, mode="sudden_death")
     carol = pages.open(watch_url(server, s["session"], "carol-auc", "Carol"))
-    expect(carol.locator("#auction .auction-status")).to_have_text("Open")
-    run(ws_bid(server, "carol-auc", s["session"], made["id"], 1000))
+    card = carol.locator("#auction")
+    expect(card.locator(".auction-status")).to_have_text("Open")
+    card.get_by_label("Your bid").fill("10")
+    card.get_by_role("button", name="Bid", exact=True).click()
+    expect(card.locator(".auction-notice")).to_have_text("✓ You lead at $10.00")
     run(ws_bid(server, "dave-auc", s["session"], made["id"], 1100))
-    expect(carol.locator("#auction .auction-status")).to_have_text(
-        "Ended — time is up", timeout=20000
+    expect(card.locator(".auction-notice")).to_have_text(
+        "You were outbid — the price is now $11.00"
     )
-    expect(carol.locator("#auction .auction-result")).to_have_text("Won by @dave-auc at $11.00")
+    expect(card.locator(".auction-status")).to_have_text("Ended — time is up", timeout=20000)
+    expect(card.locator(".auction-result")).to_have_text("Won by @dave-auc at $11.00")
 
     # Dave does not pay within the 2 s reservation: Carol is offered the lot at her bid.
     prompt = carol.locator("#second-chance")
     expect(prompt).to_be_visible(timeout=20000)
     expect(prompt).to_contain_text("It is yours for your bid of $10.00")
     expect(prompt.locator(".chance-clock")).to_contain_text(re.compile(r"expires in 0:[0-5]\d"))
+
+    # A page opened again finds the open offer over REST.
+    carol.reload()
+    expect(prompt).to_contain_text("It is yours for your bid of $10.00")
     prompt.get_by_role("button", name="Accept the second chance for $10.00").click()
     expect(prompt).to_contain_text("Reserved 1 × $10.00 — order")
     expect(carol.locator("#orders .order")).to_contain_text("$10.00")

@@ -77,10 +77,11 @@ function cents(text) {
 
 /**
  * The watch page's auction card and second-chance prompt. `box` and `prompt` are its two
- * elements; `products(id)` resolves a product; `signIn()` opens the sign-in box. Returns
- * `onError(msg)`: true when an `error` answered one of its own frames.
+ * elements; `products(id)` resolves a product; `signIn()` opens the sign-in box; `api` is
+ * the page's REST call. Returns `onError(msg)`: true when an `error` answered one of its own
+ * frames.
  */
-export function mountWatchAuction({ socket, auth, sessionId, box, prompt, products, signIn }) {
+export function mountWatchAuction({ socket, auth, sessionId, box, prompt, products, signIn, api }) {
   const me = auth.user ? auth.user.sub : null;
   const st = {
     auction: null,
@@ -260,9 +261,44 @@ export function mountWatchAuction({ socket, auth, sessionId, box, prompt, produc
     renderPrompt();
   }
 
+  // The auctions this browser bid on in this session, so that a second chance offered while
+  // the page was closed is shown when it opens again (`GET /api/auctions/{id}/second-chance`).
+  const bidKey = `livecart.watch.bids.${me}.${sessionId}`;
+  function remember(auctionId) {
+    try {
+      const ids = JSON.parse(window.localStorage.getItem(bidKey) || "[]").filter((x) => x !== auctionId);
+      window.localStorage.setItem(bidKey, JSON.stringify([auctionId, ...ids].slice(0, 20)));
+    } catch { /* storage disabled: the live message still comes */ }
+  }
+  async function pendingChances() {
+    if (!me || !api) return;
+    let ids = [];
+    try { ids = JSON.parse(window.localStorage.getItem(bidKey) || "[]"); } catch { ids = []; }
+    const keep = [];
+    for (const id of ids) {
+      try {
+        const c = await api("GET", `/api/auctions/${encodeURIComponent(id)}/second-chance`);
+        if (c && c.status === "offered" && (toMs(c.expires_at) || 0) > Date.now()) {
+          keep.push(id);
+          if (!st.chance) {
+            st.chance = { type: "second_chance", session: c.session, auction: c.auction,
+              amount_cents: c.amount_cents, expires_at: c.expires_at };
+            renderPrompt();
+          }
+        }
+      } catch (exc) {
+        // 404: no chance for you on that auction (yet: it may still come live).
+        if (!(exc && exc.status === 404)) keep.push(id);
+        else if (st.auction && st.auction.id === id && st.auction.status !== "ended") keep.push(id);
+      }
+    }
+    try { window.localStorage.setItem(bidKey, JSON.stringify(keep)); } catch { /* ignore */ }
+  }
+
   function onAck(msg) {
     if (st.pending.get(msg.ref) !== "bid") return;
     st.pending.delete(msg.ref);
+    if (st.auction) remember(st.auction.id);
     const cur = st.currency;
     if (msg.max_cents) st.myMax = msg.max_cents;
     if (msg.leading === false) {
@@ -382,6 +418,7 @@ export function mountWatchAuction({ socket, auth, sessionId, box, prompt, produc
     }
   }, 1000);
 
+  pendingChances();
   return {
     onError,
     /** The viewer's clock offset in ms (video delay), for the countdown. */

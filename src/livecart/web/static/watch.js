@@ -21,7 +21,7 @@ const sessions = lookup(api, (id) => `/api/sessions/${encodeURIComponent(id)}`);
 
 const auction = mountWatchAuction({
   socket, auth, sessionId, box: $("#auction"), prompt: $("#second-chance"), products,
-  signIn: () => openSignIn(),
+  signIn: () => openSignIn(), api,
 });
 
 const state = {
