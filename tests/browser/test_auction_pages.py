@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from tests.e2e.harness import Client, ServerProcess, live_session, token
 
 from .conftest import Pages, run
-from .test_pages import rest, watch_url
+from .test_pages import UNLABELLED_JS, rest, watch_url
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,32 @@ def test_the_runner_up_takes_a_second_chance_on_the_watch_page(
     assert [(o["unit_cents"], o["status"]) for o in orders] == [(1000, "reserved")]
     prompt.get_by_role("button", name="Close").click()
     expect(prompt).to_be_hidden()
+
+
+def test_the_auction_parts_fit_a_phone_and_label_every_control(
+    server: ServerProcess, pages: Pages
+) -> None:
+    s = shop(server, "auction-phone")
+    auction(server, s, buy_now_cents=5000, reserve_cents=3000)
+    urls = {
+        "watch": (
+            watch_url(server, s["session"], "phone-auc", "Phone"),
+            "#auction .auction-status",
+        ),
+        "studio": (
+            f"{server.url}/studio#session={s['session']}&token={s['ctok']}",
+            "#auction-live .auction-status",
+        ),
+    }
+    for width in (375, 1280):
+        for name, (url, ready) in urls.items():
+            page = pages.open(url, width=width, height=800)
+            expect(page.locator(ready)).to_have_text("Open")
+            if name == "studio":
+                page.locator("#auction-form").get_by_label("Bid steps").select_option("table")
+            page.wait_for_timeout(300)
+            overflow = page.evaluate(
+                "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+            )
+            assert overflow <= width, f"{name} at {width}px is {overflow}px wide"
+            assert page.evaluate(UNLABELLED_JS) == [], f"{name}: unlabelled controls"
