@@ -291,4 +291,45 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 );
 CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_at) WHERE delivered_at IS NULL;
 
+-- Selling in a show (SPEC §13): claim words, waitlists, bundles.
+-- An offer's claim word as typed and in the chat normaliser's form (`claim_key`); two open
+-- offers of one session never share a key, so a chat message names at most one offer.
+ALTER TABLE offers ADD COLUMN IF NOT EXISTS claim_word text;
+ALTER TABLE offers ADD COLUMN IF NOT EXISTS claim_key text;
+CREATE UNIQUE INDEX IF NOT EXISTS offers_open_claim ON offers (session, claim_key)
+    WHERE status = 'open' AND claim_key IS NOT NULL;
+
+-- One place per user per offer, served in `seq` order under the offer's row lock.
+CREATE TABLE IF NOT EXISTS waitlist (
+    offer       text NOT NULL REFERENCES offers (id),
+    user_id     text NOT NULL,
+    ref         text NOT NULL,
+    seq         bigserial,
+    status      text NOT NULL DEFAULT 'waiting' CHECK (status IN ('waiting', 'served', 'dropped')),
+    order_id    text,
+    at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (offer, user_id)
+);
+CREATE INDEX IF NOT EXISTS waitlist_waiting ON waitlist (offer, seq) WHERE status = 'waiting';
+
+-- Sessions whose bundles are still to close once they end; sessions that existed before
+-- bundles did count as closed (no flood of webhooks for old shows).
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS bundles_open boolean NOT NULL DEFAULT false;
+ALTER TABLE sessions ALTER COLUMN bundles_open SET DEFAULT true;
+CREATE INDEX IF NOT EXISTS sessions_bundles_open ON sessions (ended_at)
+    WHERE status = 'ended' AND bundles_open;
+
+-- A buyer's bundle once its session ended: written with its `bundle.closed` webhook in one
+-- transaction, once (the primary key); open bundles are read from the orders themselves.
+CREATE TABLE IF NOT EXISTS bundles (
+    session     text NOT NULL REFERENCES sessions (id),
+    user_id     text NOT NULL,
+    id          text NOT NULL UNIQUE,
+    orders      jsonb NOT NULL,
+    total_cents bigint NOT NULL,
+    currency    text NOT NULL,
+    closed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (session, user_id)
+);
+
 INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;

@@ -136,6 +136,17 @@ class Enter(Struct, tag="enter", tag_field="type", frozen=True):
     ref: Ref
 
 
+# ------------------------------------------------ client frames: selling in a show (SPEC §13)
+
+
+class Waitlist(Struct, tag="waitlist", tag_field="type", frozen=True):
+    """Join a sold-out open offer's waitlist: `ack {ref, position}`."""
+
+    session: Id
+    offer: Id
+    ref: Ref
+
+
 ClientFrame = (
     Join
     | Leave
@@ -151,26 +162,9 @@ ClientFrame = (
     | Auth
     | Accept
     | Enter
+    | Waitlist
 )
-CLIENT_TYPES = frozenset(
-    t.__struct_config__.tag
-    for t in (
-        Join,
-        Leave,
-        Chat,
-        Like,
-        Buy,
-        Bid,
-        BuyNow,
-        Signal,
-        Report,
-        Feed,
-        Ping,
-        Auth,
-        Accept,
-        Enter,
-    )
-)
+CLIENT_TYPES = frozenset(t.__struct_config__.tag for t in get_args(ClientFrame))
 
 _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)  # type: ignore[arg-type]
 
@@ -391,6 +385,13 @@ class Outbid(Struct, tag="outbid", tag_field="type"):
     amount_cents: int
 
 
+class WaitlistAck(Struct, tag="ack", tag_field="type"):
+    """SPEC §13: the answer to `waitlist`; `position` 1 is served first."""
+
+    ref: str
+    position: int
+
+
 class Viewers(Struct, tag="viewers", tag_field="type"):
     session: str
     count: int
@@ -466,7 +467,7 @@ class SlowEvent(Struct, tag="slow", tag_field="type"):
     shield: bool = False  # always sent; the default reads events from before it existed
 
 
-class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True):
+class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True, omit_defaults=True):
     """An opened offer: every field of `commerce.rules.Offer`, `session` first."""
 
     session: str
@@ -480,6 +481,7 @@ class OfferEvent(Struct, tag="offer", tag_field="type", kw_only=True):
     starts_at: str
     ends_at: str
     status: str
+    claim_word: str | None = None  # SPEC §13: "type it in chat to claim one"
 
 
 class OfferEnded(Struct, tag="offer_ended", tag_field="type"):

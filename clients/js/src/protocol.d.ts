@@ -139,6 +139,17 @@ export interface Enter {
   ref: string;
 }
 
+/** Join a sold-out open offer's waitlist: `ack {ref, position}`. */
+export interface Waitlist {
+  type: "waitlist";
+  /** 1–64 characters */
+  session: string;
+  /** 1–64 characters */
+  offer: string;
+  /** 1–64 characters */
+  ref: string;
+}
+
 export interface Limits {
   max_frame_bytes: number;
   chat_max_chars: number;
@@ -234,6 +245,13 @@ export interface Outbid {
   session: string;
   auction: string;
   amount_cents: number;
+}
+
+/** SPEC §13: the answer to `waitlist`; `position` 1 is served first. */
+export interface WaitlistAck {
+  type: "ack";
+  ref: string;
+  position: number;
 }
 
 export interface Viewers {
@@ -340,6 +358,7 @@ export interface OfferEvent {
   starts_at: string;
   ends_at: string;
   status: string;
+  claim_word?: string | null;
 }
 
 export interface OfferEnded {
@@ -457,6 +476,7 @@ export interface ClientFrameMap {
   "auth": Auth;
   "accept": Accept;
   "enter": Enter;
+  "waitlist": Waitlist;
 }
 export type ClientFrame = ClientFrameMap[keyof ClientFrameMap];
 
@@ -483,7 +503,7 @@ export interface ServerMessageMap {
   "hello": Hello;
   "joined": Joined;
   "left": Left;
-  "ack": Ack | BidAck;
+  "ack": Ack | BidAck | WaitlistAck;
   "error": ErrorMsg;
   "pong": Pong;
   "muted": Muted;

@@ -21,6 +21,7 @@ async def open_offer(request: Request) -> Response:
         data.quantity,
         data.per_user_limit,
         data.duration_s,
+        claim_word=data.claim_word,
     )
     return json(offer, 201)
 
@@ -106,9 +107,7 @@ async def accept_second_chance(request: Request) -> Response:
 @endpoint
 async def my_second_chance(request: Request) -> Response:
     who = signed_in(request)
-    return json(
-        await node_of(request).commerce.second_chance_of(who, request.path_params["id"])
-    )
+    return json(await node_of(request).commerce.second_chance_of(who, request.path_params["id"]))
 
 
 @endpoint
@@ -129,3 +128,19 @@ async def create_giveaway(request: Request) -> Response:
 @endpoint
 async def get_giveaway(request: Request) -> Response:
     return json(await node_of(request).commerce.get_giveaway(request.path_params["id"]))
+
+
+# ---------------------------------------------------------------- selling (SPEC §13)
+
+
+@endpoint
+async def my_waitlist_place(request: Request) -> Response:
+    who = signed_in(request)
+    node = node_of(request)
+    return json(await node.commerce.waitlist_place(who, request.path_params["id"]))
+
+
+@endpoint
+async def my_bundles(request: Request) -> Response:
+    who = signed_in(request)
+    return json(await node_of(request).commerce.bundles(who))

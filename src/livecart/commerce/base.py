@@ -14,7 +14,7 @@ import asyncpg
 
 from ..auth import Identity
 from ..failure import ErrorCode, Failure
-from ..protocol import RoomEvent
+from ..protocol import RoomEvent, Sold
 from . import rules as rules
 from . import store as store
 from .emitter import Emitter, Publish
@@ -26,12 +26,14 @@ log = logging.getLogger("livecart.commerce")
 
 T = TypeVar("T")
 
+# How long a session's claim words are trusted without an offer event (a backstop: offer
+# events invalidate them on every node).
+CLAIMS_TTL_S = 5.0
+
 # Coalesced `stock {offer, remaining}` for a session; synchronous, called after each commit.
 OnStock = Callable[[str, str, int], None]
 # A personal message (encoded) for every connection of one user on this node.
 Tell = Callable[[str, bytes], None]
-
-DEFAULT_SECOND_CHANCE_TTL_S = 300.0
 
 
 # ---------------------------------------------------------------- error mapping
@@ -93,7 +95,7 @@ class CommerceBase:
         stock_interval_s: float = 0.1,
         gate_ttl_s: float = 1.0,
         op_timeout_s: float = 10.0,
-        second_chance_ttl_s: float = DEFAULT_SECOND_CHANCE_TTL_S,
+        second_chance_ttl_s: float = rules.DEFAULT_SECOND_CHANCE_TTL_S,
         tell: Tell | None = None,
         settle_grace_s: float = 0.0,
     ) -> None:
@@ -131,6 +133,11 @@ class CommerceBase:
             WebhookDeliverer(pool, webhook_url, webhook_secret) if webhook_url else None
         )
         self._tasks: list[asyncio.Task[None]] = []
+        # SPEC §13: per session, (trusted until, the read of its claim words).
+        self._claims: dict[str, tuple[float, asyncio.Future[dict[str, str]]]] = {}
+        # An order served from a waitlist, on any node: (user, waitlist ref, order) for the
+        # gateway to tell that user's connections here.
+        self.on_served: Callable[[str, str, dict[str, Any]], None] | None = None
         # Counters for metrics: attempts answered by the gate, orders reserved, …
         self.stats: dict[str, int] = {
             "buy_attempts": 0,
@@ -138,6 +145,10 @@ class CommerceBase:
             "orders_reserved": 0,
             "orders_expired": 0,
             "bids_accepted": 0,
+            "claims": 0,
+            "waitlist_joined": 0,
+            "waitlist_served": 0,
+            "bundles_closed": 0,
         }
 
     # ------------------------------------------------------------ plumbing
@@ -190,9 +201,42 @@ class CommerceBase:
             )
 
     def _released(self, releases: list[store.Release]) -> None:
+        """After units came back (`store.give_back`): the gate, stock reports, a `sold` event
+        per unit a waiter was served (the waiter hears of it by the served notice)."""
         for r in releases:
             if r.offer_status == "open":
                 self.gate.reopen(r.offer)
                 self.stock_changed(r.session, r.offer)
+            for served in r.served:
+                self.stats["orders_reserved"] += 1
+                self.stats["waitlist_served"] += 1
+                self._emit(Sold(r.session, r.offer, served.order.qty))
         if releases:
             self._webhooks_written()
+
+    # ------------------------------------------------------------ claim words (SPEC §13)
+
+    def claims_changed(self, session_id: str) -> None:
+        """An offer of the session opened or ended (here or, seen as its event, elsewhere):
+        the next claim lookup reads the session's claim words again."""
+        self._claims.pop(session_id, None)
+
+    def claims_in(self, session_id: str) -> asyncio.Future[dict[str, str]]:
+        """Claim key → offer id of the session's open offers: one read shared by every
+        lookup until an offer event or `CLAIMS_TTL_S` passes."""
+        now = self._clock()
+        cached = self._claims.get(session_id)
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        read = asyncio.ensure_future(
+            self._db(lambda c: store.claim_words(c, session_id, self._clock()))
+        )
+        self._claims[session_id] = (now + CLAIMS_TTL_S, read)
+        read.add_done_callback(lambda f: self._claim_read(session_id, f))
+        return read
+
+    def _claim_read(self, session_id: str, read: asyncio.Future[dict[str, str]]) -> None:
+        if read.cancelled() or read.exception() is not None:
+            cached = self._claims.get(session_id)
+            if cached is not None and cached[1] is read:
+                del self._claims[session_id]

@@ -28,23 +28,28 @@ class OfferService(CommerceBase):
         quantity: int,
         per_user_limit: int,
         duration_s: float,
+        *,
+        claim_word: str | None = None,
     ) -> Offer:
         """Open a flash offer, taking `quantity` from product stock in the same transaction.
 
         Raises unauthorized, forbidden (not the creator/admin), not_found (session, or product
         not in its showcase), not_live, sold_out (stock short), bad_frame (terms out of
-        range), unavailable."""
+        range, a claim word that normalises to nothing), duplicate (an open offer of the
+        session has the same claim word), unavailable."""
         terms = rules.OfferTerms(
             price_cents=price_cents,
             quantity=quantity,
             per_user_limit=per_user_limit,
             duration_s=duration_s,
+            claim_word=claim_word,
         )
         now = self._clock()
         offer = await self._db(
             lambda c: store.open_offer(c, who, session_id, product_id, terms, now)
         )
         await self._emit(OfferEvent(**msgspec.structs.asdict(offer)))
+        self.claims_changed(session_id)
         return offer
 
     async def end_offer(self, who: Identity, offer_id: str) -> Offer:
@@ -70,6 +75,7 @@ class OfferService(CommerceBase):
         return [msgspec.to_builtins(o) for o in offers]
 
     def _after_end(self, ended: store.Ended) -> None:
+        self.claims_changed(ended.offer.session)
         self._observe(ended.offer.id, ended.observation)
         self._emit(OfferEnded(ended.offer.session, ended.offer.id, ended.reason, ended.returned))
         self._webhooks_written()

@@ -46,14 +46,20 @@ class OrderService(CommerceBase):
 
     async def cancel(self, who: Identity, order_id: str) -> Order:
         """Cancel: the buyer while reserved, the session's creator or an admin while reserved
-        or paid. The units go back to the offer if it is open, else to product stock; an
-        auction's unit goes to the next bidder as a second chance (`store.return_units`).
-        Cancelling a cancelled or expired order returns it unchanged. Raises unauthorized,
-        forbidden, not_found, unavailable."""
+        or paid. The units go back to the offer if it is open (its waitlist first), else to
+        product stock; an auction's unit goes to the next bidder as a second chance
+        (`store.return_units`). Cancelling a cancelled or expired order returns it
+        unchanged. Raises unauthorized, forbidden, not_found, unavailable."""
         now = self._clock()
-        ttl = self.second_chance_ttl_s
         order, releases, changed = await self._db(
-            lambda c: store.cancel(c, who, order_id, now, chance_ttl_s=ttl)
+            lambda c: store.cancel(
+                c,
+                who,
+                order_id,
+                now,
+                reservation_ttl_s=self.reservation_ttl_s,
+                chance_ttl_s=self.second_chance_ttl_s,
+            )
         )
         self._released(releases)
         if changed:
@@ -67,7 +73,11 @@ class OrderService(CommerceBase):
             now = self._clock()
             count, releases = await self._db(
                 functools.partial(
-                    store.expire_due, now=now, limit=batch, chance_ttl_s=self.second_chance_ttl_s
+                    store.expire_due,
+                    now=now,
+                    limit=batch,
+                    reservation_ttl_s=self.reservation_ttl_s,
+                    chance_ttl_s=self.second_chance_ttl_s,
                 )
             )
             if count:

@@ -28,6 +28,8 @@ class OfferCreate(Struct, forbid_unknown_fields=True):
     quantity: Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
     per_user_limit: Annotated[int, Meta(ge=1, le=MAX_QUANTITY)] = 1
     duration_s: _DURATION = 300
+    # SPEC §13: 1-32 characters after trimming, and something left after normalisation.
+    claim_word: Annotated[str, line_meta(1, 2 * rules.CLAIM_WORD_MAX_CHARS)] | None = None
 
 
 class OrderCreate(Struct, forbid_unknown_fields=True):

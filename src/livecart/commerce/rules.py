@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 
 from ..auth import Action, Identity, can
+from ..chat.rules.normalize import normalize
 from ..failure import ErrorCode, Failure
 from ..limits import MAX_CENTS, MAX_QUANTITY
 
@@ -29,6 +30,7 @@ HOLDING: frozenset[str] = frozenset({"reserved", "paid"})
 MAX_DURATION_S = 86_400
 EXTEND_WINDOW_S = 10.0  # SPEC §6: a bid in the last 10 s moves the end to now + 10 s
 DEFAULT_RESERVATION_TTL_S = 600.0
+DEFAULT_SECOND_CHANCE_TTL_S = 300.0  # SPEC §11: how long a bidder has to take a second chance
 
 
 # ---------------------------------------------------------------- objects seen by clients
@@ -49,6 +51,7 @@ class Offer(msgspec.Struct, kw_only=True):
     starts_at: str
     ends_at: str
     status: OfferStatus
+    claim_word: str | None = None  # SPEC §13: a chat message equal to it claims one unit
 
 
 class Order(msgspec.Struct, kw_only=True):
@@ -158,6 +161,7 @@ class OfferTerms(msgspec.Struct, frozen=True, kw_only=True):
     quantity: int
     per_user_limit: int
     duration_s: float
+    claim_word: str | None = None
 
 
 def require_within(name: str, value: float, low: int, high: int) -> None:
@@ -172,6 +176,8 @@ def validate_offer(terms: OfferTerms) -> None:
     require_within("quantity", terms.quantity, 1, MAX_QUANTITY)
     require_within("per_user_limit", terms.per_user_limit, 1, MAX_QUANTITY)
     require_within("duration_s", terms.duration_s, 1, MAX_DURATION_S)
+    if terms.claim_word is not None:
+        claim_key(terms.claim_word)
 
 
 class OfferState(msgspec.Struct, frozen=True, kw_only=True):
@@ -658,6 +664,66 @@ def end_reason(auction: AuctionState) -> EndReason:
     if not reserve_met(auction):
         return "reserve_not_met"
     return "time"
+
+
+# ---------------------------------------------------------------- selling (SPEC §13)
+
+CLAIM_WORD_MAX_CHARS = 32
+CLAIM_KEY_MAX_CHARS = 128  # the normalised form may be longer (æ → ae); bounded all the same
+CLAIM_PREFIX = "claim:"  # a claim's idempotency key: `claim:<offer>`, one claim per user
+
+
+def claim_key(word: str) -> str:
+    """The matching form of a claim word: the chat normaliser's (NFKC, case folded, invisibles
+    removed, look-alikes and leetspeak folded). Refuses with `bad_frame` a word outside 1..32
+    characters after trimming, or one that normalises to nothing."""
+    word = word.strip()
+    require_within("claim_word length", len(word), 1, CLAIM_WORD_MAX_CHARS)
+    key = normalize(word)
+    if not key.strip():
+        raise Failure("bad_frame", "the claim word normalises to nothing; pick a visible word")
+    return key
+
+
+def claim_candidate(text: str) -> str | None:
+    """The form to look up among the session's claim keys, or None when the message is too
+    long to be one (most chat is: nothing else is done for it)."""
+    if len(text) > CLAIM_KEY_MAX_CHARS:
+        return None
+    key = normalize(text)
+    return key if 0 < len(key) <= CLAIM_KEY_MAX_CHARS else None
+
+
+def claim_ref(offer_id: str) -> str:
+    return CLAIM_PREFIX + offer_id
+
+
+def decide_waitlist(offer: OfferState, *, user_holds: int, session_live: bool, now: float) -> None:
+    """Raise the refusal for joining the offer's waitlist, or return when it may proceed:
+    closed → offer_closed, not live → not_live, units left → bad_frame (buy instead), the
+    buyer already holds the per-user limit → limit_reached."""
+    if not offer_open_at(offer, now):
+        raise Failure("offer_closed", "this offer has ended")
+    if not session_live:
+        raise Failure("not_live", "the session is not live")
+    if offer.remaining > 0:
+        raise Failure("bad_frame", f"{offer.remaining} left: buy instead of waiting")
+    if user_holds + 1 > offer.per_user_limit:
+        raise Failure(
+            "limit_reached",
+            f"limit is {offer.per_user_limit} per buyer; you hold {user_holds}",
+        )
+
+
+def may_serve_waiter(offer: OfferState, *, user_holds: int, session_live: bool, now: float) -> bool:
+    """A returned unit goes to the next waiter when the offer is still open in a live session
+    and one more unit keeps the waiter within the per-user limit."""
+    return (
+        offer_open_at(offer, now)
+        and session_live
+        and offer.remaining > 0
+        and user_holds + 1 <= offer.per_user_limit
+    )
 
 
 # ---------------------------------------------------------------- webhooks

@@ -25,15 +25,22 @@ from .giveaways import GiveawayService
 from .offers import OfferService
 from .orders import OrderService
 from .purchases import PurchaseService
+from .selling import SellingService
 
 log = logging.getLogger("livecart.commerce")
 
 
 class CommerceService(
-    OfferService, PurchaseService, OrderService, AuctionService, ChanceService, GiveawayService
+    OfferService,
+    PurchaseService,
+    OrderService,
+    AuctionService,
+    ChanceService,
+    GiveawayService,
+    SellingService,
 ):
-    """Offers, purchases, orders, auctions (with second chances), giveaways and merchant
-    webhooks for every session."""
+    """Offers, purchases, orders, auctions (with second chances), giveaways, claims,
+    waitlists, bundles and merchant webhooks for every session."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -86,6 +93,7 @@ class CommerceService(
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(store.STOCK_RETURNED, self._stock_returned)
             await conn.add_listener(store.PERSONAL, self._personal_message)
+            await conn.add_listener(store.WAITLIST_SERVED, self._served)
             # Returns made while nobody listened were not announced: start from scratch.
             self.gate.reopen_all()
             try:
@@ -95,6 +103,7 @@ class CommerceService(
                     await conn.remove_listener(store.STOCK_RETURNED, self._stock_returned)
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(store.PERSONAL, self._personal_message)
+                    await conn.remove_listener(store.WAITLIST_SERVED, self._served)
 
     def _stock_returned(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         for offer_id in payload.split(","):
@@ -141,6 +150,7 @@ class CommerceService(
             self.close_due_auctions,
             self.lapse_due_chances,
             self.draw_due_giveaways,
+            self.close_due_bundles,
         ):
             try:
                 await duty()

@@ -21,6 +21,7 @@ from ..chat import replies
 from ..chat.model import ChatRefused
 from ..chat.rules.limits import _RecentMap
 from ..commerce.draw import require_entrant
+from ..commerce.rules import claim_candidate, claim_ref
 from ..limits import CHAT_MAX_CHARS
 from ..protocol import (
     Ack,
@@ -33,6 +34,7 @@ from ..protocol import (
     OrderMsg,
     Pong,
     SessionState,
+    WaitlistAck,
     encode,
 )
 from ..runtime.node import Node, Unarchived
@@ -128,6 +130,11 @@ class Handlers:
                 await self.enter(conn, frame)
             case protocol.Auth(token=token):
                 await self._auth(conn, token)
+            case protocol.Waitlist():
+                place = await self.node.commerce.join_waitlist(
+                    conn.identity, frame.offer, frame.ref, session_id=frame.session
+                )
+                conn.send(encode(WaitlistAck(frame.ref, place.position or 0)))
             case protocol.Report():
                 room = await self.node.room(frame.session)
                 await self.node.moderation.report(conn.identity, room, frame.offset, frame.reason)
@@ -322,13 +329,14 @@ class Handlers:
                 conn.send(elsewhere)
                 return
         reply = None
+        claim: asyncio.Task[None] | None = None
         try:
             unstored = self._unarchived.get(key)
             if unstored is not None:  # published by the first attempt: store it, then ack
                 await self._store_chat(key, unstored)
                 held, offset = None, unstored.offset
             else:
-                held, offset = await self._chat(conn, frame, started)
+                held, offset, claim = await self._chat(conn, frame, started)
             reply = encode(Ack(frame.ref, offset) if held is None else Held(frame.ref, held))
             conn.send(reply)
         except Failure as exc:
@@ -343,6 +351,50 @@ class Handlers:
             self.chat_replies.settle(key, fut, reply)
             if shared is not None:
                 shared.settle(key, reply)
+        if claim is not None:  # the connection's next frames wait for the claim's answer
+            await asyncio.shield(claim)
+
+    def _start_claim(
+        self, conn: Connection, frame: protocol.Chat, text: str
+    ) -> asyncio.Task[None] | None:
+        """SPEC §13 claim by comment, started once moderation accepted the message and run
+        alongside its publishing; None (no task) for a message too long to be a claim word."""
+        if claim_candidate(text) is None:
+            return None
+        task = asyncio.get_running_loop().create_task(self._claim(conn, frame, text))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+        return task
+
+    async def _claim(self, conn: Connection, frame: protocol.Chat, text: str) -> None:
+        """A message equal to an open offer's claim word (both normalised) buys one unit
+        through the purchase path, ref `claim:<offer>`; the author hears `order {ref, order}`
+        or `error {ref, code}` with the chat's ref, as soon as it is decided (before or after
+        the chat's `ack`). The message is published either way (viewers see the "+1"s)."""
+        node = self.node
+        try:
+            offer = await node.commerce.claim_offer(frame.session, text)
+            if offer is None:
+                return
+            order = await node.start_buy(
+                conn.identity,
+                offer,
+                1,
+                claim_ref(offer),
+                frame.session,
+            )
+        except Failure as exc:
+            conn.send(
+                encode(
+                    ErrorMsg(exc.code, exc.message, frame.ref, exc.retry_after_ms, frame.session)
+                )
+            )
+            return
+        except Exception:
+            log.exception("claim failed", extra=conn.info())
+            conn.send_error("unavailable", "the claim failed; say it again", frame.ref)
+            return
+        conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
 
     async def _store_chat(self, key: tuple[str, str], row: room_store.ArchiveRow) -> None:
         try:
@@ -353,8 +405,9 @@ class Handlers:
 
     async def _chat(
         self, conn: Connection, frame: protocol.Chat, started: float
-    ) -> tuple[str | None, int]:
-        """(the reason when the message is held, else None; its offset when published)."""
+    ) -> tuple[str | None, int, asyncio.Task[None] | None]:
+        """(the reason when the message is held, else None; its offset when published; the
+        claim it makes, if it may be one)."""
         node = self.node
         who = conn.identity
         text = frame.text.strip()
@@ -377,7 +430,8 @@ class Handlers:
             raise
         if held is not None:
             node.metrics.chat_refused.labels("held").inc()
-            return held, 0  # held for review: only the author is told, with `held`
+            return held, 0, None  # held for review: only the author is told, with `held`
+        claim = self._start_claim(conn, frame, text)
         try:
             offset = await node.append(
                 protocol.ChatEvent(room.id, who.sub, who.name, text, _now_ms()),
@@ -391,4 +445,4 @@ class Handlers:
         node.metrics.chat_acks.inc()
         node.ranking.record(who, "chat", room.id)
         node.metrics.chat_ack_seconds.observe(time.perf_counter() - started)
-        return None, offset
+        return None, offset, claim

@@ -115,6 +115,8 @@ class Hub:
         self.on_sold: Callable[[str, str], None] | None = None
         # A bid (or buy-now) on any node took the lead from a user: `outbid` to them here.
         self.on_outbid: OnOutbid | None = None
+        # An offer opened or ended in the session (any node): claim words may have changed.
+        self.on_offers: Callable[[str], None] | None = None
         # A giveaway drawn on any node: this node's winners get their `order`.
         self.on_drawn: Callable[[GiveawayEnded], None] | None = None
         # Cluster mode: report local viewer counts, get totals over nodes (once a second).
@@ -182,6 +184,8 @@ class Hub:
         try:
             if pub.kind in ("status", "pinned", "slow"):
                 self._apply(room, _state.decode(pub.data))
+            elif pub.kind in ("offer", "offer_ended") and self.on_offers is not None:
+                self.on_offers(session_id)
             elif pub.kind == "sold" and self.on_sold is not None:
                 self.on_sold(session_id, _sold.decode(pub.data).offer)
             elif pub.kind in ("bid", "auction_ended") and self.on_outbid is not None:

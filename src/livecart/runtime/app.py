@@ -38,6 +38,8 @@ from ..commerce import (
 from ..commerce import api as commerce_api
 from ..commerce.draw import Giveaway
 from ..commerce.rules import Auction, Offer, Order, SecondChanceView
+from ..commerce.store import Bundle
+from ..commerce.store import Place as WaitlistPlace
 from ..limits import (
     AUDIT_PAGE_MAX,
     MAX_OFFSET,
@@ -156,6 +158,22 @@ API: list[ApiRoute] = [
     ),
     ApiRoute(
         "GET", "/api/offers/{id}", commerce_api.get_offer, summary="Get an offer", response=Offer
+    ),
+    ApiRoute(
+        "GET",
+        "/api/offers/{id}/waitlist/me",
+        commerce_api.my_waitlist_place,
+        summary="My place on the offer's waitlist (position 1 is served next)",
+        response=WaitlistPlace,
+        auth=True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/me/bundles",
+        commerce_api.my_bundles,
+        summary="My bundles: my orders per session; closed when the session ends",
+        response=list[Bundle],
+        auth=True,
     ),
     ApiRoute(
         "POST",

@@ -154,6 +154,8 @@ class Node:
         self.hub.on_outbid = lambda session, user, auction, cents: self.tell(
             user, Outbid(session, auction, cents)
         )
+        self.hub.on_offers = self.commerce.claims_changed
+        self.commerce.on_served = self._waitlist_served
         self.hub.on_drawn = self._drawn
         moderation_actions = self.metrics.moderation_actions
         self.moderation = ModerationService(
@@ -292,6 +294,11 @@ class Node:
         finally:
             if then is not None:
                 then(bought)
+
+    def _waitlist_served(self, user: str, ref: str, order: dict[str, Any]) -> None:
+        """SPEC §13: a waitlist served `user` (on whichever node): `order {ref, order}` with
+        the waitlist's ref to that user's connections here."""
+        self.tell(user, OrderMsg(ref, order))
 
     def _drawn(self, event: GiveawayEnded) -> None:
         """A giveaway was drawn (on any node): winners connected here get `order {ref,

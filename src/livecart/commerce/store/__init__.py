@@ -9,7 +9,8 @@ product; batches lock offers and products in id order.
 
 One module per concern: `offers`, `purchases` (the batched buy path), `orders` (confirm,
 cancel, expiry, and `return_units`, where their units come back), `auctions`, `chances`
-(second chance), `giveaways`, `outbox` (webhooks, returned-stock notices) and `rows` (row
+(second chance), `giveaways`, `selling` (claim words, waitlists and `give_back`, where an
+offer's units come back, bundles), `outbox` (webhooks, returned-stock notices) and `rows` (row
 mapping); this package re-exports what the service and the tests use.
 """
 
@@ -61,3 +62,14 @@ from .purchases import BuyOutcome as BuyOutcome
 from .purchases import BuyRequest as BuyRequest
 from .purchases import buy_many as buy_many
 from .rows import at as at
+from .selling import WAITLIST_SERVED as WAITLIST_SERVED
+from .selling import Bundle as Bundle
+from .selling import GivenBack as GivenBack
+from .selling import Place as Place
+from .selling import Served as Served
+from .selling import bundles_of as bundles_of
+from .selling import claim_words as claim_words
+from .selling import close_due_bundles as close_due_bundles
+from .selling import give_back as give_back
+from .selling import join_waitlist as join_waitlist
+from .selling import waitlist_place as waitlist_place

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from ...auth import Identity
@@ -48,6 +49,26 @@ async def open_offer(
     now: float,
 ) -> Offer:
     rules.validate_offer(terms)
+    word = None if terms.claim_word is None else terms.claim_word.strip()
+    key = None if word is None else rules.claim_key(word)
+    try:
+        return await _open_offer(conn, who, session_id, product_id, terms, now, word, key)
+    except asyncpg.UniqueViolationError:
+        raise Failure(
+            "duplicate", "another open offer of this session has the same claim word"
+        ) from None
+
+
+async def _open_offer(
+    conn: Connection,
+    who: Identity,
+    session_id: str,
+    product_id: str,
+    terms: rules.OfferTerms,
+    now: float,
+    word: str | None,
+    key: str | None,
+) -> Offer:
     async with conn.transaction():
         await check_listing(conn, who, session_id, product_id)
         product = await conn.fetchrow(
@@ -62,8 +83,8 @@ async def open_offer(
             raise Failure("sold_out", f"the product has {stock or 0} in stock")
         row = await conn.fetchrow(
             "INSERT INTO offers AS f (id, session, product, price_cents, currency, quantity, "
-            "remaining, per_user_limit, starts_at, ends_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9) "
+            "remaining, per_user_limit, starts_at, ends_at, claim_word, claim_key) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11) "
             f"RETURNING {OFFER_COLS}",
             new_id("off"),
             session_id,
@@ -74,6 +95,8 @@ async def open_offer(
             terms.per_user_limit,
             at(now),
             at(now + terms.duration_s),
+            word,
+            key,
         )
     return offer_from_row(row)
 
@@ -135,6 +158,11 @@ async def _end_locked(conn: Executor, offer_id: str, now: float, reason: str) ->
     )
     if row is None:
         return None
+    # Nobody waits for an ended offer (SPEC §13): its waiters' places show `dropped`.
+    await conn.execute(
+        "UPDATE waitlist SET status = 'dropped' WHERE offer = $1 AND status = 'waiting'",
+        offer_id,
+    )
     if row["returned"]:
         await conn.execute(
             "UPDATE products SET stock = stock + $2, updated_at = $3 WHERE id = $1",

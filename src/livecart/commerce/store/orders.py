@@ -1,9 +1,9 @@
-"""Orders: reading, payment confirmation, cancelling and the expiry of reservations, which
-give their units back to the offer while it is open, else to the product."""
+"""Orders: reading, payment confirmation, cancelling and the expiry of reservations, whose
+units come back through `return_units`: an auction's unit goes on to its next bidder (second
+chance), any other order's to the offer while it is open (its waitlist first), else to the
+product."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import msgspec
 
@@ -13,8 +13,9 @@ from ...runtime.db import Connection, Executor, iso
 from .. import rules as rules
 from ..rules import Order
 from . import chances
-from .outbox import ENQUEUE, enqueue_webhook, notify_returned, webhook_event
+from .outbox import ENQUEUE, enqueue_webhook, webhook_event
 from .rows import ORDER_SELECT, at, order_from_row
+from .selling import GivenBack, give_back
 
 
 async def get_order(conn: Executor, order_id: str) -> tuple[Order, str] | None:
@@ -49,22 +50,20 @@ async def confirm(conn: Connection, who: Identity, order_id: str, now: float) ->
     return order, True
 
 
-@dataclass(slots=True)
-class Release:
-    """Units of one offer given back by cancelled or expired orders."""
-
-    session: str
-    offer: str
-    qty: int
-    offer_status: rules.OfferStatus
-    remaining: int  # the offer's remaining afterwards
-    to_product: int
+# What a cancel or an expiry gave back to one offer (and the waiters it served).
+Release = GivenBack
 
 
 async def cancel(
-    conn: Connection, who: Identity, order_id: str, now: float, *, chance_ttl_s: float
+    conn: Connection,
+    who: Identity,
+    order_id: str,
+    now: float,
+    *,
+    reservation_ttl_s: float = rules.DEFAULT_RESERVATION_TTL_S,
+    chance_ttl_s: float = rules.DEFAULT_SECOND_CHANCE_TTL_S,
 ) -> tuple[Order, list[Release], bool]:
-    """(the order, units released to offers, whether it changed now)."""
+    """(the order, what went back to offers, whether it changed now)."""
     async with conn.transaction():
         row = await conn.fetchrow(ORDER_SELECT + " WHERE o.id = $1 FOR UPDATE OF o", order_id)
         if row is None:
@@ -78,16 +77,27 @@ async def cancel(
             order_id,
             at(now),
         )
-        releases = await return_units(conn, [(order, row["auction"])], now, chance_ttl_s)
         order = msgspec.structs.replace(order, status="cancelled", updated_at=iso(at(now)))
         await enqueue_webhook(
             conn, "order.cancelled", {**msgspec.to_builtins(order), "by": who.sub}, now
+        )
+        releases = await return_units(
+            conn,
+            [(order, row["auction"])],
+            now,
+            reservation_ttl_s=reservation_ttl_s,
+            chance_ttl_s=chance_ttl_s,
         )
     return order, releases, True
 
 
 async def expire_due(
-    conn: Connection, now: float, limit: int = 200, *, chance_ttl_s: float
+    conn: Connection,
+    now: float,
+    limit: int = 200,
+    *,
+    reservation_ttl_s: float = rules.DEFAULT_RESERVATION_TTL_S,
+    chance_ttl_s: float = rules.DEFAULT_SECOND_CHANCE_TTL_S,
 ) -> tuple[int, list[Release]]:
     """Expire up to `limit` reserved orders past `expires_at`: (how many, releases per offer).
     Safe to run on every node at once: rows another node holds are skipped."""
@@ -106,9 +116,6 @@ async def expire_due(
             [o.id for o in orders],
             at(now),
         )
-        releases = await return_units(
-            conn, [(o, r["auction"]) for o, r in zip(orders, rows, strict=True)], now, chance_ttl_s
-        )
         stamp = iso(at(now))
         events = [
             webhook_event(
@@ -119,72 +126,38 @@ async def expire_due(
             for o in orders
         ]
         await conn.executemany(ENQUEUE, events)
+        releases = await return_units(
+            conn,
+            [(o, r["auction"]) for o, r in zip(orders, rows, strict=True)],
+            now,
+            reservation_ttl_s=reservation_ttl_s,
+            chance_ttl_s=chance_ttl_s,
+        )
     return len(orders), releases
 
 
 async def return_units(
-    conn: Executor, orders: list[tuple[Order, str | None]], now: float, chance_ttl_s: float
+    conn: Executor,
+    orders: list[tuple[Order, str | None]],
+    now: float,
+    *,
+    reservation_ttl_s: float,
+    chance_ttl_s: float,
 ) -> list[Release]:
     """The one place where the units of cancelled or expired orders come back, inside the
     transaction that cancelled or expired them. `orders` pairs each order with its auction
     (None for an offer's order).
 
-    - An auction's order passes its unit down the auction's bidders (second chance, see
+    - An auction's order passes its unit down the auction's bidders (second chance,
       `chances.auction_order_back`); it reaches product stock when nobody is left.
-    - Any other order gives its units to the offer while it is open, else to the product;
-      returns one `Release` per such offer."""
-    plain: list[Order] = []
+    - Any other order's units go to its offer (`selling.give_back`: the waitlist first while
+      the offer is open, else product stock); one `Release` per such offer."""
+    per_offer: dict[str, int] = {}
     for order, auction in orders:
         if auction is not None:
             await chances.auction_order_back(conn, order, auction, now, chance_ttl_s)
         else:
-            plain.append(order)
-    return await _back_to_offers(conn, plain, now)
-
-
-async def _back_to_offers(conn: Executor, orders: list[Order], now: float) -> list[Release]:
-    if not orders:
+            per_offer[order.offer] = per_offer.get(order.offer, 0) + order.qty
+    if not per_offer:
         return []
-    per_offer: dict[str, int] = {}
-    for o in orders:
-        per_offer[o.offer] = per_offer.get(o.offer, 0) + o.qty
-    ids = sorted(per_offer)
-    await conn.execute(
-        "SELECT 1 FROM offers WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", ids
-    )
-    offers = await conn.fetch(
-        "UPDATE offers f SET remaining = f.remaining + u.q, "
-        "returned = f.returned + CASE WHEN f.status = 'ended' THEN u.q ELSE 0 END "
-        "FROM unnest($1::text[], $2::int[]) AS u(id, q) WHERE f.id = u.id "
-        "RETURNING f.id, f.session, f.product, f.status, f.remaining, u.q",
-        ids,
-        [per_offer[i] for i in ids],
-    )
-    await notify_returned(conn, [f["id"] for f in offers if f["status"] == "open"])
-    per_product: dict[str, int] = {}
-    for f in offers:
-        if f["status"] == "ended":
-            per_product[f["product"]] = per_product.get(f["product"], 0) + f["q"]
-    if per_product:
-        pids = sorted(per_product)
-        await conn.execute(
-            "SELECT 1 FROM products WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", pids
-        )
-        await conn.execute(
-            "UPDATE products p SET stock = p.stock + u.n, updated_at = $3 "
-            "FROM unnest($1::text[], $2::int[]) AS u(id, n) WHERE p.id = u.id",
-            pids,
-            [per_product[i] for i in pids],
-            at(now),
-        )
-    return [
-        Release(
-            f["session"],
-            f["id"],
-            f["q"],
-            f["status"],
-            f["remaining"],
-            0 if f["status"] == "open" else f["q"],
-        )
-        for f in offers
-    ]
+    return await give_back(conn, per_offer, now, reservation_ttl_s=reservation_ttl_s)

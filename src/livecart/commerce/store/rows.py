@@ -27,7 +27,7 @@ def at(now: float) -> datetime:
 
 OFFER_COLS = (
     "f.id, f.session, f.product, f.price_cents, f.currency, f.quantity, f.remaining, "
-    "f.per_user_limit, f.starts_at, f.ends_at, f.status, f.returned"
+    "f.per_user_limit, f.starts_at, f.ends_at, f.status, f.returned, f.claim_word"
 )
 
 ORDER_SELECT = """

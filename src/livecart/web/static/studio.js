@@ -400,14 +400,17 @@ $("#offer-form").addEventListener("submit", async (ev) => {
     toast("Enter a price like 19.99", "warn");
     return;
   }
+  const claimWord = $("#offer-claim").value.trim();
   const o = await call("POST", `/api/sessions/${encodeURIComponent(s.id)}/offers`, {
     product_id: p.id,
     price_cents: price,
     quantity: Number($("#offer-qty").value),
     per_user_limit: Number($("#offer-limit").value),
     duration_s: Number($("#offer-duration").value),
+    ...(claimWord ? { claim_word: claimWord } : {}),
   }, "Flash offer is open");
   if (!o) return;
+  $("#offer-claim").value = "";
   upsertOffer(o);
   products.forget(p.id); // its stock moved into the offer
   renderShowcase();
@@ -436,6 +439,7 @@ function renderOffers() {
         h("strong", { class: "deal" }, money(o.price_cents, o.currency))),
       h("div", { class: "offer-line muted small" },
         h("span", {}, `${o.remaining} / ${o.quantity} left · max ${o.per_user_limit} each`),
+        o.claim_word ? h("span", { class: "claim-word" }, ` · claim word “${o.claim_word}”`) : null,
         h("span", { class: "countdown", dataset: { ends: o.ends_at } }, `ends in ${countdown(o.ends_at)}`)),
       h("button", {
         type: "button", class: "btn small danger-outline", "aria-label": "End this offer",

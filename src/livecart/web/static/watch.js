@@ -39,6 +39,9 @@ const state = {
   offerStatus: new Map(), // offer id -> {kind, text}
   orders: new Map(), // id -> order
   chats: new Map(), // ref -> pending own message <li>
+  claims: new Map(), // chat ref -> offer id, for chat messages that are a claim word
+  waits: new Map(), // waitlist ref -> offer id
+  bundle: null, // this session's bundle of my orders
 };
 
 const BUY_ERRORS = {
@@ -241,6 +244,8 @@ function sendChat(ev) {
     return;
   }
   const ref = newRef("chat");
+  const claimed = claimedOffer(text);
+  if (claimed) state.claims.set(ref, claimed.id);
   if (!socket.send({ type: "chat", session: sessionId, text, ref })) {
     notice("You are offline; the message was not sent.", "warn");
     return;
@@ -260,6 +265,13 @@ function sendChat(ev) {
 }
 
 function onAck(msg) {
+  if (state.waits.has(msg.ref)) {
+    const offer = state.waits.get(msg.ref);
+    state.offerStatus.set(offer, { kind: "ok", text: `You are #${msg.position} on the waitlist` });
+    renderPinned();
+    renderOffers();
+    return;
+  }
   if (reports.delete(msg.ref)) {
     toast("Thanks — the moderators will take a look.", "ok");
     return;
@@ -382,6 +394,72 @@ function offerFor(productId) {
   return best;
 }
 
+// ------------------------------------------------------------------ claims and waitlists (SPEC §13)
+
+/** The open offer whose claim word `text` is: the server decides (its normaliser is stricter
+ * about look-alikes); this only tells the page which offer a reply is about. */
+function claimedOffer(text) {
+  const t = text.trim().toLowerCase();
+  for (const o of state.offers.values()) {
+    if (o.claim_word && o.claim_word.trim().toLowerCase() === t) return o;
+  }
+  return null;
+}
+
+function claimHint(offer) {
+  if (!offer.claim_word || offer.remaining <= 0) return null;
+  return h("p", { class: "claim-hint", dataset: { claim: offer.claim_word } },
+    "Type ", h("strong", { class: "claim-word" }, offer.claim_word), " in chat to claim one");
+}
+
+function joinWaitlist(offer) {
+  if (!auth.signedIn) {
+    openSignIn();
+    return;
+  }
+  const ref = newRef("wait");
+  state.waits.set(ref, offer.id);
+  const sent = socket.send({ type: "waitlist", session: sessionId, offer: offer.id, ref });
+  state.offerStatus.set(offer.id, { kind: "pending", text: sent ? "Joining the waitlist…" : "You are offline." });
+  renderPinned();
+  renderOffers();
+}
+
+/** A refusal for a waitlist ref, or for a claim (a chat ref whose message was a claim word). */
+function onSellingError(msg) {
+  let offer = state.waits.get(msg.ref);
+  const waiting = Boolean(offer);
+  if (offer) state.waits.delete(msg.ref);
+  else if (state.claims.has(msg.ref) && (CLAIM_ONLY.has(msg.code) || !state.chats.has(msg.ref))) {
+    offer = state.claims.get(msg.ref);
+    state.claims.delete(msg.ref);
+  }
+  if (!offer) return false;
+  const text = waiting && msg.code === "bad_frame" ? "Units are left — buy instead"
+    : BUY_ERRORS[msg.code] || msg.message || msg.code;
+  state.offerStatus.set(offer, { kind: "error", text });
+  renderPinned();
+  renderOffers();
+  return true;
+}
+const CLAIM_ONLY = new Set(["sold_out", "limit_reached", "offer_closed"]);
+
+async function loadBundle() {
+  if (!auth.signedIn || !(await hasRoute("GET", "/api/me/bundles"))) return;
+  try {
+    const all = await api("GET", "/api/me/bundles");
+    state.bundle = (Array.isArray(all) ? all : []).find((b) => b.session === sessionId) || null;
+  } catch { return; }
+  const el = $("#bundle");
+  const b = state.bundle;
+  el.hidden = !b;
+  if (!b) return;
+  const currency = b.currency || (b.orders[0] && b.orders[0].currency) || "USD";
+  el.textContent = `Your bundle: ${b.orders.length} order${b.orders.length === 1 ? "" : "s"} · ` +
+    `${money(b.total_cents, currency)} · ${b.status === "closed" ? "closed — ships together" : "open until the show ends"}`;
+  $("#orders-box").hidden = false;
+}
+
 function buyControls(offer, label) {
   const soldOut = offer.remaining <= 0;
   const closed = state.status && state.status !== "live";
@@ -401,6 +479,11 @@ function buyControls(offer, label) {
       "aria-label": soldOut ? "Sold out" : `Buy for ${money(offer.price_cents, offer.currency)}`,
       onclick: () => buy(offer, limit > 1 ? Number(qty.value) : 1),
     }, soldOut ? "Sold out" : busy ? "Reserving…" : "Buy now"),
+    soldOut && !closed ? h("button", {
+      type: "button", class: "btn small waitlist", disabled: busy,
+      onclick: () => joinWaitlist(offer),
+    }, "Join waitlist") : null,
+    claimHint(offer),
     st ? h("p", { class: `order-status ${st.kind}`, role: "status" }, st.text) : null);
 }
 
@@ -504,6 +587,9 @@ function buy(offer, qty) {
 function onOrder(msg) {
   const pending = state.buys.get(msg.ref);
   state.buys.delete(msg.ref);
+  state.claims.delete(msg.ref);
+  state.waits.delete(msg.ref);
+  window.setTimeout(loadBundle, 300);
   const o = msg.order;
   if (!o) return;
   state.orders.set(o.id, o);
@@ -755,7 +841,10 @@ socket.on("likes", (m) => {
 socket.on("status", (m) => {
   if (m.session !== sessionId) return;
   setStatus(m.status);
-  if (m.status === "ended") notice("The host ended this session. Thanks for watching!", "info", 0);
+  if (m.status === "ended") {
+    notice("The host ended this session. Thanks for watching!", "info", 0);
+    window.setTimeout(loadBundle, 2000); // the bundle closes once the session ended
+  }
 });
 socket.on("slow", (m) => {
   if (m.session !== sessionId) return;
@@ -775,6 +864,7 @@ socket.on("muted", (m) => {
 socket.on("error", (m) => {
   if (m.ref && giveaway.owns(m.ref)) return; // the giveaway panel shows it
   if (m.ref && onBuyError(m)) return;
+  if (m.ref && onSellingError(m)) return;
   if (m.ref && auction.onError(m)) return;
   if (m.ref && reports.delete(m.ref)) {
     toast(`The report was not sent: ${m.message || m.code}`, "warn");
@@ -819,4 +909,5 @@ socket.feedOn = true; // `feed {on: true}` after every connect: personal feed an
 socket.connect();
 loadSession();
 loadOrders();
+loadBundle();
 loadDiscovery();
