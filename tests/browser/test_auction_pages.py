@@ -197,12 +197,12 @@ def test_the_runner_up_takes_a_second_chance_on_the_watch_page(
     expect(card.locator(".auction-notice")).to_have_text(
         "You were outbid — the price is now $11.00"
     )
-    expect(card.locator(".auction-status")).to_have_text("Ended — time is up", timeout=20000)
+    expect(card.locator(".auction-status")).to_have_text("Ended — time is up", timeout=45000)
     expect(card.locator(".auction-result")).to_have_text("Won by @dave-auc at $11.00")
 
     # Dave does not pay within the 2 s reservation: Carol is offered the lot at her bid.
     prompt = carol.locator("#second-chance")
-    expect(prompt).to_be_visible(timeout=20000)
+    expect(prompt).to_be_visible(timeout=45000)
     expect(prompt).to_contain_text("It is yours for your bid of $10.00")
     expect(prompt.locator(".chance-clock")).to_contain_text(re.compile(r"expires in 0:[0-5]\d"))
 
