@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +15,7 @@ import msgspec
 import pytest
 
 from livecart.auth import Identity
+from livecart.commerce import store
 from livecart.protocol import Failure
 
 from .auction_reference import RefBid, RefState, run_reference
@@ -26,6 +29,19 @@ from .test_commerce_store import (
     stock_of,
     world,
 )
+
+
+@pytest.fixture(autouse=True)
+async def no_auction_left_running(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """The database is shared by the run: an auction a test here leaves running would be
+    settled by another test's sweep (whose clock runs ahead), so each is ended afterwards."""
+    started = await pool.fetchval("SELECT clock_timestamp()")
+    yield
+    await pool.execute(
+        "UPDATE auctions a SET status = 'ended' FROM sessions s "
+        "WHERE s.id = a.session AND a.status = 'open' AND s.created_at >= $1",
+        started,
+    )
 
 
 def ts(iso: str) -> float:
@@ -137,7 +153,7 @@ async def test_buy_now_ends_the_auction_once(pool: asyncpg.Pool) -> None:
         order.id,
         5000,
     )
-    assert await svc.close_due_auctions() == 0
+    await svc.close_due_auctions()  # nothing left to settle for it
     await settle()
     assert room.kinds("auction_ended", w.session) == [
         {
@@ -232,7 +248,8 @@ async def test_scheduled_auction_takes_pre_bids(pool: asyncpg.Pool) -> None:
     clock.advance(14)
     last = await svc.bid(w.viewer("bob"), auction.id, 1400, "b2")  # 5 s left: extended
     assert ts(last.ends_at) == pytest.approx(clock.now + 10)
-    assert await svc.close_due_auctions() == 0
+    await svc.close_due_auctions()
+    assert (await svc.get_auction(auction.id)).status == "open"
 
 
 async def test_video_time_judging_and_settle_grace(pool: asyncpg.Pool) -> None:
@@ -247,15 +264,18 @@ async def test_video_time_judging_and_settle_grace(pool: asyncpg.Pool) -> None:
     assert await code_of(svc.buy_now(ann, auction.id, "n0")) == "bad_frame"
     seen = await svc.bid(ann, auction.id, 1000, "a1", video_at=start + 27)  # 3 s before the end
     assert ts(seen.ends_at) == pytest.approx(start + 37)  # extended on video time
-    assert await svc.close_due_auctions() == 0  # not before end + grace
+    await svc.close_due_auctions()  # not before end + grace
+    assert (await svc.get_auction(auction.id)).status == "open"
     clock.advance(11)  # now end + 7: still inside the grace
-    assert await svc.close_due_auctions() == 0
+    await svc.close_due_auctions()
+    assert (await svc.get_auction(auction.id)).status == "open"
     bob = w.viewer("bob")
     assert await code_of(svc.bid(bob, auction.id, 1100, "b1", video_at=start + 37.5)) == (
         "auction_closed"
     )
-    clock.advance(1)
-    assert await svc.close_due_auctions() == 1
+    clock.advance(1.5)  # past end + grace
+    assert await svc.close_due_auctions() >= 1
+    assert (await svc.get_auction(auction.id)).reason == "time"
     won = await svc.list_orders(ann)
     assert [(o.unit_cents, o.status) for o in won] == [(1000, "reserved")]
     rows = await bid_rows(pool, auction.id)
@@ -311,3 +331,41 @@ async def _contest(pool: asyncpg.Pool, rng: random.Random) -> None:
     assert RefState(final.current_cents, final.leader) == expected[-1]
     prices = [r["price_cents"] for r in rows]
     assert prices == sorted(set(prices))  # strictly rising
+
+
+async def test_a_batch_of_bids_is_applied_in_order_in_one_transaction(
+    pool: asyncpg.Pool,
+) -> None:
+    w = await world(pool, stock=1)
+    svc = service(pool, Room())
+    auction = await svc.create_auction(w.creator, w.session, w.product, 1000, 100, 300)
+    ann, bob, cat = (w.viewer(n).sub for n in ("ann", "bob", "cat"))
+    requests = [
+        store.BidRequest(ann, 1000, "r1", w.session),
+        store.BidRequest(bob, 1050, "r1", w.session),  # too low after ann's
+        store.BidRequest(ann, 1000, "r1", w.session),  # the same ref again: a replay
+        store.BidRequest(cat, 1500, "r1", "ses_elsewhere"),  # not this session's auction
+        store.BidRequest(bob, 1100, "r2", w.session, max_cents=2000),
+        store.BidRequest(cat, 1300, "r2", w.session),  # bob's proxy answers
+    ]
+    async with pool.acquire() as conn:
+        out = await store.bid_many(conn, auction.id, requests, time.time())
+    codes = [o.code if isinstance(o, Failure) else (o.bid.amount_cents, o.bid.leader) for o in out]
+    assert codes == [
+        (1000, ann),
+        "bid_too_low",
+        (1000, ann),
+        "not_found",
+        (1100, bob),
+        (1400, bob),
+    ]
+    assert [getattr(o, "replay", None) for o in out] == [False, None, True, None, False, False]
+    assert [getattr(o, "outbid", None) for o in out] == [None, None, None, None, ann, None]
+    rows = await bid_rows(pool, auction.id)
+    assert [(r["seq"], r["user_id"], r["price_cents"]) for r in rows] == [
+        (1, ann, 1000),
+        (2, bob, 1100),
+        (3, cat, 1400),
+    ]
+    state = await svc.get_auction(auction.id)
+    assert (state.current_cents, state.leader, state.bids) == (1400, bob, 3)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -17,6 +19,11 @@ from . import rules as rules
 from . import store as store
 from .base import CommerceBase, unavailable
 from .rules import Auction, BidAccepted, Order
+
+log = logging.getLogger("livecart.commerce")
+
+# Bids on one auction that go to PostgreSQL together, at most (one transaction).
+BID_BATCH_MAX = 64
 
 
 class AuctionService(CommerceBase):
@@ -97,43 +104,79 @@ class AuctionService(CommerceBase):
                 raise Failure("bad_frame", "max_cents must be at least amount_cents")
         if not 1 <= len(ref) <= ID_MAX_CHARS:
             raise Failure("bad_frame", "ref must be 1-64 characters")
+        fut: asyncio.Future[BidAccepted] = asyncio.get_running_loop().create_future()
+        request = store.BidRequest(who.sub, amount_cents, ref, session_id, max_cents, video_at)
+        queue = self._bid_queues.setdefault(auction_id, deque())
+        queue.append((request, fut))
+        if auction_id not in self._bid_drainers:
+            self._bid_drainers[auction_id] = asyncio.create_task(
+                self._drain_bids(auction_id, queue), name="commerce-bids"
+            )
         try:
-            async with asyncio.timeout(self._op_timeout_s), self._bid_locks.hold(auction_id):
-                now = self._clock()
-                outcome = await self._db(
-                    lambda c: store.bid(
-                        c,
-                        who.sub,
-                        auction_id,
-                        amount_cents,
-                        ref,
-                        now,
-                        session_id=session_id,
-                        max_cents=max_cents,
-                        video_at=video_at,
-                        settle_grace_s=self.settle_grace_s,
-                    )
-                )
-                if not outcome.replay:
-                    # Queued under the lock: this node's bid events leave in seq order.
-                    b = outcome.bid
-                    self._emit(
-                        BidEvent(
-                            outcome.session,
-                            auction_id,
-                            b.amount_cents,
-                            b.leader,
-                            b.seq,
-                            b.ends_at,
-                            outcome.reserve_met,
-                            outcome.outbid,
-                        )
-                    )
-        except TimeoutError as exc:
+            return await asyncio.wait_for(asyncio.shield(fut), self._op_timeout_s)
+        except TimeoutError as exc:  # it may still be taken: a retry with the ref tells
             raise unavailable(exc) from exc
-        if not outcome.replay:
-            self.stats["bids_accepted"] += 1
-        return outcome.bid
+
+    async def _drain_bids(
+        self, auction_id: str, queue: deque[tuple[store.BidRequest, asyncio.Future[BidAccepted]]]
+    ) -> None:
+        """The auction's waiting bids go to PostgreSQL together (one transaction per batch,
+        in arrival order); this node's `bid` events leave in seq order, each batch's after
+        its commit and before the next batch's (and before a buy-now's end)."""
+        try:
+            while queue:
+                batch = [queue.popleft() for _ in range(min(len(queue), BID_BATCH_MAX))]
+                requests = [r for r, _ in batch]
+                try:
+                    async with self._bid_locks.hold(auction_id):
+                        now = self._clock()
+                        outcomes = await self._db(
+                            functools.partial(
+                                store.bid_many,
+                                auction_id=auction_id,
+                                requests=requests,
+                                now=now,
+                                settle_grace_s=self.settle_grace_s,
+                            )
+                        )
+                        for outcome in outcomes:
+                            if isinstance(outcome, Failure) or outcome.replay:
+                                continue
+                            b = outcome.bid
+                            self.stats["bids_accepted"] += 1
+                            self._emit(
+                                BidEvent(
+                                    outcome.session,
+                                    auction_id,
+                                    b.amount_cents,
+                                    b.leader,
+                                    b.seq,
+                                    b.ends_at,
+                                    outcome.reserve_met,
+                                    outcome.outbid,
+                                )
+                            )
+                except Exception as exc:
+                    failure = exc if isinstance(exc, Failure) else unavailable(exc)
+                    if not isinstance(exc, Failure):
+                        log.exception("bids on %s failed", auction_id)
+                    outcomes = [failure for _ in batch]
+                for (_, fut), outcome in zip(batch, outcomes, strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(outcome, Failure):
+                        fut.set_exception(outcome)
+                    else:
+                        fut.set_result(outcome.bid)
+        finally:
+            self._bid_drainers.pop(auction_id, None)
+            if not queue:
+                self._bid_queues.pop(auction_id, None)
+            else:  # cancelled with bids still waiting: they cannot be taken now
+                while queue:
+                    _, fut = queue.popleft()
+                    if not fut.done():
+                        fut.set_exception(Failure("unavailable", "retry with the same ref"))
 
     async def buy_now(
         self,

@@ -120,8 +120,11 @@ class CommerceBase:
         self._op_timeout_s = op_timeout_s
         # Offers whose remaining changed here since the last stock report: offer → session.
         self._stock_dirty: dict[str, str] = {}
-        # One bid per auction in flight on this node, so `bid` events leave in seq order.
+        # One batch of bids (or a buy-now) per auction in flight on this node, so that its
+        # room events leave in seq order; the bids waiting for their turn, per auction.
         self._bid_locks = KeyedLocks()
+        self._bid_queues: dict[str, deque[Any]] = {}
+        self._bid_drainers: dict[str, asyncio.Task[None]] = {}
         self.gate = rules.SoldOutGate(gate_ttl_s)
         # Purchases of one offer in flight at once on this node (they contend for one row);
         # the others wait in the offer's queue, each as a future (no task per attempt).

@@ -62,6 +62,12 @@ class CommerceService(
             _, late = await asyncio.wait(set(self._admitters), timeout=self._op_timeout_s)
             for task in late:
                 task.cancel()
+        if self._bid_drainers:  # bids in flight finish; what still waits gets `unavailable`
+            _, late = await asyncio.wait(
+                set(self._bid_drainers.values()), timeout=self._op_timeout_s
+            )
+            for task in late:
+                task.cancel()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

@@ -15,8 +15,9 @@ mapping); this package re-exports what the service and the tests use.
 """
 
 from .auctions import BidOutcome as BidOutcome
+from .auctions import BidRequest as BidRequest
 from .auctions import Closed as Closed
-from .auctions import bid as bid
+from .auctions import bid_many as bid_many
 from .auctions import buy_now as buy_now
 from .auctions import close_due_auction as close_due_auction
 from .auctions import create_auction as create_auction

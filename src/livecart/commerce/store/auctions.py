@@ -106,26 +106,41 @@ async def open_auction(conn: Executor, session_id: str, now: float) -> Auction |
     return None if row is None else auction_from_row(row, await _bid_count(conn, row["id"]), now)
 
 
-# One round trip after the auction's row lock: the bidder's earlier bid with this ref (if
-# any), the number of bids, the session's status.
+# After the auction's row lock (so that bids committed while we waited are seen): the number
+# of bids and the session's status, then the batch's refs already used by their bidders.
 _AFTER_LOCK = """
-SELECT e.seq, e.amount_cents, e.max_cents, e.price_cents, e.leader,
-       (SELECT coalesce(max(seq), 0) FROM bids WHERE auction = $1) AS bids,
-       (SELECT status FROM sessions WHERE id = $4) AS live
-FROM (SELECT 1) one
-LEFT JOIN bids e ON e.auction = $1 AND e.user_id = $2 AND e.ref = $3
+SELECT (SELECT coalesce(max(seq), 0) FROM bids WHERE auction = $1) AS bids,
+       (SELECT status FROM sessions WHERE id = $2) AS live
 """
-# The bid and the auction it changes, in one statement.
-_RECORD_BID = """
+_EARLIER = """
+SELECT e.user_id, e.ref, e.seq, e.amount_cents, e.max_cents, e.price_cents, e.leader
+FROM bids e JOIN unnest($2::text[], $3::text[]) AS r(user_id, ref)
+  ON e.user_id = r.user_id AND e.ref = r.ref
+WHERE e.auction = $1
+"""
+# The batch's accepted bids and the auction they leave, in one statement.
+_RECORD_BIDS = """
 WITH bid AS (
     INSERT INTO bids (auction, seq, user_id, amount_cents, ref, at, max_cents, price_cents,
                       leader, video_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    SELECT $1, * FROM unnest($2::int[], $3::text[], $4::bigint[], $5::text[],
+                             $6::timestamptz[], $7::bigint[], $8::bigint[], $9::text[],
+                             $10::float8[])
 )
-UPDATE auctions SET current_cents = $8, leader = $9, ends_at = $11, leader_max_cents = $12,
-                    leader_at = $13
+UPDATE auctions SET current_cents = $11, leader = $12, ends_at = $13, leader_max_cents = $14,
+                    leader_at = $15
 WHERE id = $1
 """
+
+
+@dataclass(slots=True)
+class BidRequest:
+    user: str
+    amount_cents: int
+    ref: str
+    session_id: str | None = None
+    max_cents: int | None = None
+    video_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -138,91 +153,129 @@ class BidOutcome:
     reserve_met: bool = True
 
 
-async def bid(
+def _replayed(auction_id: str, user: str, ends_at: str, e: Any) -> BidAccepted:
+    price = e["price_cents"]
+    return BidAccepted(
+        auction=auction_id,
+        seq=e["seq"],
+        user=user,
+        amount_cents=e["amount_cents"] if price is None else price,
+        ends_at=ends_at,
+        leading=e["leader"] in (None, user),
+        leader=e["leader"] or user,
+        max_cents=e["max_cents"],
+    )
+
+
+async def bid_many(
     conn: Connection,
-    user: str,
     auction_id: str,
-    amount_cents: int,
-    ref: str,
+    requests: list[BidRequest],
     now: float,
     *,
-    session_id: str | None = None,
-    max_cents: int | None = None,
-    video_at: float | None = None,
     settle_grace_s: float = 0.0,
-) -> BidOutcome:
-    """Bids are totally ordered by the auction's row lock; idempotent per (auction, user, ref)."""
+) -> list[BidOutcome | Failure]:
+    """Apply bids in the given order in one transaction, under the auction's row lock (bids
+    on one auction are totally ordered by it); one outcome per request, a refusal as a
+    `Failure`. Idempotent per (auction, user, ref): a ref already used (or used earlier in
+    this batch) answers the accepted bid again."""
     async with conn.transaction():
         row = await conn.fetchrow(
             f"SELECT {AUCTION_COLS} FROM auctions a WHERE a.id = $1 FOR UPDATE", auction_id
         )
-        if row is None or (session_id is not None and row["session"] != session_id):
-            raise Failure("not_found", "no such auction in this session")
-        # Read after the lock so that earlier bids, committed while we waited, are seen:
-        # this bidder's bid with the same ref (a retry), the count, the session's status.
-        seen = await conn.fetchrow(_AFTER_LOCK, auction_id, user, ref, row["session"])
-        if seen["seq"] is not None:
-            price = seen["price_cents"]
+        if row is None:
+            return [Failure("not_found", "no such auction in this session") for _ in requests]
+        seen = await conn.fetchrow(_AFTER_LOCK, auction_id, row["session"])
+        earlier = {
+            (e["user_id"], e["ref"]): e
+            for e in await conn.fetch(
+                _EARLIER, auction_id, [r.user for r in requests], [r.ref for r in requests]
+            )
+        }
+        state = auction_state(row, seen["bids"])
+        first = state
+        done: dict[tuple[str, str], BidAccepted] = {}
+        out: list[BidOutcome | Failure] = []
+        cols: list[list[Any]] = [[] for _ in range(9)]
+        for r in requests:
+            if r.session_id is not None and row["session"] != r.session_id:
+                out.append(Failure("not_found", "no such auction in this session"))
+                continue
+            key = (r.user, r.ref)
+            if key in earlier:
+                again = _replayed(auction_id, r.user, iso(at(state.ends_at)), earlier[key])
+                out.append(BidOutcome(again, row["session"], replay=True, extended=False))
+                continue
+            if key in done:
+                out.append(BidOutcome(done[key], row["session"], replay=True, extended=False))
+                continue
+            judged = rules.judged_at(now, r.video_at)
+            try:
+                if state.status == "open" and judged < state.ends_at and seen["live"] != "live":
+                    raise Failure("not_live", "the session is not live")
+                result = rules.decide_bid(
+                    state,
+                    user=r.user,
+                    amount_cents=r.amount_cents,
+                    now=now,
+                    max_cents=r.max_cents,
+                    video_at=r.video_at,
+                    settle_grace_s=settle_grace_s,
+                )
+            except Failure as refused:
+                out.append(refused)
+                continue
+            before, state = state, result.auction
+            assert state.current_cents is not None and state.leader is not None
+            for col, value in zip(
+                cols,
+                (
+                    state.bids,
+                    r.user,
+                    r.amount_cents,
+                    r.ref,
+                    at(now),
+                    r.max_cents,
+                    state.current_cents,
+                    state.leader,
+                    judged,
+                ),
+                strict=True,
+            ):
+                col.append(value)
             accepted = BidAccepted(
                 auction=auction_id,
-                seq=seen["seq"],
-                user=user,
-                amount_cents=seen["amount_cents"] if price is None else price,
-                ends_at=iso(row["ends_at"]),
-                leading=seen["leader"] in (None, user),
-                leader=seen["leader"] or user,
-                max_cents=seen["max_cents"],
+                seq=state.bids,
+                user=r.user,
+                amount_cents=state.current_cents,
+                ends_at=iso(at(state.ends_at)),
+                leading=result.leading,
+                leader=state.leader,
+                max_cents=r.max_cents,
             )
-            return BidOutcome(accepted, row["session"], replay=True, extended=False)
-        state = auction_state(row, seen["bids"])
-        judged = rules.judged_at(now, video_at)
-        if state.status == "open" and judged < state.ends_at and seen["live"] != "live":
-            raise Failure("not_live", "the session is not live")
-        result = rules.decide_bid(
-            state,
-            user=user,
-            amount_cents=amount_cents,
-            now=now,
-            max_cents=max_cents,
-            video_at=video_at,
-            settle_grace_s=settle_grace_s,
-        )
-        after = result.auction
-        await conn.execute(
-            _RECORD_BID,
-            auction_id,
-            after.bids,
-            user,
-            amount_cents,
-            ref,
-            at(now),
-            max_cents,
-            after.current_cents,
-            after.leader,
-            judged,
-            at(after.ends_at),
-            after.leader_max_cents,
-            after.leader_at,
-        )
-    assert after.current_cents is not None and after.leader is not None
-    accepted = BidAccepted(
-        auction=auction_id,
-        seq=after.bids,
-        user=user,
-        amount_cents=after.current_cents,
-        ends_at=iso(at(after.ends_at)),
-        leading=result.leading,
-        leader=after.leader,
-        max_cents=max_cents,
-    )
-    return BidOutcome(
-        accepted,
-        row["session"],
-        replay=False,
-        extended=after.ends_at != state.ends_at,
-        outbid=result.outbid,
-        reserve_met=rules.reserve_met(after),
-    )
+            done[key] = accepted
+            out.append(
+                BidOutcome(
+                    accepted,
+                    row["session"],
+                    replay=False,
+                    extended=state.ends_at != before.ends_at,
+                    outbid=result.outbid,
+                    reserve_met=rules.reserve_met(state),
+                )
+            )
+        if state is not first:
+            await conn.execute(
+                _RECORD_BIDS,
+                auction_id,
+                *cols,
+                state.current_cents,
+                state.leader,
+                at(state.ends_at),
+                state.leader_max_cents,
+                state.leader_at,
+            )
+    return out
 
 
 async def _award(
