@@ -25,7 +25,6 @@ from .auctions import get_auction as get_auction
 from .auctions import open_auction as open_auction
 from .auctions import opened_auctions as opened_auctions
 from .auctions import return_unit as return_unit
-from .chances import Offered as Offered
 from .chances import accept as accept
 from .chances import chance_of as chance_of
 from .chances import lapse_due_chance as lapse_due_chance

@@ -11,7 +11,6 @@ the lapse of an unanswered chance (auction → offer → product).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -21,6 +20,7 @@ from ...ids import new_id
 from ...protocol import SecondChance
 from ...runtime.db import Connection, Executor, from_row, iso
 from ..rules import Order, SecondChanceView
+from .auctions import return_unit
 from .outbox import enqueue_webhook, notify_user
 from .rows import ORDER_SELECT, at, order_from_row
 
@@ -44,14 +44,6 @@ LIMIT 1
 """
 
 
-@dataclass(slots=True)
-class Offered:
-    """A chance handed to one bidder (told in person and by webhook on commit)."""
-
-    user: str
-    message: SecondChance
-
-
 async def _lock_auction(conn: Executor, auction_id: str) -> Any:
     return await conn.fetchrow(
         "SELECT id, session, product, leader FROM auctions WHERE id = $1 FOR UPDATE", auction_id
@@ -60,10 +52,11 @@ async def _lock_auction(conn: Executor, auction_id: str) -> Any:
 
 async def pass_on(
     conn: Executor, auction_id: str, offer_id: str, now: float, ttl_s: float
-) -> Offered | None:
+) -> str | None:
     """Inside a transaction holding the auction's row lock, with the unit back on the hidden
-    offer (`remaining` 1): offer it to the next bidder down, or, when none is left, put it
-    back in product stock. Returns the chance offered, if any."""
+    offer (`remaining` 1): offer it to the next bidder down (told in person and by webhook
+    on commit), or, when none is left, put it back in product stock. Returns the bidder
+    offered, if any."""
     auction = await conn.fetchrow(
         "SELECT id, session, product, leader, reserve_cents FROM auctions WHERE id = $1",
         auction_id,
@@ -81,11 +74,7 @@ async def pass_on(
             "UPDATE offers SET returned = returned + 1 WHERE id = $1 AND remaining > returned",
             offer_id,
         )
-        await conn.execute(
-            "UPDATE products SET stock = stock + 1, updated_at = $2 WHERE id = $1",
-            auction["product"],
-            at(now),
-        )
+        await return_unit(conn, auction["product"], now)
         return None
     expires = iso(at(now + ttl_s))
     await conn.execute(
@@ -115,12 +104,12 @@ async def pass_on(
         },
         now,
     )
-    return Offered(nxt["user_id"], message)
+    return str(nxt["user_id"])
 
 
 async def auction_order_back(
     conn: Executor, order: Order, auction_id: str, now: float, ttl_s: float
-) -> Offered | None:
+) -> str | None:
     """An auction's order (the winner's or an accepted chance) was cancelled or expired, in
     this transaction: its unit goes back on the hidden offer and on down the chain."""
     await _lock_auction(conn, auction_id)
