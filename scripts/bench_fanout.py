@@ -40,7 +40,12 @@ the load generator competes with the server.
     python scripts/bench_fanout.py [--viewers 1000,5000,10000] [--rate 10] [--seconds 8]
         [--mode fixed,max] [--systems livecart,websockets,broadcaster,socketio]
         [--generators 2] [--publishers 4] [--client raw|websockets|websockets-deflate] [--quick]
-        [--database-url URL] [--redis-url URL --nodes 2]
+        [--database-url URL] [--redis-url URL --nodes 2] [--redis-url URL --workers 1,2]
+
+`--redis-url` may name a Redis Cluster (`redis+cluster://127.0.0.1:P,…`; `python -m
+tests.redis_cluster` starts one from the machine's redis-server and prints its URL).
+`--workers 1,2` adds livecart rows served by one `serve --workers N` (sharing Redis) per
+count, in the same run as the others.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import asyncio
 import base64
 import contextlib
 import importlib.util
+import json
 import math
 import multiprocessing as mp
 import os
@@ -70,11 +76,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
+    children_of,
     cpu_model,
     loadavg,
     mem_total_gib,
     percentile,
+    pg_writes,
     process_cpu_s,
+    redis_commands,
     require_local,
     rss_kib,
     self_cpu_s,
@@ -403,7 +412,10 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
                 cls = RawSocketIOViewer if socketio else RawViewer
                 v: Viewer = cls(stats, group, sampled, join, request)
                 viewers.append(v)
-                await loop.create_connection(lambda: v, host, port)  # type: ignore[arg-type,return-value]
+                # A source address per generator (127.0.0.x) gives each its own ephemeral
+                # ports: one address tops out near 28,000 connections to one server port.
+                local = (cfg["source"], 0) if cfg.get("source") else None
+                await loop.create_connection(lambda: v, host, port, local_addr=local)  # type: ignore[arg-type,return-value]
             else:
                 lcls = LibSocketIOViewer if socketio else LibViewer
                 lv = lcls(stats, group, sampled, join, cfg["client"] == "websockets-deflate")
@@ -589,7 +601,11 @@ class BaselineProcess:
 
 
 def livecart_node(
-    database_url: str, secret: str, redis_url: str = "", extra_env: dict[str, str] | None = None
+    database_url: str,
+    secret: str,
+    redis_url: str = "",
+    extra_env: dict[str, str] | None = None,
+    workers: int = 0,
 ) -> Any:
     from livecart.runtime.process import NodeProcess
 
@@ -608,7 +624,8 @@ def livecart_node(
         tempfile.mkdtemp(prefix="livecart-bench-fanout-"),
         database_url=database_url,
         env=env,
-        extra_args=["--redis-url", redis_url] if redis_url else [],
+        extra_args=(["--redis-url", redis_url] if redis_url else [])
+        + (["--workers", str(workers)] if workers > 1 else []),
     )
 
 
@@ -785,6 +802,28 @@ class Phase:
     drained: bool = True
     closed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    redis_cmds: int = -1  # commands Redis processed during the phase (-1: no Redis)
+    pg_commits: int = -1  # PostgreSQL transactions committed during the phase
+    pg_rows: int = -1  # PostgreSQL rows inserted, updated or deleted during the phase
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rate": self.rate,
+            "seconds": self.seconds,
+            "published": self.published,
+            "delivered": self.delivered,
+            "skipped": self.skipped,
+            "rate_delivered": self.rate_delivered,
+            "p50_ms": self.pct(50),
+            "p99_ms": self.pct(99),
+            "server_cpu_s": self.server_cpu_s,
+            "pg_cpu_s": self.pg_cpu_s,
+            "cpu_us_per_delivery": self.cpu_us_per_msg,
+            "sustained": self.sustained,
+            "redis_cmds": self.redis_cmds,
+            "pg_commits": self.pg_commits,
+            "pg_rows": self.pg_rows,
+        }
 
     @property
     def complete(self) -> float:
@@ -859,15 +898,17 @@ class Runner:
 
     # ------------------------------------------------------------ servers
 
-    async def start(self, system: str, n_nodes: int) -> tuple[Target, list[Any]]:
+    async def start(
+        self, system: str, n_nodes: int, workers: int = 0
+    ) -> tuple[Target, list[Any]]:
         run = secrets.token_hex(3)
         if system != "livecart":
             proc = await asyncio.to_thread(BaselineProcess(system).start)
             return Target(system, LABELS[system], [proc.port], [proc.pid], run=run), [proc]
         secret = secrets.token_urlsafe(32)
-        redis = self.args.redis_url if n_nodes > 1 else ""
+        redis = self.args.redis_url if n_nodes > 1 or workers else ""
         nodes = [
-            livecart_node(self.database_url, secret, redis, self.args.livecart_env)
+            livecart_node(self.database_url, secret, redis, self.args.livecart_env, workers)
             for _ in range(n_nodes)
         ]
         started = []
@@ -884,11 +925,16 @@ class Runner:
                 self.stop_one(node)
             raise
         label = LABELS["livecart"] if n_nodes == 1 else f"livecart, {n_nodes} nodes + Redis"
+        pids = [node.proc.pid for node in nodes]
+        if workers:
+            label = f"livecart, {workers} worker{'s' if workers > 1 else ''} + Redis"
+            # `serve --workers N` forks N node processes; count their CPU and memory.
+            pids += [c for pid in pids for c in children_of(pid)] if workers > 1 else []
         target = Target(
             "livecart",
             label,
             [node.port for node in nodes],
-            [node.proc.pid for node in nodes],
+            pids,
             session=session,
             secret=secret,
             run=run,
@@ -967,6 +1013,10 @@ class Runner:
     ) -> Phase:
         ph = Phase(rate, seconds)
         before = await gens.ask("take")
+        live = t.system == "livecart"
+        redis_url = self.args.redis_url if live and (len(t.ports) > 1 or "worker" in t.label) else ""
+        rc0 = await asyncio.to_thread(redis_commands, redis_url) if redis_url else -1
+        db0 = await pg_writes(self.database_url) if live else (-1, -1)
         cpu0, pg0, pub0 = self.server_cpu(t), self.pg_cpu(t), self_cpu_s()
         acks0, err0 = pub.acks, dict(pub.errors)
         wall0 = time.monotonic()
@@ -992,6 +1042,12 @@ class Runner:
         ph.wall_s = time.monotonic() - wall0
         ph.server_cpu_s = self.server_cpu(t) - cpu0
         ph.pg_cpu_s = self.pg_cpu(t) - pg0
+        if redis_url and rc0 >= 0:
+            ph.redis_cmds = await asyncio.to_thread(redis_commands, redis_url) - rc0
+        if live and db0[0] >= 0:
+            await asyncio.sleep(1.1)  # pg_stat_database is flushed about once a second
+            db1 = await pg_writes(self.database_url)
+            ph.pg_commits, ph.pg_rows = db1[0] - db0[0], db1[1] - db0[1]
         ph.pub_cpu_s = self_cpu_s() - pub0
         ph.gen_cpu_s = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before, strict=True))
         ph.delivered = sum(a["chat"] - b["chat"] for a, b in zip(after, before, strict=True))
@@ -1024,9 +1080,11 @@ class Runner:
 
     # ------------------------------------------------------------ one system, one size
 
-    async def run(self, system: str, viewers: int, n_nodes: int = 1) -> RunResult:
+    async def run(
+        self, system: str, viewers: int, n_nodes: int = 1, workers: int = 0
+    ) -> RunResult:
         a = self.args
-        t, servers = await self.start(system, n_nodes)
+        t, servers = await self.start(system, n_nodes, workers)
         res = RunResult(system, t.label, viewers)
         gens: Generators | None = None
         pub = Publisher(t, a.publishers)
@@ -1322,9 +1380,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, default=1,
                    help="with --redis-url: also run livecart as this many nodes sharing Redis "
                    "(viewers alternate nodes, publishers on node 1)")
+    p.add_argument("--workers", default="",
+                   help="with --redis-url: also run livecart as one node with each of these "
+                   "worker counts (`serve --workers N`, e.g. 1,2), in the same run")
     p.add_argument("--livecart-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for the livecart nodes (repeatable), e.g. "
                    "LIVECART_CHAT_DISPLAY_BUDGET=0 to turn huge-room chat sampling off")
+    p.add_argument("--json", default="",
+                   help="also write every run's figures to this file (for scripts/capacity.py)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 200 viewers, 3s fixed phase, 2s steps")
     p.add_argument("--max-seconds", type=float, default=1800, help="bound on the whole run")
@@ -1354,11 +1417,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--rate, --seconds and --step-seconds must be positive")
     if args.nodes > 1 and not args.redis_url:
         p.error("--nodes > 1 needs --redis-url")
+    try:
+        args.worker_counts = [int(x) for x in args.workers.split(",") if x.strip()]
+    except ValueError:
+        p.error("--workers takes numbers separated by commas, e.g. 1,2")
+    if args.worker_counts and (not args.redis_url or min(args.worker_counts) < 1):
+        p.error("--workers needs --redis-url and counts >= 1")
     if args.redis_url:
         require_local(args.redis_url, "--redis-url", "bench_fanout")
     if args.database_url:
         require_local(args.database_url, "--database-url", "bench_fanout")
     return args
+
+
+async def archive_size(database_url: str) -> dict[str, float] | None:
+    """Rows in the room log archive and its bytes on disk with indexes (the growth per event
+    for docs/capacity.md)."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(database_url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS n, pg_total_relation_size('room_events') AS bytes,"
+                " coalesce(avg(pg_column_size(r.*)), 0) AS row_bytes FROM room_events r"
+            )
+        finally:
+            await conn.close()
+    except Exception:
+        return None
+    n = int(row["n"])
+    return {
+        "rows": n,
+        "bytes": int(row["bytes"]),
+        "bytes_per_row": int(row["bytes"]) / n if n else float("nan"),
+        "tuple_bytes": float(row["row_bytes"]),
+    }
 
 
 def postmaster_pid(pgdata: Path) -> int | None:
@@ -1416,25 +1510,52 @@ async def amain(args: argparse.Namespace) -> int:
                 if args.livecart_env
                 else ""
             )
-            + (f"; Redis {args.redis_url}, {args.nodes} nodes" if args.nodes > 1 else ""),
+            + (f"; Redis {args.redis_url}, {args.nodes} nodes" if args.nodes > 1 else "")
+            + (f"; workers {args.workers}" if args.worker_counts else ""),
             flush=True,
         )
         runner = Runner(args, database_url, pg_pid)
-        plan: list[tuple[str, int]] = [(s, 1) for s in systems]
+        plan: list[tuple[str, int, int]] = [(s, 1, 0) for s in systems]
         if args.nodes > 1 and "livecart" in systems:
-            plan.insert(1, ("livecart", args.nodes))
+            plan.insert(1, ("livecart", args.nodes, 0))
+        if "livecart" in systems:
+            for i, w in enumerate(args.worker_counts):
+                plan.insert(1 + i, ("livecart", 1, w))
         all_results: dict[int, list[RunResult]] = {}
         for n in args.viewer_counts:
             print(f"\n### {n:,} viewers\n", flush=True)
             results = []
-            for system, nodes in plan:
-                print(f"- {LABELS[system]}{'' if nodes == 1 else f' ({nodes} nodes)'}, "
-                      f"load average {loadavg()}", flush=True)
-                results.append(await runner.run(system, n, nodes))
+            for system, nodes, workers in plan:
+                what = f" ({nodes} nodes)" if nodes > 1 else f" ({workers} workers)" if workers else ""
+                print(f"- {LABELS[system]}{what}, load average {loadavg()}", flush=True)
+                results.append(await runner.run(system, n, nodes, workers))
             all_results[n] = results
             print_tables(args, n, results)
         print(f"\nload average after: {loadavg()} (1/5/15 min)")
         ok = print_checks(args, all_results)
+        if args.json:
+            archive = await archive_size(database_url) if "livecart" in systems else None
+            doc = {
+                "bench": "fanout",
+                "load_after": loadavg(),
+                "cores": os.cpu_count(),
+                "archive": archive,
+                "runs": [
+                    {
+                        "system": r.system,
+                        "label": r.label,
+                        "viewers": r.viewers,
+                        "connected": r.connected,
+                        "joined_s": r.joined_s,
+                        "rss_kib_per_conn": r.rss_kib_per_conn,
+                        "fixed": r.fixed.as_dict() if r.fixed is not None else None,
+                        "steps": [st.as_dict() for st in r.steps],
+                    }
+                    for rs in all_results.values()
+                    for r in rs
+                ],
+            }
+            await asyncio.to_thread(Path(args.json).write_text, json.dumps(doc, indent=1))
         return 0 if ok else 1
     finally:
         if embedded is not None:

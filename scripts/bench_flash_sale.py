@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -43,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -592,6 +594,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--pool-size", type=int, help="baseline pool size (default: db_pool_max)")
     p.add_argument("--max-seconds", type=float, default=900, help="bound on the whole run")
+    p.add_argument("--json", default="", help="also write livecart's figures to this file "
+                   "(for scripts/capacity.py)")
     args = p.parse_args(argv)
     if args.attempts is None:
         args.attempts = 20 * args.stock
@@ -753,6 +757,23 @@ async def amain(args: argparse.Namespace) -> int:
         print()
         for label, ok, value in checks:
             print(f"target {label}: {'met' if ok else 'NOT met'} ({value})")
+        if args.json:
+            doc = {
+                "bench": "flash_sale",
+                "load_after": loadavg(),
+                "attempts": int(ours.total("attempts")),
+                "orders": int(ours.total("orders")),
+                "attempts_per_s": ours.rate,
+                "p99_ms": ours.pct_ms(99),
+                "server_cpu_s": ours.total("server_cpu_s"),
+                "server_cpu_us_per_attempt": ours.total("server_cpu_s")
+                / max(1, ours.total("attempts"))
+                * 1e6,
+                "server_cpu_us_per_order": ours.total("server_cpu_s")
+                / max(1, ours.total("orders"))
+                * 1e6,
+            }
+            await asyncio.to_thread(Path(args.json).write_text, json.dumps(doc, indent=1))
         return 0 if all(ok for _, ok, _ in checks) else 1
     finally:
         if pool is not None:

@@ -81,6 +81,21 @@ def tree_cpu_s(root: int) -> float:
     return sum(x for x in map(process_cpu_s, members) if x == x)
 
 
+def children_of(pid: int) -> list[int]:
+    """The direct children of a process (e.g. the workers of `serve --workers N`)."""
+    out: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 def rss_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -108,6 +123,62 @@ def use_uvloop() -> str:
 
 
 def require_local(url: str, what: str, script: str) -> None:
-    host = urlsplit(url).hostname or ""
-    if host not in LOCAL_HOSTS:
-        raise SystemExit(f"{script}: {what} must be on 127.0.0.1, got {host!r}")
+    if url.startswith("redis+cluster://"):
+        from livecart.redisconn import cluster_nodes
+
+        hosts = [h for h, _ in cluster_nodes(url)[0]]
+    else:
+        hosts = [urlsplit(url).hostname or ""]
+    for host in hosts:
+        if host not in LOCAL_HOSTS:
+            raise SystemExit(f"{script}: {what} must be on 127.0.0.1, got {host!r}")
+
+
+def redis_commands(url: str) -> int:
+    """Commands processed so far by Redis (summed over the masters of a Redis Cluster);
+    -1 when it cannot be read. A shared single Redis also counts other clients' commands."""
+    try:
+        if url.startswith("redis+cluster://"):
+            from redis.cluster import ClusterNode, RedisCluster
+
+            from livecart.redisconn import cluster_nodes
+
+            nodes, user, password = cluster_nodes(url)
+            rc = RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in nodes],
+                username=user,
+                password=password,
+            )
+            try:
+                infos = rc.info("stats", target_nodes=RedisCluster.PRIMARIES)
+                return sum(int(i["total_commands_processed"]) for i in infos.values())
+            finally:
+                rc.close()
+        import redis
+
+        r = redis.Redis.from_url(url)
+        try:
+            return int(r.info("stats")["total_commands_processed"])
+        finally:
+            r.close()
+    except Exception:
+        return -1
+
+
+async def pg_writes(database_url: str) -> tuple[int, int]:
+    """(transactions committed, rows inserted + updated + deleted) so far in the database
+    (pg_stat_database, which PostgreSQL updates about once a second); (-1, -1) on failure."""
+    try:
+        import asyncpg
+
+        conn = await asyncpg.connect(database_url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted AS rows"
+                " FROM pg_stat_database WHERE datname = current_database()"
+            )
+        finally:
+            await conn.close()
+        return int(row["xact_commit"]), int(row["rows"])
+    except Exception:
+        return -1, -1

@@ -17,6 +17,8 @@ import pytest
 
 from livecart.runtime.db import EmbeddedPostgres, connect_pool, migrate
 
+from .redis_cluster import RedisCluster6
+
 T = TypeVar("T")
 
 
@@ -95,3 +97,19 @@ def redis_url_or_skip() -> str:
             pytest.fail(f"Redis is required in CI but {url} does not answer: {exc}")
         pytest.skip(f"Redis not reachable at {url} ({exc}); set REDIS_URL to run this test")
     return url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster6]:
+    """A real Redis Cluster (3 masters, 3 replicas) from the machine's redis-server, for the
+    whole session; in CI a missing redis-server fails."""
+    try:
+        cluster = RedisCluster6().__enter__()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"a Redis Cluster is required in CI but could not start: {exc}")
+        pytest.skip(f"no Redis Cluster ({exc})")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -8,6 +8,7 @@ import logging
 import math
 
 from ..lua import script
+from ..redisconn import connect
 from .rules.chat import ChatCandidate, ChatDecision, duplicate_digest
 from .rules.limits import RatePolicy
 
@@ -42,9 +43,7 @@ class SharedChatLimits:
         duplicate_window_s: float,
         max_slow_s: float,
     ) -> None:
-        import redis.asyncio as aioredis
-
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+        self.redis = connect(url, socket_connect_timeout=2.0, socket_timeout=2.0)
         """The connection, which others of the user's keys may share (`prefix`)."""
         self._script = self.redis.register_script(script("chat_limits"))
         self._policy = policy

@@ -5,6 +5,8 @@ local ttl_ms = tonumber(ARGV[4])
 local log_ttl_ms = tonumber(ARGV[5])
 local meta_ttl_ms = tonumber(ARGV[6])
 local floor, new_epoch, channel, pid, dedupe = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+-- PUBLISH on one Redis; SPUBLISH (sharded: only the slot's shard) on a Redis Cluster.
+local publish = ARGV[12]
 
 local epoch = redis.call('GET', epoch_key)
 local current = redis.call('GET', offset_key)
@@ -34,5 +36,5 @@ redis.call('PEXPIRE', log, log_ttl_ms)
 redis.call('PEXPIRE', redacted, log_ttl_ms)
 redis.call('PEXPIRE', epoch_key, meta_ttl_ms)
 redis.call('PEXPIRE', offset_key, meta_ttl_ms)
-redis.call('PUBLISH', channel, offset_s .. '\n' .. epoch .. '\n' .. kind .. '\n' .. data)
+redis.call(publish, channel, offset_s .. '\n' .. epoch .. '\n' .. kind .. '\n' .. data)
 return {epoch, offset}

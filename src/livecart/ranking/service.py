@@ -34,7 +34,7 @@ from .exposure import Exposure
 from .feeds import TICK_S, Feeds
 from .ports import CounterOf, ObservePush, OrdersOf, RoomOf, Subscriber
 from .profiles import PROFILE_QUEUE_MAX, PROFILE_SAVE_EVERY_S, ProfileEvent, Profiles
-from .sync import SYNC_EVERY_S, UNSYNCED_MAX, SharedTrending
+from .sync import SYNC_EVERY_S, UNSYNCED_MAX, PartialSync, SharedTrending
 
 log = logging.getLogger("livecart.ranking")
 
@@ -308,6 +308,10 @@ class RankingService:
             landmark, values, version, forgotten = await self.shared.sync(
                 batch, live, self.profiles.forgotten_at
             )
+        except PartialSync as exc:
+            # Some trending shards took their part: only the others' is sent again.
+            self._unsynced = (exc.unsent + self._unsynced)[-UNSYNCED_MAX:]
+            raise
         except BaseException:
             # Sent again with the next sync (a batch the script applied before the connection
             # broke is counted twice: at least once, never lost while this node runs).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -151,9 +152,21 @@ def _use_uvloop() -> None:
         pass
 
 
+def _raise_nofile() -> None:
+    """Every connection is an open file: take the soft limit up to the hard one (a process
+    still tops out just under the hard limit; `--workers` spreads connections further)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.setup(settings.log_level, settings.log_format, node_name(settings))
+    _raise_nofile()
     if settings.workers > 1:
         return _supervise(settings)
     _use_uvloop()

@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from ..redisconn import CLUSTER_SCHEME, cluster_nodes, is_cluster
+
 
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message says which and why."""
@@ -25,7 +27,8 @@ class Settings(msgspec.Struct, kw_only=True):
     database_url: str = ""
     """PostgreSQL URL; empty starts the embedded PostgreSQL inside data_dir."""
     redis_url: str = ""
-    """Redis URL for cluster mode; empty uses the in-process bus (single node)."""
+    """Redis URL for cluster mode (`redis://…`, or `redis+cluster://H:P,H:P` for a Redis
+    Cluster); empty uses the in-process bus (single node)."""
     jwt_secret: str = ""
     """HS256 secret (at least 32 bytes); empty generates one and keeps it in data_dir."""
     jwt_algorithms: str = "HS256"
@@ -158,8 +161,17 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(f"log_format must be auto|json|text, got {self.log_format!r}")
         if self.database_url and not self.database_url.startswith(("postgres://", "postgresql://")):
             problems.append("database_url must start with postgresql://")
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            problems.append("redis_url must start with redis://, rediss:// or unix://")
+        if self.redis_url and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://", CLUSTER_SCHEME)
+        ):
+            problems.append(
+                "redis_url must start with redis://, rediss://, unix:// or redis+cluster://"
+            )
+        elif is_cluster(self.redis_url):
+            try:
+                cluster_nodes(self.redis_url)
+            except ValueError as exc:
+                problems.append(f"redis_url: {exc}")
         if self.chat_rate_per_s <= 0 or self.chat_burst < 1:
             problems.append("chat_rate_per_s must be > 0 and chat_burst >= 1")
         if self.flood_frames < 2 or self.flood_window_s <= 0:

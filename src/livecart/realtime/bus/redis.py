@@ -9,6 +9,9 @@ Keys per room (the `{room}` hash tag keeps them in one Redis Cluster slot):
     <prefix>:{room}:redacted  hash offset -> tombstone, served instead of the stream entry
     <prefix>:{room}:pub       pub/sub channel: "<offset>\\n<epoch>\\n<kind>\\n<data>"
 
+With a `redis+cluster://` URL the channel is a sharded one (`SPUBLISH`/`SSUBSCRIBE`) and
+publications wait for a replica (bus/cluster.py).
+
 See docs/bus.md for the protocol, the recovery rules and how consumers learn of a new epoch.
 """
 
@@ -20,7 +23,7 @@ import logging
 import random
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -30,10 +33,11 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...lua import script
+from ...redisconn import cluster_nodes, connect, is_cluster
 from .base import Bus, History, OffsetFloor, OnPublication, Publication, StreamPosition
+from .cluster import RETRYABLE, ClusterLink, ShardSubscriber
 
 log = logging.getLogger("livecart.bus")
 
@@ -44,7 +48,8 @@ OnEpoch = Callable[[str, StreamPosition], None]
 _PRELUDE = script("bus_prelude")
 
 # KEYS log, epoch, offset, redacted
-# ARGV kind, data, size, ttl_ms, log_ttl_ms, meta_ttl_ms, floor, new_epoch, channel, pid, dedupe
+# ARGV kind, data, size, ttl_ms, log_ttl_ms, meta_ttl_ms, floor, new_epoch, channel, pid, dedupe,
+#      publish command (PUBLISH, or SPUBLISH on a cluster)
 # -> {epoch, offset}; {'', 0} when the epoch is missing and no floor was given.
 _PUBLISH = _PRELUDE + script("bus_publish")
 
@@ -63,7 +68,7 @@ _FOLLOW = _PRELUDE + script("bus_follow")
 # KEYS log, redacted; ARGV offset, data -> 1 when the entry is in the stream, else 0.
 _REDACT = _PRELUDE + script("bus_redact")
 
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+_CONNECTION_ERRORS = RETRYABLE
 
 
 class _Follow:
@@ -95,6 +100,8 @@ class RedisBus(Bus):
         reconnect_max_s: float = 2.0,
         subscribe_timeout_s: float = 5.0,
         max_connections: int = 32,
+        failover_s: float = 15.0,
+        replica_wait_ms: int = 1000,
     ) -> None:
         if "{" in key_prefix or "}" in key_prefix:
             raise ValueError("key_prefix must not contain braces (they mark the room hash tag)")
@@ -118,19 +125,54 @@ class RedisBus(Bus):
             # Retries are ours: a publish is retried once, idempotently (see `publish`).
             "retry": Retry(NoBackoff(), 0),
         }
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=10,
-            socket_timeout=5.0,
-            client_name=f"{self.client_name}-cmd",
-            **common,
-        )
-        self._pool = pool
-        self._client = aioredis.Redis(connection_pool=pool)
-        self._sub_pool = ConnectionPool.from_url(
-            url, socket_timeout=None, client_name=f"{self.client_name}-sub", **common
-        )
+        self._failover_s = failover_s
+        # The cluster client's per-node pools do not wait for a free connection (they raise
+        # MaxConnectionsError): calls wait here instead, as BlockingConnectionPool does.
+        self._gate = asyncio.Semaphore(max_connections)
+        self._link: ClusterLink | None = None
+        self._shards: ShardSubscriber | None = None
+        self._pool: BlockingConnectionPool | None = None
+        self._sub_pool: ConnectionPool | None = None
+        self._client: Any
+        if is_cluster(url):
+            _, username, password = cluster_nodes(url)
+            auth = {"username": username, "password": password}
+            self._client = connect(
+                url,
+                max_connections=max_connections,
+                socket_timeout=5.0,
+                client_name=f"{self.client_name}-cmd",
+                socket_connect_timeout=2.0,
+            )
+            self._link = ClusterLink(
+                self._client,
+                {**auth, **common, "socket_timeout": 5.0, "client_name": f"{self.client_name}-pub"},
+                wait_ms=replica_wait_ms,
+            )
+            self._shards = ShardSubscriber(
+                self._link,
+                {**auth, **common, "socket_timeout": None, "client_name": f"{self.client_name}-sub"},
+                self._listen,
+                self._unsync,
+                reconnect_min_s=reconnect_min_s,
+                reconnect_max_s=reconnect_max_s,
+            )
+            self._publish_command = "SPUBLISH"
+        else:
+            pool = BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=10,
+                socket_timeout=5.0,
+                client_name=f"{self.client_name}-cmd",
+                **common,
+            )
+            self._pool = pool
+            self._client = aioredis.Redis(connection_pool=pool)
+            self._sub_pool = ConnectionPool.from_url(
+                url, socket_timeout=None, client_name=f"{self.client_name}-sub", **common
+            )
+            self._publish_command = "PUBLISH"
         self._publish_script = self._client.register_script(_PUBLISH)
         self._history_script = self._client.register_script(_HISTORY)
         self._follow_script = self._client.register_script(_FOLLOW)
@@ -159,8 +201,23 @@ class RedisBus(Bus):
 
     # ------------------------------------------------------------ lifecycle
 
+    @property
+    def cluster(self) -> bool:
+        return self._link is not None
+
+    @property
+    def shard_subscriptions(self) -> dict[str, set[bytes]]:
+        """Channels subscribed per Redis Cluster master (empty on one Redis)."""
+        return {} if self._shards is None else self._shards.shards
+
     async def start(self, on_publication: OnPublication) -> None:
         self._on_publication = on_publication
+        if self._link is not None:
+            try:
+                await self._link.start()
+            except Exception as exc:
+                log.warning("Redis Cluster is not answering yet (%s); the bus keeps retrying", exc)
+            return
         if not await self.ping():
             log.warning("Redis is not answering yet; the bus keeps retrying")
         self._reader = asyncio.create_task(self._read_loop(), name="redis-bus-reader")
@@ -175,13 +232,20 @@ class RedisBus(Bus):
             with contextlib.suppress(Exception):
                 await self._sub_conn.disconnect(nowait=True)
             self._sub_conn = None
+        if self._shards is not None:
+            await self._shards.stop()
         for f in self._follows.values():
             if not f.ready.done():
                 f.ready.set_result(None)
         self._on_publication = None
+        if self._link is not None:
+            await self._link.close()
+            return
         await self._client.aclose()
-        await self._pool.disconnect()  # a pool passed in is not closed by the client
-        await self._sub_pool.disconnect()
+        if self._pool is not None:
+            await self._pool.disconnect()  # a pool passed in is not closed by the client
+        if self._sub_pool is not None:
+            await self._sub_pool.disconnect()
 
     async def ping(self) -> bool:
         try:
@@ -196,29 +260,47 @@ class RedisBus(Bus):
         floor = ""
         new_epoch = ""
         dedupe = False
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._failover_s
+        pause = self._reconnect_min
         while True:
+            keys = self._keys(room)
+            args = [
+                kind,
+                data,
+                self._size,
+                self._ttl_ms,
+                self._log_ttl_ms,
+                self._meta_ttl_ms,
+                floor,
+                new_epoch,
+                self._channel(room),
+                pid,
+                "1" if dedupe else "0",
+                self._publish_command,
+            ]
             try:
-                reply = await self._publish_script(
-                    keys=self._keys(room),
-                    args=[
-                        kind,
-                        data,
-                        self._size,
-                        self._ttl_ms,
-                        self._log_ttl_ms,
-                        self._meta_ttl_ms,
-                        floor,
-                        new_epoch,
-                        self._channel(room),
-                        pid,
-                        "1" if dedupe else "0",
-                    ],
-                )
+                if self._link is not None:
+                    async with self._gate:
+                        reply = await self._link.eval_acked(self._publish_script, keys, args)
+                else:
+                    reply = await self._publish_script(keys=keys, args=args)
             except _CONNECTION_ERRORS:
-                if dedupe:
-                    raise
-                # The script may have run with its reply lost: retry once, skipping it if it did.
+                if self._link is None:
+                    if dedupe:
+                        raise
+                    # The script may have run with its reply lost: retry once, skipping it
+                    # if it did.
+                    dedupe = True
+                    continue
+                # A cluster failover: retry (deduplicated) on the slot's next master until it
+                # is promoted, for up to failover_s.
                 dedupe = True
+                if loop.time() > give_up:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self._reconnect_max)
+                await self._link.refresh()
                 continue
             epoch = reply[0].decode()
             if epoch:
@@ -262,14 +344,20 @@ class RedisBus(Bus):
         keys = self._keys(room)
         await self._run(self._redact_script, keys=[keys[0], keys[3]], args=[offset, data])
 
-    @staticmethod
-    async def _run(script: AsyncScript, *, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: AsyncScript, *, keys: list[str], args: list[Any]) -> Any:
         """Runs a script that is safe to repeat, retrying once on a broken connection (a pooled
         connection may have died with the server since it was last used)."""
-        try:
-            return await script(keys=keys, args=args)
-        except _CONNECTION_ERRORS:
-            return await script(keys=keys, args=args)
+        if self._link is None:
+            try:
+                return await script(keys=keys, args=args)
+            except _CONNECTION_ERRORS:
+                return await script(keys=keys, args=args)
+        async with self._gate:
+            try:
+                return await script(keys=keys, args=args)
+            except _CONNECTION_ERRORS:
+                await self._link.refresh()
+                return await script(keys=keys, args=args)
 
     # ------------------------------------------------------------ subscriptions
 
@@ -280,7 +368,10 @@ class RedisBus(Bus):
             self._follows[room] = f
             channel = self._channel(room)
             self._channels[channel.encode()] = room
-            await self._send_subscription("SUBSCRIBE", channel)
+            if self._shards is not None:
+                await self._shards.add(channel.encode())
+            else:
+                await self._send_subscription("SUBSCRIBE", channel)
         if not f.ready.done():
             # Returns once Redis has the subscription and this node knows the room's position,
             # so everything published afterwards reaches `on_publication`.
@@ -297,7 +388,10 @@ class RedisBus(Bus):
         self._channels.pop(channel.encode(), None)
         if not f.ready.done():
             f.ready.set_result(None)
-        await self._send_subscription("UNSUBSCRIBE", channel)
+        if self._shards is not None:
+            await self._shards.remove(channel.encode())
+        else:
+            await self._send_subscription("UNSUBSCRIBE", channel)
 
     async def _send_subscription(self, command: str, channel: str) -> None:
         conn = self._sub_conn
@@ -321,6 +415,7 @@ class RedisBus(Bus):
             connected_at: float | None = None
             try:
                 pool = self._sub_pool
+                assert pool is not None
                 conn = pool.connection_class(**pool.connection_kwargs)
                 await _connect(conn)
                 self._sub_conn = conn
@@ -368,14 +463,27 @@ class RedisBus(Bus):
             if not isinstance(reply, list) or len(reply) < 3:
                 continue
             kind = reply[0]
-            if kind == b"message":
+            if kind in (b"message", b"smessage"):
                 room = self._channels.get(reply[1])
                 if room is not None and not self._on_message(room, reply[2]):
                     await self._sync_or_log(room)
-            elif kind == b"subscribe":
+            elif kind in (b"subscribe", b"ssubscribe"):
                 room = self._channels.get(reply[1])
                 if room is not None:
                     await self._sync_or_log(room)
+            elif kind == b"sunsubscribe" and reply[1] in self._channels:
+                # Not asked for: the room's slot moved to another master (a failover, a
+                # reshard). Reconnecting moves every room to its slot's current owner.
+                raise RedisConnectionError("a followed room's slot moved")
+
+    def _unsync(self, channels: Iterable[bytes]) -> None:
+        """Rooms about to be resubscribed on a fresh shard connection: each syncs from its
+        stream when its subscription is confirmed."""
+        for ch in channels:
+            room = self._channels.get(ch)
+            f = None if room is None else self._follows.get(room)
+            if f is not None:
+                f.synced = False
 
     async def _sync_or_log(self, room: str) -> None:
         try:

@@ -164,6 +164,8 @@ _UNREACHABLE = (
     asyncpg.PostgresConnectionError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,  # a Redis Cluster failover in progress
+    redis.exceptions.TryAgainError,
 )
 
 
