@@ -189,7 +189,7 @@ class Bidder:
         ws = await websockets.connect(
             f"{server.ws_url}?token={token(user)}",
             max_size=None,
-            open_timeout=30,
+            open_timeout=60,  # a loaded, shared machine
             ping_interval=None,
             close_timeout=2,
         )
@@ -309,7 +309,7 @@ async def test_thousand_bidders_over_three_nodes(
     # Every node's viewers saw the same bid events, in seq order, with no max in them.
     seen = []
     for w in watchers:
-        got = [await w.expect("bid", timeout=20) for _ in range(len(rows))]
+        got = [await w.expect("bid", timeout=30) for _ in range(len(rows))]
         seen.append([(m["offset"], m["seq"], m["amount_cents"], m["user"]) for m in got])
         assert all("max_cents" not in m for m in got)
     assert seen[0] == seen[1] == seen[2]
