@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from msgspec import Struct
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Ack",
     "AuctionEnded",
     "AuctionEvent",
+    "BidAck",
     "BidEvent",
     "ChatEvent",
     "ChatRemoved",
@@ -34,8 +36,10 @@ __all__ = [
     "OfferEnded",
     "OfferEvent",
     "OrderMsg",
+    "Outbid",
     "Pinned",
     "Pong",
+    "SecondChance",
     "SessionState",
     "SlowEvent",
     "Sold",
@@ -96,6 +100,7 @@ class ErrorMsg(Struct, tag="error", tag_field="type", kw_only=True):
     ref: str | None = None
     retry_after_ms: int | None = None
     session: str | None = None
+    min_cents: int | None = None
 
 
 class Pong(Struct, tag="pong", tag_field="type", kw_only=True):
@@ -115,6 +120,19 @@ class Held(Struct, tag="held", tag_field="type", kw_only=True):
 class OrderMsg(Struct, tag="order", tag_field="type", kw_only=True):
     ref: str
     order: dict[str, Any]
+
+
+class BidAck(Struct, tag="ack", tag_field="type", kw_only=True):
+    ref: str
+    amount_cents: int
+    leading: bool
+    max_cents: int | None = None
+
+
+class Outbid(Struct, tag="outbid", tag_field="type", kw_only=True):
+    session: str
+    auction: str
+    amount_cents: int
 
 
 class WaitlistAck(Struct, tag="ack", tag_field="type", kw_only=True):
@@ -141,6 +159,13 @@ class Stock(Struct, tag="stock", tag_field="type", kw_only=True):
 class ChatSampled(Struct, tag="chat_sampled", tag_field="type", kw_only=True):
     session: str
     skipped: int
+
+
+class SecondChance(Struct, tag="second_chance", tag_field="type", kw_only=True):
+    session: str
+    auction: str
+    amount_cents: int
+    expires_at: str
 
 
 class ChatEvent(Struct, tag="chat", tag_field="type", kw_only=True):
@@ -228,6 +253,11 @@ class AuctionEvent(Struct, tag="auction", tag_field="type", kw_only=True):
     status: str
     bids: int
     winner_order: str | None = None
+    increments: list[list[int | None]] = msgspec.field(default_factory=list)
+    buy_now_cents: int | None = None
+    reserve_met: bool = True
+    opens_at: str | None = None
+    reason: str | None = None
 
 
 class BidEvent(Struct, tag="bid", tag_field="type", kw_only=True):
@@ -238,6 +268,8 @@ class BidEvent(Struct, tag="bid", tag_field="type", kw_only=True):
     user: str
     seq: int
     ends_at: str
+    reserve_met: bool
+    outbid: str | None = None
 
 
 class AuctionEnded(Struct, tag="auction_ended", tag_field="type", kw_only=True):
@@ -246,6 +278,8 @@ class AuctionEnded(Struct, tag="auction_ended", tag_field="type", kw_only=True):
     auction: str
     winner: str | None
     amount_cents: int | None
+    reason: str
+    outbid: str | None = None
 
 
 class GiveawayEvent(Struct, tag="giveaway", tag_field="type", kw_only=True):
@@ -281,11 +315,14 @@ SERVER_MESSAGES: tuple[type[Struct], ...] = (
     Muted,
     Held,
     OrderMsg,
+    BidAck,
+    Outbid,
     WaitlistAck,
     Viewers,
     Likes,
     Stock,
     ChatSampled,
+    SecondChance,
     ChatEvent,
     ChatTombstone,
     ChatRemoved,
