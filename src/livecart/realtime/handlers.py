@@ -142,6 +142,11 @@ class Handlers:
                     video_at=self.node.hub.video_at(conn, frame.session),
                 )
                 conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
+            case protocol.Accept():
+                order = await self.node.commerce.accept_second_chance(
+                    conn.identity, frame.auction, frame.ref, session_id=frame.session
+                )
+                conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
             case protocol.Enter():
                 await self.enter(conn, frame)
             case protocol.Auth(token=token):

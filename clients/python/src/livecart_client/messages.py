@@ -39,6 +39,7 @@ __all__ = [
     "Outbid",
     "Pinned",
     "Pong",
+    "SecondChance",
     "SessionState",
     "SlowEvent",
     "Sold",
@@ -160,6 +161,13 @@ class Stock(Struct, tag="stock", tag_field="type", kw_only=True):
 class ChatSampled(Struct, tag="chat_sampled", tag_field="type", kw_only=True):
     session: str
     skipped: int
+
+
+class SecondChance(Struct, tag="second_chance", tag_field="type", kw_only=True):
+    session: str
+    auction: str
+    amount_cents: int
+    expires_at: str
 
 
 class ChatEvent(Struct, tag="chat", tag_field="type", kw_only=True):
@@ -316,6 +324,7 @@ SERVER_MESSAGES: tuple[type[Struct], ...] = (
     Likes,
     Stock,
     ChatSampled,
+    SecondChance,
     ChatEvent,
     ChatTombstone,
     ChatRemoved,
