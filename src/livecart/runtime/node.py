@@ -319,7 +319,7 @@ class Node:
     def tell(self, user: str, message: Struct) -> None:
         """Send `message` to every connection of `user` on this node."""
         data = encode(message)
-        for conn in self.connections:
+        for conn in list(self.connections):  # a send may close (and drop) a connection
             if conn.identity.sub == user:
                 conn.send(data)
 
