@@ -143,6 +143,25 @@ ALTER TABLE bids ADD COLUMN IF NOT EXISTS max_cents bigint;
 ALTER TABLE bids ADD COLUMN IF NOT EXISTS price_cents bigint;
 ALTER TABLE bids ADD COLUMN IF NOT EXISTS leader text;
 ALTER TABLE bids ADD COLUMN IF NOT EXISTS video_at double precision;
+
+-- Second chance (SPEC §11): the hidden 1-unit offer an auction's orders hang on names its
+-- auction; each bidder below the winner is offered the unit at most once, in turn.
+ALTER TABLE offers ADD COLUMN IF NOT EXISTS auction text;
+CREATE TABLE IF NOT EXISTS second_chances (
+    auction      text NOT NULL REFERENCES auctions (id),
+    user_id      text NOT NULL,
+    round        integer NOT NULL,
+    offer        text NOT NULL REFERENCES offers (id),
+    amount_cents bigint NOT NULL,
+    offered_at   timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    status       text NOT NULL CHECK (status IN ('offered', 'accepted', 'lapsed')),
+    order_id     text,
+    PRIMARY KEY (auction, user_id),
+    UNIQUE (auction, round)
+);
+CREATE INDEX IF NOT EXISTS second_chances_due ON second_chances (expires_at) WHERE status = 'offered';
+
 -- Giveaways (SPEC §13): `winners` units taken from stock at creation; `seed` stays secret
 -- until the draw, `commitment` = hex SHA-256(seed) is public from the start. After the draw
 -- `drawn` holds the winners (draw order), `offer` the hidden offer their orders hang on and

@@ -114,6 +114,17 @@ class Auth(Struct, tag="auth", tag_field="type", frozen=True):
     token: Annotated[str, Meta(min_length=1, max_length=8192)]
 
 
+# ---------------------------------------------------------------- second chance (SPEC §11)
+
+
+class Accept(Struct, tag="accept", tag_field="type", frozen=True):
+    """Take the `second_chance` offered to the caller: answered `order {ref, order}`."""
+
+    session: Id
+    auction: Id
+    ref: Ref
+
+
 # ---------------------------------------------------------------- giveaways (client)
 
 
@@ -149,6 +160,7 @@ ClientFrame = (
     | Feed
     | Ping
     | Auth
+    | Accept
     | Enter
     | Waitlist
 )
@@ -401,6 +413,16 @@ class ChatSampled(Struct, tag="chat_sampled", tag_field="type"):
 
     session: str
     skipped: int
+
+
+class SecondChance(Struct, tag="second_chance", tag_field="type"):
+    """Personal: the unit of an auction whose order lapsed is offered to this bidder at
+    their highest bid, until `expires_at` (ISO 8601, as orders carry it)."""
+
+    session: str
+    auction: str
+    amount_cents: int
+    expires_at: str
 
 
 # ---------------------------------------------------------------- room events

@@ -609,10 +609,16 @@ async def test_auction_extension_close_and_winner_order(pool: asyncpg.Pool) -> N
     assert await topics_for(pool, won.id) == ["order.reserved"]
     assert_invariant(await ledger(pool, won.offer))
 
-    # The winner does not pay: the unit goes back to product stock.
+    # The winner does not pay: the runner-up gets a second chance; unanswered, the unit goes
+    # back to product stock (the chain itself: tests/commerce/test_second_chance.py).
     assert await stock_of(pool, w.product) == 1
     clock.advance(301)
     await svc.expire_due()
+    assert await stock_of(pool, w.product) == 1
+    assert (await svc.second_chance_of(w.viewer("b"), auction.id)).amount_cents == 560
+    assert_invariant(await ledger(pool, won.offer))
+    clock.advance(svc.second_chance_ttl_s)
+    assert await svc.lapse_due_chances() >= 1
     assert await stock_of(pool, w.product) == 2
     assert_invariant(await ledger(pool, won.offer))
 

@@ -117,6 +117,17 @@ export interface Auth {
   token: string;
 }
 
+/** Take the `second_chance` offered to the caller: answered `order {ref, order}`. */
+export interface Accept {
+  type: "accept";
+  /** 1–64 characters */
+  session: string;
+  /** 1–64 characters */
+  auction: string;
+  /** 1–64 characters */
+  ref: string;
+}
+
 /** Enter a giveaway of a session the connection has joined (SPEC §13). */
 export interface Enter {
   type: "enter";
@@ -267,6 +278,15 @@ export interface ChatSampled {
   type: "chat_sampled";
   session: string;
   skipped: number;
+}
+
+/** Personal: the unit of an auction whose order lapsed is offered to this bidder at their highest bid, until `expires_at` (ISO 8601, as orders carry it). */
+export interface SecondChance {
+  type: "second_chance";
+  session: string;
+  auction: string;
+  amount_cents: number;
+  expires_at: string;
 }
 
 export interface ChatEvent {
@@ -454,6 +474,7 @@ export interface ClientFrameMap {
   "feed": Feed;
   "ping": Ping;
   "auth": Auth;
+  "accept": Accept;
   "enter": Enter;
   "waitlist": Waitlist;
 }
@@ -493,6 +514,7 @@ export interface ServerMessageMap {
   "likes": Likes;
   "stock": Stock;
   "chat_sampled": ChatSampled;
+  "second_chance": SecondChance;
 }
 export type ServerMessage = ServerMessageMap[keyof ServerMessageMap];
 

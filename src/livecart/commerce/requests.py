@@ -63,6 +63,12 @@ class AuctionCreate(Struct, forbid_unknown_fields=True):
     starts_in_s: Annotated[int, Meta(ge=0, le=rules.MAX_STARTS_IN_S)] = 0
 
 
+class SecondChanceAccept(Struct, forbid_unknown_fields=True):
+    """`POST /api/auctions/{id}/second-chance`"""
+
+    idempotency_key: _ID
+
+
 class GiveawayCreate(Struct, forbid_unknown_fields=True):
     """`POST /api/sessions/{id}/giveaways`"""
 

@@ -30,6 +30,7 @@ HOLDING: frozenset[str] = frozenset({"reserved", "paid"})
 MAX_DURATION_S = 86_400
 EXTEND_WINDOW_S = 10.0  # SPEC §6: a bid in the last 10 s moves the end to now + 10 s
 DEFAULT_RESERVATION_TTL_S = 600.0
+DEFAULT_SECOND_CHANCE_TTL_S = 300.0  # SPEC §11: how long a bidder has to take a second chance
 
 
 # ---------------------------------------------------------------- objects seen by clients
@@ -92,6 +93,18 @@ class Auction(msgspec.Struct, kw_only=True):
     reserve_met: bool = True
     opens_at: str | None = None
     reason: EndReason | None = None
+
+
+class SecondChanceView(msgspec.Struct, kw_only=True):
+    """A bidder's own second chance on an auction (SPEC §11): `offered` until `expires_at`,
+    then `lapsed`, or `accepted` with its `order`."""
+
+    auction: str
+    session: str
+    amount_cents: int
+    expires_at: str
+    status: Literal["offered", "accepted", "lapsed"]
+    order: str | None = None
 
 
 class BidAccepted(msgspec.Struct, kw_only=True):
@@ -651,6 +664,8 @@ def end_reason(auction: AuctionState) -> EndReason:
     if not reserve_met(auction):
         return "reserve_not_met"
     return "time"
+
+
 # ---------------------------------------------------------------- selling (SPEC §13)
 
 CLAIM_WORD_MAX_CHARS = 32

@@ -121,6 +121,11 @@ class Handlers:
                     conn.identity, frame.auction, frame.ref, session_id=frame.session
                 )
                 conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
+            case protocol.Accept():
+                order = await self.node.commerce.accept_second_chance(
+                    conn.identity, frame.auction, frame.ref, session_id=frame.session
+                )
+                conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
             case protocol.Enter():
                 await self.enter(conn, frame)
             case protocol.Auth(token=token):

@@ -144,6 +144,8 @@ class Node:
             publish=self.append,
             on_stock=self._on_stock,
             reservation_ttl_s=s.reservation_ttl_s,
+            second_chance_ttl_s=s.second_chance_ttl_s,
+            tell=self.tell_encoded,
             webhook_url=s.webhook_url,
             webhook_secret=s.webhook_secret,
         )
@@ -318,7 +320,10 @@ class Node:
 
     def tell(self, user: str, message: Struct) -> None:
         """Send `message` to every connection of `user` on this node."""
-        data = encode(message)
+        self.tell_encoded(user, encode(message))
+
+    def tell_encoded(self, user: str, data: bytes) -> None:
+        """Send one encoded personal message to every connection of `user` on this node."""
         for conn in list(self.connections):  # a send may close (and drop) a connection
             if conn.identity.sub == user:
                 conn.send(data)

@@ -294,14 +294,15 @@ async def _award(
     offer_id = new_id("off")
     await conn.execute(
         "INSERT INTO offers (id, session, product, price_cents, currency, quantity, "
-        "remaining, per_user_limit, starts_at, ends_at, status) "
-        "VALUES ($1, $2, $3, $4, $5, 1, 0, 1, $6, $6, 'ended')",
+        "remaining, per_user_limit, starts_at, ends_at, status, auction) "
+        "VALUES ($1, $2, $3, $4, $5, 1, 0, 1, $6, $6, 'ended', $7)",
         offer_id,
         r["session"],
         r["product"],
         price,
         r["currency"],
         at(now),
+        r["id"],
     )
     order = Order(
         id=new_id("ord"),

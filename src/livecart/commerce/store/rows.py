@@ -32,7 +32,8 @@ OFFER_COLS = (
 
 ORDER_SELECT = """
 SELECT o.id, o.user_id AS "user", o.offer, f.session, f.product, o.qty, o.unit_cents,
-       o.total_cents, o.currency, o.status, o.expires_at, o.created_at, o.updated_at, s.creator
+       o.total_cents, o.currency, o.status, o.expires_at, o.created_at, o.updated_at, s.creator,
+       f.auction
 FROM orders o JOIN offers f ON f.id = o.offer JOIN sessions s ON s.id = f.session
 """
 
