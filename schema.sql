@@ -126,6 +126,42 @@ CREATE TABLE IF NOT EXISTS bids (
     UNIQUE (auction, user_id, ref)
 );
 
+-- SPEC §11: increment table, buy-now, hidden reserve, scheduled opening, proxy bids. The
+-- leader's max (`leader_max_cents`, `leader_at` = the video time it was set at) and each
+-- bid's `max_cents` are never shown to anyone but their owner; neither is `reserve_cents`.
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS increments jsonb;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS buy_now_cents bigint;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS reserve_cents bigint;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS opens_at timestamptz;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS leader_max_cents bigint;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS leader_at double precision;
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS end_reason text;
+-- A scheduled auction is announced again (`auction` event, status open) once it opens.
+ALTER TABLE auctions ADD COLUMN IF NOT EXISTS announced_open boolean NOT NULL DEFAULT true;
+CREATE INDEX IF NOT EXISTS auctions_unannounced ON auctions (opens_at) WHERE NOT announced_open;
+ALTER TABLE bids ADD COLUMN IF NOT EXISTS max_cents bigint;
+ALTER TABLE bids ADD COLUMN IF NOT EXISTS price_cents bigint;
+ALTER TABLE bids ADD COLUMN IF NOT EXISTS leader text;
+ALTER TABLE bids ADD COLUMN IF NOT EXISTS video_at double precision;
+
+-- Second chance (SPEC §11): the hidden 1-unit offer an auction's orders hang on names its
+-- auction; each bidder below the winner is offered the unit at most once, in turn.
+ALTER TABLE offers ADD COLUMN IF NOT EXISTS auction text;
+CREATE TABLE IF NOT EXISTS second_chances (
+    auction      text NOT NULL REFERENCES auctions (id),
+    user_id      text NOT NULL,
+    round        integer NOT NULL,
+    offer        text NOT NULL REFERENCES offers (id),
+    amount_cents bigint NOT NULL,
+    offered_at   timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    status       text NOT NULL CHECK (status IN ('offered', 'accepted', 'lapsed')),
+    order_id     text,
+    PRIMARY KEY (auction, user_id),
+    UNIQUE (auction, round)
+);
+CREATE INDEX IF NOT EXISTS second_chances_due ON second_chances (expires_at) WHERE status = 'offered';
+
 -- Giveaways (SPEC §13): `winners` units taken from stock at creation; `seed` stays secret
 -- until the draw, `commitment` = hex SHA-256(seed) is public from the start. After the draw
 -- `drawn` holds the winners (draw order), `offer` the hidden offer their orders hang on and

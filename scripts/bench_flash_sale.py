@@ -3,7 +3,7 @@
 
 Ours: `python -m livecart serve` (started here on 127.0.0.1 unless --url is given). Every
 buyer holds its own WebSocket connection (default 2,000, each a distinct user, opened by
-separate load-generator processes) and, at one instant, sends `buy` frames for an offer of
+separate load-generator processes, each a `livecart_client.LivecartClient`) and, at one instant, sends `buy` frames for an offer of
 `--stock` units until `--attempts` (default 20x the stock) have been made. Latency is taken
 per attempt, from the moment the buy frame is sent to the moment its `order` or `error`
 answer is read; attempts/s is attempts over the span from the first send to the last answer.
@@ -132,75 +132,53 @@ def generator_main(pipe: Any, cfg: dict[str, Any]) -> None:
             pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
 
 
-class _Conn:
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.reader: asyncio.Task[None] | None = None
-
-
 async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
-    import msgspec
-    import websockets
-
+    """The buyers are livecart_client clients, as an integrator's would be; `unavailable` is
+    not retried here (retry_for_s=0), so every answer is counted as the server gave it."""
     from livecart import auth
+    from livecart_client import LivecartClient, LivecartError
 
     loop = asyncio.get_running_loop()
-    decoder = msgspec.json.Decoder()
-    encoder = msgspec.json.Encoder()
     users: list[str] = cfg["users"]
-    # (connection index, ref) → send time, for the attempts of the current round.
-    pending: dict[tuple[int, str], float] = {}
     answers: list[tuple[str, str, int, float]] = []  # (kind, code, qty, latency)
     counters = {"messages": 0}
-    all_answered = asyncio.Event()
-    joined: dict[int, asyncio.Event] = {}
 
-    async def read(i: int, ws: Any) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for raw in ws:
-                now = time.monotonic()
-                for m in decoder.decode(raw):
-                    counters["messages"] += 1
-                    kind = m.get("type")
-                    if kind in ("order", "error") and (
-                        sent := pending.pop((i, m.get("ref")), None)
-                    ):
-                        if kind == "order":
-                            answers.append(
-                                ("order", m["order"]["id"], m["order"]["qty"], now - sent)
-                            )
-                        else:
-                            answers.append(("error", m.get("code", "?"), 0, now - sent))
-                        if not pending:
-                            all_answered.set()
-                    elif kind == "joined" and i in joined:
-                        joined[i].set()
+    def count(_msg: Any) -> None:  # every message: answers and, with --join, the fan-out
+        counters["messages"] += 1
 
-    conns: list[_Conn] = []
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-    async def connect(i: int, user: str) -> _Conn:
-        tok = auth.issue(cfg["secret"], user, "viewer")
+    async def connect(user: str) -> LivecartClient:
+        client = LivecartClient(
+            cfg["ws_url"],
+            token=auth.issue(cfg["secret"], user, "viewer"),
+            retry_for_s=0.0,
+            open_timeout_s=60,
+            ping_interval_s=None,
+            close_timeout=1,
+            compression=None,
+        )
         async with gate:
-            ws = await websockets.connect(
-                f"{cfg['ws_url']}?token={tok}",
-                max_size=None,
-                open_timeout=60,
-                ping_interval=None,
-                close_timeout=1,
-                compression=None,
-            )
-            c = _Conn(ws)
-            c.reader = asyncio.create_task(read(i, ws))
+            await client.connect()
+            client.on("*", count)
             if cfg["join"]:
-                joined[i] = asyncio.Event()
-                await ws.send(encoder.encode({"type": "join", "session": cfg["session"]}))
-                await asyncio.wait_for(joined[i].wait(), 60)
-            return c
+                await client.join(cfg["session"])
+        return client
 
     started = time.monotonic()
-    conns = await asyncio.gather(*(connect(i, u) for i, u in enumerate(users)))
-    pipe.send(("ready", len(conns), time.monotonic() - started))
+    clients = await asyncio.gather(*(connect(u) for u in users))
+    pipe.send(("ready", len(clients), time.monotonic() - started))
+
+    async def attempt(client: LivecartClient, offer: str, qty: int, ref: str) -> None:
+        sent = time.monotonic()
+        try:
+            answer = await client.request(
+                "buy", session=cfg["session"], offer=offer, qty=qty, ref=ref
+            )
+            order = answer.order
+            answers.append(("order", order["id"], order["qty"], time.monotonic() - sent))
+        except LivecartError as exc:
+            answers.append(("error", exc.code, 0, time.monotonic() - sent))
 
     while True:
         msg = await loop.run_in_executor(None, pipe.recv)
@@ -208,35 +186,21 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
             break
         _, offer, tag, t0, per_conn, qty = msg
         answers.clear()
-        pending.clear()
-        all_answered.clear()
         counters["messages"] = 0
-        frames = [
-            [
-                encoder.encode(
-                    {
-                        "type": "buy",
-                        "session": cfg["session"],
-                        "offer": offer,
-                        "qty": qty,
-                        "ref": f"{tag}-{k}",
-                    }
-                )
-                for k in range(n)
-            ]
-            for n in per_conn
-        ]
         cpu0 = self_cpu_s()
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
         first_send = time.monotonic()
-        for i, c in enumerate(conns):
-            for k, frame in enumerate(frames[i]):
-                pending[(i, f"{tag}-{k}")] = time.monotonic()
-                await c.ws.send(frame)
-        sent = sum(per_conn)
-        if pending:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(all_answered.wait(), ROUND_TIMEOUT_S)
+        tasks = [
+            asyncio.create_task(attempt(c, offer, qty, f"{tag}-{k}"))
+            for i, c in enumerate(clients)
+            for k in range(per_conn[i])
+        ]
+        sent = len(tasks)
+        late: set[asyncio.Task[None]] = set()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=ROUND_TIMEOUT_S)
+            for t in late:
+                t.cancel()
         last = time.monotonic()
         # Let the sold/stock fan-out settle so that its cost is in the CPU figure.
         await asyncio.sleep(0.5)
@@ -251,14 +215,14 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
                     "last_answer": last,
                     "cpu_s": cpu,
                     "messages": counters["messages"],
-                    "unanswered": len(pending),
+                    "unanswered": len(late),
                 },
             )
         )
 
-    for c in conns:
+    for c in clients:
         with contextlib.suppress(Exception):
-            await c.ws.close()
+            await c.close()
     pipe.send(("stopped", None))
 
 

@@ -9,7 +9,7 @@ other server messages, each as a union and as a `type` → interface map. Run af
     .venv/bin/python scripts/gen_client_types.py          # rewrite the file
     .venv/bin/python scripts/gen_client_types.py --check  # exit 1 when it is out of date
 
-`tests/clients/test_js_sdk.py` fails when the committed file differs from a fresh one.
+`tests/client/test_js_sdk.py` fails when the committed file differs from a fresh one.
 """
 
 from __future__ import annotations

@@ -37,9 +37,16 @@ class Failure(Exception):
     """A refusal with a SPEC §5 code; adapters turn it into an error frame or HTTP error."""
 
     def __init__(
-        self, code: ErrorCode, message: str = "", *, retry_after_ms: int | None = None
+        self,
+        code: ErrorCode,
+        message: str = "",
+        *,
+        retry_after_ms: int | None = None,
+        min_cents: int | None = None,
     ) -> None:
         super().__init__(message or code)
         self.code: ErrorCode = code
         self.message = message or code.replace("_", " ")
         self.retry_after_ms = retry_after_ms
+        # `bid_too_low`: the least bid that would be taken now (also stated in the message).
+        self.min_cents = min_cents

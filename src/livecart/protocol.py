@@ -68,9 +68,21 @@ class Buy(Struct, tag="buy", tag_field="type", frozen=True):
 
 
 class Bid(Struct, tag="bid", tag_field="type", frozen=True):
+    """A bid; with `max_cents` a proxy bid: the server bids for the user up to that max
+    (SPEC §11). The max is shown to nobody but its owner."""
+
     session: Id
     auction: Id
     amount_cents: Annotated[int, Meta(ge=1, le=MAX_CENTS)]
+    ref: Ref
+    max_cents: Annotated[int, Meta(ge=1, le=MAX_CENTS)] | None = None
+
+
+class BuyNow(Struct, tag="buy_now", tag_field="type", frozen=True):
+    """Take the auction's lot at its buy-now price (SPEC §11): answered `order {ref, order}`."""
+
+    session: Id
+    auction: Id
     ref: Ref
 
 
@@ -102,6 +114,17 @@ class Auth(Struct, tag="auth", tag_field="type", frozen=True):
     token: Annotated[str, Meta(min_length=1, max_length=8192)]
 
 
+# ---------------------------------------------------------------- second chance (SPEC §11)
+
+
+class Accept(Struct, tag="accept", tag_field="type", frozen=True):
+    """Take the `second_chance` offered to the caller: answered `order {ref, order}`."""
+
+    session: Id
+    auction: Id
+    ref: Ref
+
+
 # ---------------------------------------------------------------- giveaways (client)
 
 
@@ -131,11 +154,13 @@ ClientFrame = (
     | Like
     | Buy
     | Bid
+    | BuyNow
     | Signal
     | Report
     | Feed
     | Ping
     | Auth
+    | Accept
     | Enter
     | Waitlist
 )
@@ -318,6 +343,7 @@ class ErrorMsg(Struct, tag="error", tag_field="type", omit_defaults=True):
     ref: str | None = None
     retry_after_ms: int | None = None
     session: str | None = None
+    min_cents: int | None = None  # `bid_too_low`: the least bid taken now
 
 
 class Pong(Struct, tag="pong", tag_field="type", omit_defaults=True):
@@ -337,6 +363,26 @@ class Held(Struct, tag="held", tag_field="type", omit_defaults=True):
 class OrderMsg(Struct, tag="order", tag_field="type"):
     ref: str
     order: dict[str, Any]
+
+
+# ---------------------------------------------------------------- auction personal messages
+# SPEC §11: the answer to a bid and the notice to the bidder who lost the lead.
+
+
+class BidAck(Struct, tag="ack", tag_field="type", omit_defaults=True):
+    """`ack` to a bid: the auction's price after it, whether the bidder leads, and the
+    bidder's own max (sent only to them)."""
+
+    ref: str
+    amount_cents: int
+    leading: bool
+    max_cents: int | None = None
+
+
+class Outbid(Struct, tag="outbid", tag_field="type"):
+    session: str
+    auction: str
+    amount_cents: int
 
 
 class WaitlistAck(Struct, tag="ack", tag_field="type"):
@@ -367,6 +413,16 @@ class ChatSampled(Struct, tag="chat_sampled", tag_field="type"):
 
     session: str
     skipped: int
+
+
+class SecondChance(Struct, tag="second_chance", tag_field="type"):
+    """Personal: the unit of an auction whose order lapsed is offered to this bidder at
+    their highest bid, until `expires_at` (ISO 8601, as orders carry it)."""
+
+    session: str
+    auction: str
+    amount_cents: int
+    expires_at: str
 
 
 # ---------------------------------------------------------------- room events
@@ -442,7 +498,8 @@ class Sold(Struct, tag="sold", tag_field="type"):
 
 
 class AuctionEvent(Struct, tag="auction", tag_field="type", kw_only=True):
-    """An opened auction: every field of `commerce.rules.Auction`, `session` first."""
+    """An opened (or scheduled) auction: every field of `commerce.rules.Auction`, `session`
+    first. Never the reserve nor any max."""
 
     session: str
     id: str
@@ -456,22 +513,38 @@ class AuctionEvent(Struct, tag="auction", tag_field="type", kw_only=True):
     status: str
     bids: int
     winner_order: str | None = None
+    increments: list[list[int | None]] = msgspec.field(default_factory=list)
+    buy_now_cents: int | None = None
+    reserve_met: bool = True
+    opens_at: str | None = None
+    reason: str | None = None
 
 
-class BidEvent(Struct, tag="bid", tag_field="type"):
+class BidEvent(Struct, tag="bid", tag_field="type", omit_defaults=True):
+    """The auction's price after an accepted bid and who leads at it (`user`): with proxies
+    that may be the one whose max answered, not the one who sent the bid. `outbid` is the
+    previous leader when the lead changed hands (public already: the previous `user`)."""
+
     session: str
     auction: str
     amount_cents: int
     user: str
     seq: int
     ends_at: str
+    reserve_met: bool
+    outbid: str | None = None
 
 
-class AuctionEnded(Struct, tag="auction_ended", tag_field="type"):
+class AuctionEnded(Struct, tag="auction_ended", tag_field="type", omit_defaults=True):
+    """`reason`: time | buy_now | no_bids | reserve_not_met; `outbid`: on buy-now, the
+    leader the lot was taken from."""
+
     session: str
     auction: str
     winner: str | None
     amount_cents: int | None
+    reason: str
+    outbid: str | None = None
 
 
 # ---------------------------------------------------------------- giveaways (room events)

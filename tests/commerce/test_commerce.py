@@ -377,7 +377,7 @@ def test_auction_rules(
 ) -> None:
     auction = AuctionState(
         start_cents=start,
-        min_increment_cents=increment,
+        increments=rules.flat_increments(increment),
         current_cents=None,
         leader=None,
         mode=mode,  # type: ignore[arg-type]
@@ -390,7 +390,7 @@ def test_auction_rules(
         now += dt
         before = auction
         try:
-            auction = rules.decide_bid(before, user=user, amount_cents=amount, now=now)
+            auction = rules.decide_bid(before, user=user, amount_cents=amount, now=now).auction
         except Failure as refusal:
             if now >= before.ends_at:
                 assert refusal.code == "auction_closed"

@@ -72,9 +72,13 @@ async def test_order_and_auction_rows(pool: asyncpg.Pool) -> None:
                   100::bigint AS start_cents, 10::bigint AS min_increment_cents,
                   NULL::bigint AS current_cents, NULL::text AS leader, 'extend' AS mode,
                   timestamptz '2026-01-02 03:04:05+00' AS ends_at, 'open' AS status,
-                  NULL::text AS winner_order"""
+                  NULL::text AS winner_order, NULL::jsonb AS increments,
+                  NULL::bigint AS buy_now_cents, 500::bigint AS reserve_cents,
+                  NULL::timestamptz AS opens_at, NULL::bigint AS leader_max_cents,
+                  NULL::float8 AS leader_at, NULL::text AS end_reason"""
     )
-    assert rows.auction_from_row(auction_row, 0) == Auction(
+    # A row from before increment tables: a flat table of its step; the reserve stays hidden.
+    assert rows.auction_from_row(auction_row, 0, now=0.0) == Auction(
         id="auc_x",
         session="ses_x",
         product="prd_x",
@@ -86,10 +90,13 @@ async def test_order_and_auction_rows(pool: asyncpg.Pool) -> None:
         ends_at="2026-01-02T03:04:05+00:00",
         status="open",
         bids=0,
+        increments=[[None, 10]],
+        reserve_met=False,
     )
     assert rows.auction_state(auction_row, 7) == AuctionState(
         start_cents=100,
-        min_increment_cents=10,
+        increments=((None, 10),),
+        reserve_cents=500,
         current_cents=None,
         leader=None,
         mode="extend",

@@ -604,15 +604,21 @@ async def test_auction_extension_close_and_winner_order(pool: asyncpg.Pool) -> N
     assert (await svc.get_auction(auction.id)).winner_order == won.id
     await settle()
     assert room.kinds("auction_ended", w.session) == [
-        {"auction": auction.id, "winner": w.viewer("a").sub, "amount_cents": 610}
+        {"auction": auction.id, "winner": w.viewer("a").sub, "amount_cents": 610, "reason": "time"}
     ]
     assert await topics_for(pool, won.id) == ["order.reserved"]
     assert_invariant(await ledger(pool, won.offer))
 
-    # The winner does not pay: the unit goes back to product stock.
+    # The winner does not pay: the runner-up gets a second chance; unanswered, the unit goes
+    # back to product stock (the chain itself: tests/commerce/test_second_chance.py).
     assert await stock_of(pool, w.product) == 1
     clock.advance(301)
     await svc.expire_due()
+    assert await stock_of(pool, w.product) == 1
+    assert (await svc.second_chance_of(w.viewer("b"), auction.id)).amount_cents == 560
+    assert_invariant(await ledger(pool, won.offer))
+    clock.advance(svc.second_chance_ttl_s)
+    assert await svc.lapse_due_chances() >= 1
     assert await stock_of(pool, w.product) == 2
     assert_invariant(await ledger(pool, won.offer))
 
@@ -636,7 +642,12 @@ async def test_sudden_death_and_unsold_lot(pool: asyncpg.Pool) -> None:
     assert await stock_of(pool, w2.product) == 1
     await settle()
     ended = {e["auction"]: e for e in room.kinds("auction_ended")}
-    assert ended[quiet.id] == {"auction": quiet.id, "winner": None, "amount_cents": None}
+    assert ended[quiet.id] == {
+        "auction": quiet.id,
+        "winner": None,
+        "amount_cents": None,
+        "reason": "no_bids",
+    }
     assert ended[auction.id]["amount_cents"] == 500
 
 

@@ -60,6 +60,7 @@ AUCTION = Auction(
     ends_at="2026-12-06T02:05:00+00:00",
     status="open",
     bids=0,
+    increments=[[None, 10]],
 )
 PRODUCT = Product(
     id="p1", creator="c", title="Hat", price_cents=900, currency="USD", stock=3, category="",
@@ -100,20 +101,34 @@ GOLDEN: list[tuple[RoomEvent, bytes]] = [
         AuctionEvent(**msgspec.structs.asdict(AUCTION)),
         b'{"type":"auction","session":"s1","id":"a1","product":"p1","start_cents":100,'
         b'"min_increment_cents":10,"current_cents":null,"leader":null,"mode":"extend",'
-        b'"ends_at":"2026-12-06T02:05:00+00:00","status":"open","bids":0,"winner_order":null}',
+        b'"ends_at":"2026-12-06T02:05:00+00:00","status":"open","bids":0,"winner_order":null,'
+        b'"increments":[[null,10]],"buy_now_cents":null,"reserve_met":true,"opens_at":null,'
+        b'"reason":null}',
     ),
     (
-        BidEvent(S, "a1", 150, "u1", 3, "2026-12-06T02:05:10+00:00"),
+        BidEvent(S, "a1", 150, "u1", 3, "2026-12-06T02:05:10+00:00", True),
         b'{"type":"bid","session":"s1","auction":"a1","amount_cents":150,"user":"u1","seq":3,'
-        b'"ends_at":"2026-12-06T02:05:10+00:00"}',
+        b'"ends_at":"2026-12-06T02:05:10+00:00","reserve_met":true}',
     ),
     (
-        AuctionEnded(S, "a1", "u1", 150),
-        b'{"type":"auction_ended","session":"s1","auction":"a1","winner":"u1","amount_cents":150}',
+        BidEvent(S, "a1", 160, "u2", 4, "2026-12-06T02:05:10+00:00", False, "u1"),
+        b'{"type":"bid","session":"s1","auction":"a1","amount_cents":160,"user":"u2","seq":4,'
+        b'"ends_at":"2026-12-06T02:05:10+00:00","reserve_met":false,"outbid":"u1"}',
     ),
     (
-        AuctionEnded(S, "a1", None, None),
-        b'{"type":"auction_ended","session":"s1","auction":"a1","winner":null,"amount_cents":null}',
+        AuctionEnded(S, "a1", "u1", 150, "time"),
+        b'{"type":"auction_ended","session":"s1","auction":"a1","winner":"u1","amount_cents":150,'
+        b'"reason":"time"}',
+    ),
+    (
+        AuctionEnded(S, "a1", "u3", 900, "buy_now", "u1"),
+        b'{"type":"auction_ended","session":"s1","auction":"a1","winner":"u3","amount_cents":900,'
+        b'"reason":"buy_now","outbid":"u1"}',
+    ),
+    (
+        AuctionEnded(S, "a1", None, None, "reserve_not_met"),
+        b'{"type":"auction_ended","session":"s1","auction":"a1","winner":null,"amount_cents":null,'
+        b'"reason":"reserve_not_met"}',
     ),
     (
         GiveawayEvent(

@@ -52,6 +52,7 @@ export interface Buy {
   ref: string;
 }
 
+/** A bid; with `max_cents` a proxy bid: the server bids for the user up to that max (SPEC §11). The max is shown to nobody but its owner. */
 export interface Bid {
   type: "bid";
   /** 1–64 characters */
@@ -60,6 +61,19 @@ export interface Bid {
   auction: string;
   /** ≥ 1 and ≤ 1000000000000 */
   amount_cents: number;
+  /** 1–64 characters */
+  ref: string;
+  /** ≥ 1 and ≤ 1000000000000 */
+  max_cents?: number | null;
+}
+
+/** Take the auction's lot at its buy-now price (SPEC §11): answered `order {ref, order}`. */
+export interface BuyNow {
+  type: "buy_now";
+  /** 1–64 characters */
+  session: string;
+  /** 1–64 characters */
+  auction: string;
   /** 1–64 characters */
   ref: string;
 }
@@ -101,6 +115,17 @@ export interface Auth {
   type: "auth";
   /** 1–8192 characters */
   token: string;
+}
+
+/** Take the `second_chance` offered to the caller: answered `order {ref, order}`. */
+export interface Accept {
+  type: "accept";
+  /** 1–64 characters */
+  session: string;
+  /** 1–64 characters */
+  auction: string;
+  /** 1–64 characters */
+  ref: string;
 }
 
 /** Enter a giveaway of a session the connection has joined (SPEC §13). */
@@ -180,6 +205,7 @@ export interface ErrorMsg {
   ref?: string | null;
   retry_after_ms?: number | null;
   session?: string | null;
+  min_cents?: number | null;
 }
 
 export interface Pong {
@@ -203,6 +229,22 @@ export interface OrderMsg {
   type: "order";
   ref: string;
   order: Record<string, unknown>;
+}
+
+/** `ack` to a bid: the auction's price after it, whether the bidder leads, and the bidder's own max (sent only to them). */
+export interface BidAck {
+  type: "ack";
+  ref: string;
+  amount_cents: number;
+  leading: boolean;
+  max_cents?: number | null;
+}
+
+export interface Outbid {
+  type: "outbid";
+  session: string;
+  auction: string;
+  amount_cents: number;
 }
 
 /** SPEC §13: the answer to `waitlist`; `position` 1 is served first. */
@@ -236,6 +278,15 @@ export interface ChatSampled {
   type: "chat_sampled";
   session: string;
   skipped: number;
+}
+
+/** Personal: the unit of an auction whose order lapsed is offered to this bidder at their highest bid, until `expires_at` (ISO 8601, as orders carry it). */
+export interface SecondChance {
+  type: "second_chance";
+  session: string;
+  auction: string;
+  amount_cents: number;
+  expires_at: string;
 }
 
 export interface ChatEvent {
@@ -329,7 +380,7 @@ export interface Sold {
   qty: number;
 }
 
-/** An opened auction: every field of `commerce.rules.Auction`, `session` first. */
+/** An opened (or scheduled) auction: every field of `commerce.rules.Auction`, `session` first. Never the reserve nor any max. */
 export interface AuctionEvent {
   type: "auction";
   /** the event's position in the session's log (SPEC §5) */
@@ -346,8 +397,14 @@ export interface AuctionEvent {
   status: string;
   bids: number;
   winner_order: string | null;
+  increments: ((number | null)[])[];
+  buy_now_cents: number | null;
+  reserve_met: boolean;
+  opens_at: string | null;
+  reason: string | null;
 }
 
+/** The auction's price after an accepted bid and who leads at it (`user`): with proxies that may be the one whose max answered, not the one who sent the bid. `outbid` is the previous leader when the lead changed hands (public already: the previous `user`). */
 export interface BidEvent {
   type: "bid";
   /** the event's position in the session's log (SPEC §5) */
@@ -358,8 +415,11 @@ export interface BidEvent {
   user: string;
   seq: number;
   ends_at: string;
+  reserve_met: boolean;
+  outbid?: string | null;
 }
 
+/** `reason`: time | buy_now | no_bids | reserve_not_met; `outbid`: on buy-now, the leader the lot was taken from. */
 export interface AuctionEnded {
   type: "auction_ended";
   /** the event's position in the session's log (SPEC §5) */
@@ -368,6 +428,8 @@ export interface AuctionEnded {
   auction: string;
   winner: string | null;
   amount_cents: number | null;
+  reason: string;
+  outbid?: string | null;
 }
 
 /** An opened giveaway: every field of `commerce.draw.Giveaway` known at the start (no seed), `session` first. */
@@ -406,11 +468,13 @@ export interface ClientFrameMap {
   "like": Like;
   "buy": Buy;
   "bid": Bid;
+  "buy_now": BuyNow;
   "signal": Signal;
   "report": Report;
   "feed": Feed;
   "ping": Ping;
   "auth": Auth;
+  "accept": Accept;
   "enter": Enter;
   "waitlist": Waitlist;
 }
@@ -439,16 +503,18 @@ export interface ServerMessageMap {
   "hello": Hello;
   "joined": Joined;
   "left": Left;
-  "ack": Ack | WaitlistAck;
+  "ack": Ack | BidAck | WaitlistAck;
   "error": ErrorMsg;
   "pong": Pong;
   "muted": Muted;
   "held": Held;
   "order": OrderMsg;
+  "outbid": Outbid;
   "viewers": Viewers;
   "likes": Likes;
   "stock": Stock;
   "chat_sampled": ChatSampled;
+  "second_chance": SecondChance;
 }
 export type ServerMessage = ServerMessageMap[keyof ServerMessageMap];
 

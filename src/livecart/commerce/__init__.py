@@ -8,4 +8,5 @@ from .requests import AuctionCreate as AuctionCreate
 from .requests import GiveawayCreate as GiveawayCreate
 from .requests import OfferCreate as OfferCreate
 from .requests import OrderCreate as OrderCreate
+from .requests import SecondChanceAccept as SecondChanceAccept
 from .service import CommerceService as CommerceService

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..runtime.rest.common import body, endpoint, identity, json, node_of, signed_in
-from . import AuctionCreate, GiveawayCreate, OfferCreate, OrderCreate
+from . import AuctionCreate, GiveawayCreate, OfferCreate, OrderCreate, SecondChanceAccept
 
 
 @endpoint
@@ -81,6 +81,10 @@ async def create_auction(request: Request) -> Response:
         data.min_increment_cents,
         data.duration_s,
         data.mode,
+        increments=data.increments,
+        buy_now_cents=data.buy_now_cents,
+        reserve_cents=data.reserve_cents,
+        starts_in_s=data.starts_in_s,
     )
     return json(auction, 201)
 
@@ -88,6 +92,22 @@ async def create_auction(request: Request) -> Response:
 @endpoint
 async def get_auction(request: Request) -> Response:
     return json(await node_of(request).commerce.get_auction(request.path_params["id"]))
+
+
+@endpoint
+async def accept_second_chance(request: Request) -> Response:
+    who = signed_in(request)
+    data = await body(request, SecondChanceAccept)
+    order = await node_of(request).commerce.accept_second_chance(
+        who, request.path_params["id"], data.idempotency_key
+    )
+    return json(order, 201)
+
+
+@endpoint
+async def my_second_chance(request: Request) -> Response:
+    who = signed_in(request)
+    return json(await node_of(request).commerce.second_chance_of(who, request.path_params["id"]))
 
 
 @endpoint

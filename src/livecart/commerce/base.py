@@ -32,6 +32,8 @@ CLAIMS_TTL_S = 5.0
 
 # Coalesced `stock {offer, remaining}` for a session; synchronous, called after each commit.
 OnStock = Callable[[str, str, int], None]
+# A personal message (encoded) for every connection of one user on this node.
+Tell = Callable[[str, bytes], None]
 
 
 # ---------------------------------------------------------------- error mapping
@@ -93,21 +95,36 @@ class CommerceBase:
         stock_interval_s: float = 0.1,
         gate_ttl_s: float = 1.0,
         op_timeout_s: float = 10.0,
+        second_chance_ttl_s: float = rules.DEFAULT_SECOND_CHANCE_TTL_S,
+        tell: Tell | None = None,
+        settle_grace_s: float = 0.0,
     ) -> None:
         if reservation_ttl_s <= 0:
             raise ValueError("reservation_ttl_s must be positive")
+        if second_chance_ttl_s <= 0:
+            raise ValueError("second_chance_ttl_s must be positive")
+        if settle_grace_s < 0:
+            raise ValueError("settle_grace_s must not be negative")
         self._pool = pool
         self._on_stock = on_stock
         self._emitter = Emitter(publish)
         self.reservation_ttl_s = reservation_ttl_s
+        self.second_chance_ttl_s = second_chance_ttl_s
+        self._tell = tell
+        # Auctions settle this long after `ends_at` (wall clock), so that bids judged at a
+        # video time before the end, delivered late, still count (SPEC §12).
+        self.settle_grace_s = settle_grace_s
         self._clock = clock
         self._sweep_interval_s = sweep_interval_s
         self._stock_interval_s = stock_interval_s
         self._op_timeout_s = op_timeout_s
         # Offers whose remaining changed here since the last stock report: offer → session.
         self._stock_dirty: dict[str, str] = {}
-        # One bid per auction in flight on this node, so `bid` events leave in seq order.
+        # One batch of bids (or a buy-now) per auction in flight on this node, so that its
+        # room events leave in seq order; the bids waiting for their turn, per auction.
         self._bid_locks = KeyedLocks()
+        self._bid_queues: dict[str, deque[Any]] = {}
+        self._bid_drainers: dict[str, asyncio.Task[None]] = {}
         self.gate = rules.SoldOutGate(gate_ttl_s)
         # Purchases of one offer in flight at once on this node (they contend for one row);
         # the others wait in the offer's queue, each as a future (no task per attempt).

@@ -47,15 +47,23 @@ class OrderService(CommerceBase):
     async def cancel(self, who: Identity, order_id: str) -> Order:
         """Cancel: the buyer while reserved, the session's creator or an admin while reserved
         or paid. The units go back to the offer if it is open (its waitlist first), else to
-        product stock.
-        Cancelling a cancelled or expired order returns it unchanged. Raises unauthorized,
-        forbidden, not_found, unavailable."""
+        product stock; an auction's unit goes to the next bidder as a second chance
+        (`store.return_units`). Cancelling a cancelled or expired order returns it
+        unchanged. Raises unauthorized, forbidden, not_found, unavailable."""
         now = self._clock()
-        order, release = await self._db(
-            lambda c: store.cancel(c, who, order_id, now, reservation_ttl_s=self.reservation_ttl_s)
+        order, releases, changed = await self._db(
+            lambda c: store.cancel(
+                c,
+                who,
+                order_id,
+                now,
+                reservation_ttl_s=self.reservation_ttl_s,
+                chance_ttl_s=self.second_chance_ttl_s,
+            )
         )
-        if release is not None:
-            self._released([release])
+        self._released(releases)
+        if changed:
+            self._webhooks_written()
         return order
 
     async def expire_due(self, batch: int = 200) -> int:
@@ -69,8 +77,11 @@ class OrderService(CommerceBase):
                     now=now,
                     limit=batch,
                     reservation_ttl_s=self.reservation_ttl_s,
+                    chance_ttl_s=self.second_chance_ttl_s,
                 )
             )
+            if count:
+                self._webhooks_written()
             self._released(releases)
             total += count
             if count < batch:

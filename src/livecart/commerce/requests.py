@@ -40,14 +40,33 @@ class OrderCreate(Struct, forbid_unknown_fields=True):
     idempotency_key: _ID
 
 
+_POSITIVE_CENTS = Annotated[int, Meta(ge=1, le=MAX_CENTS)]
+# `[[up_to_cents | null, step_cents], ...]`; ascending order is checked by the rules.
+_INCREMENTS = Annotated[
+    list[Annotated[list[_POSITIVE_CENTS | None], Meta(min_length=2, max_length=2)]],
+    Meta(min_length=1, max_length=rules.MAX_INCREMENT_ROWS),
+]
+
+
 class AuctionCreate(Struct, forbid_unknown_fields=True):
-    """`POST /api/sessions/{id}/auctions`"""
+    """`POST /api/sessions/{id}/auctions` (SPEC §4, §11). Give `increments` or
+    `min_increment_cents` (a flat table), or neither (the default table)."""
 
     product_id: _ID
     start_cents: _CENTS
-    min_increment_cents: Annotated[int, Meta(ge=1, le=MAX_CENTS)]
     duration_s: _DURATION
+    min_increment_cents: _POSITIVE_CENTS | None = None
     mode: Literal["extend", "sudden_death"] = "extend"
+    increments: _INCREMENTS | None = None
+    buy_now_cents: _POSITIVE_CENTS | None = None
+    reserve_cents: _CENTS | None = None
+    starts_in_s: Annotated[int, Meta(ge=0, le=rules.MAX_STARTS_IN_S)] = 0
+
+
+class SecondChanceAccept(Struct, forbid_unknown_fields=True):
+    """`POST /api/auctions/{id}/second-chance`"""
+
+    idempotency_key: _ID
 
 
 class GiveawayCreate(Struct, forbid_unknown_fields=True):

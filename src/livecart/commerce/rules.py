@@ -20,7 +20,9 @@ from ..limits import MAX_CENTS, MAX_QUANTITY
 OfferStatus = Literal["open", "ended"]
 OrderStatus = Literal["reserved", "paid", "cancelled", "expired"]
 AuctionMode = Literal["extend", "sudden_death"]
-AuctionStatus = Literal["open", "ended"]
+AuctionStatus = Literal["open", "ended"]  # as stored; "scheduled" is open before opens_at
+ShownStatus = Literal["scheduled", "open", "ended"]
+EndReason = Literal["time", "buy_now", "no_bids", "reserve_not_met"]
 
 # Orders in these states hold units of an offer; the other two gave them back.
 HOLDING: frozenset[str] = frozenset({"reserved", "paid"})
@@ -28,6 +30,7 @@ HOLDING: frozenset[str] = frozenset({"reserved", "paid"})
 MAX_DURATION_S = 86_400
 EXTEND_WINDOW_S = 10.0  # SPEC §6: a bid in the last 10 s moves the end to now + 10 s
 DEFAULT_RESERVATION_TTL_S = 600.0
+DEFAULT_SECOND_CHANCE_TTL_S = 300.0  # SPEC §11: how long a bidder has to take a second chance
 
 
 # ---------------------------------------------------------------- objects seen by clients
@@ -68,6 +71,10 @@ class Order(msgspec.Struct, kw_only=True):
 
 
 class Auction(msgspec.Struct, kw_only=True):
+    """An auction as clients see it (SPEC §4, §11). `min_increment_cents` is the step at the
+    current price (at the start price before any bid); `increments` the whole table. The
+    reserve and every max stay hidden: only `reserve_met` is shown."""
+
     id: str
     session: str
     product: str
@@ -77,17 +84,41 @@ class Auction(msgspec.Struct, kw_only=True):
     leader: str | None
     mode: AuctionMode
     ends_at: str
-    status: AuctionStatus
+    status: ShownStatus
     bids: int
     winner_order: str | None = None
+    # `[[up_to_cents | null, step_cents], ...]` (lists, not tuples: plain JSON Schema arrays)
+    increments: list[list[int | None]] = msgspec.field(default_factory=list)
+    buy_now_cents: int | None = None
+    reserve_met: bool = True
+    opens_at: str | None = None
+    reason: EndReason | None = None
+
+
+class SecondChanceView(msgspec.Struct, kw_only=True):
+    """A bidder's own second chance on an auction (SPEC §11): `offered` until `expires_at`,
+    then `lapsed`, or `accepted` with its `order`."""
+
+    auction: str
+    session: str
+    amount_cents: int
+    expires_at: str
+    status: Literal["offered", "accepted", "lapsed"]
+    order: str | None = None
 
 
 class BidAccepted(msgspec.Struct, kw_only=True):
+    """An accepted bid as its bidder (`user`) sees it: `amount_cents` is the auction's price
+    after it, `leader` who leads at that price; `max_cents` is the bidder's own max."""
+
     auction: str
     seq: int
     user: str
     amount_cents: int
     ends_at: str
+    leading: bool = True
+    leader: str = ""
+    max_cents: int | None = None
 
 
 # ---------------------------------------------------------------- permissions
@@ -363,65 +394,276 @@ class SoldOutGate:
 
 
 # ---------------------------------------------------------------- auctions
+# SPEC §6 and §11. A bid is `amount_cents` with an optional hidden `max_cents` (a proxy):
+# the server keeps the leader's max and, when someone challenges, answers for the leader
+# with the least amount that still leads. Only the leader's max is kept: every other
+# bidder's max is already below the price plus one step (see docs/commerce.md), so the
+# contest is always the leader against the challenger.
+
+# `[[up_to_cents, step_cents], ...]`: below `up_to_cents` the step is `step_cents`; the
+# last row's `up_to_cents` may be None (no bound). Past a last bound the last step goes on.
+IncrementRow = tuple[int | None, int]
+Increments = tuple[IncrementRow, ...]
+
+# The default table (eBay's published one, in cents): at a price under $1 a bid must add
+# 5 cents, under $5 25 cents, ..., from $5,000 up $100.
+DEFAULT_INCREMENTS: Increments = (
+    (100, 5),
+    (500, 25),
+    (2_500, 50),
+    (10_000, 100),
+    (25_000, 250),
+    (50_000, 500),
+    (100_000, 1_000),
+    (250_000, 2_500),
+    (500_000, 5_000),
+    (None, 10_000),
+)
+MAX_INCREMENT_ROWS = 32
+MAX_STARTS_IN_S = 7 * 86_400
+
+
+def flat_increments(step_cents: int) -> Increments:
+    return ((None, step_cents),)
+
+
+def validate_increments(rows: object) -> Increments:
+    """The table as a tuple, or `bad_frame`: 1-32 rows `[up_to_cents, step_cents]`, bounds
+    strictly ascending (only the last may be None), steps >= 1 and never decreasing."""
+    if not isinstance(rows, (list, tuple)) or not 1 <= len(rows) <= MAX_INCREMENT_ROWS:
+        raise Failure("bad_frame", f"increments must be 1-{MAX_INCREMENT_ROWS} rows")
+    table: list[IncrementRow] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, (list, tuple)) or len(row) != 2:
+            raise Failure("bad_frame", "each increments row is [up_to_cents, step_cents]")
+        up_to, step = row
+        if type(step) is not int or not 1 <= step <= MAX_CENTS:
+            raise Failure("bad_frame", f"increments step_cents must be 1..{MAX_CENTS}")
+        if up_to is None:
+            if i != len(rows) - 1:
+                raise Failure("bad_frame", "only the last increments row may have no up_to_cents")
+        elif type(up_to) is not int or not 1 <= up_to <= MAX_CENTS:
+            raise Failure("bad_frame", f"increments up_to_cents must be 1..{MAX_CENTS} or null")
+        if table:
+            prev_up, prev_step = table[-1]
+            assert prev_up is not None
+            if up_to is not None and up_to <= prev_up:
+                raise Failure("bad_frame", "increments up_to_cents must be strictly ascending")
+            if step < prev_step:
+                raise Failure("bad_frame", "increments step_cents must not decrease")
+        table.append((up_to, step))
+    return tuple(table)
+
+
+def step_at(increments: Increments, price: int) -> int:
+    """The step that applies at `price`: the first row whose bound is above it."""
+    for up_to, step in increments:
+        if up_to is None or price < up_to:
+            return step
+    return increments[-1][1]
 
 
 class AuctionTerms(msgspec.Struct, frozen=True, kw_only=True):
     start_cents: int
-    min_increment_cents: int
     duration_s: float
     mode: str
+    min_increment_cents: int | None = None
+    increments: object = None  # as given; `validate_auction` checks and returns the table
+    buy_now_cents: int | None = None
+    reserve_cents: int | None = None
+    starts_in_s: float = 0.0
 
 
-def validate_auction(terms: AuctionTerms) -> None:
+def validate_auction(terms: AuctionTerms) -> Increments:
+    """Refuses bad terms with `bad_frame`; returns the increment table in force (the given
+    one, a flat one from `min_increment_cents`, or the default)."""
     require_within("start_cents", terms.start_cents, 0, MAX_CENTS)
-    require_within("min_increment_cents", terms.min_increment_cents, 1, MAX_CENTS)
     require_within("duration_s", terms.duration_s, 1, MAX_DURATION_S)
+    require_within("starts_in_s", terms.starts_in_s, 0, MAX_STARTS_IN_S)
     if terms.mode not in ("extend", "sudden_death"):
         raise Failure("bad_frame", "mode must be extend or sudden_death")
+    if terms.increments is not None:
+        if terms.min_increment_cents is not None:
+            raise Failure("bad_frame", "give increments or min_increment_cents, not both")
+        table = validate_increments(terms.increments)
+    elif terms.min_increment_cents is not None:
+        require_within("min_increment_cents", terms.min_increment_cents, 1, MAX_CENTS)
+        table = flat_increments(terms.min_increment_cents)
+    else:
+        table = DEFAULT_INCREMENTS
+    if terms.buy_now_cents is not None:
+        require_within("buy_now_cents", terms.buy_now_cents, 1, MAX_CENTS)
+        if terms.buy_now_cents < terms.start_cents:
+            raise Failure("bad_frame", "buy_now_cents must be at least start_cents")
+    if terms.reserve_cents is not None:
+        require_within("reserve_cents", terms.reserve_cents, 0, MAX_CENTS)
+        if terms.buy_now_cents is not None and terms.reserve_cents > terms.buy_now_cents:
+            raise Failure("bad_frame", "reserve_cents must not be above buy_now_cents")
+    return table
 
 
 class AuctionState(msgspec.Struct, frozen=True, kw_only=True):
+    """An auction as the rules see it. `leader_max_cents` (the leader's proxy limit, at least
+    the price) and `leader_at` (the video time that max was set at) are never shown."""
+
     start_cents: int
-    min_increment_cents: int
     current_cents: int | None
     leader: str | None
     mode: AuctionMode
     ends_at: float
     status: AuctionStatus
     bids: int = 0
+    increments: Increments = DEFAULT_INCREMENTS
+    opens_at: float | None = None
+    buy_now_cents: int | None = None
+    reserve_cents: int | None = None
+    leader_max_cents: int | None = None
+    leader_at: float | None = None
 
 
 def minimum_bid(auction: AuctionState) -> int:
     if auction.current_cents is None:
         return auction.start_cents
-    return auction.current_cents + auction.min_increment_cents
+    return auction.current_cents + step_at(auction.increments, auction.current_cents)
 
 
-def decide_bid(auction: AuctionState, *, user: str, amount_cents: int, now: float) -> AuctionState:
-    """The auction after accepting this bid, or the refusal. Bids are applied one at a time
-    in the order the store serialises them (a row lock on the auction)."""
-    if auction.status != "open" or now >= auction.ends_at:
+def reserve_met(auction: AuctionState) -> bool:
+    """No reserve, or a price at or above it (the amount itself is never shown)."""
+    if auction.reserve_cents is None:
+        return True
+    return auction.current_cents is not None and auction.current_cents >= auction.reserve_cents
+
+
+def shown_status(auction: AuctionState, now: float) -> ShownStatus:
+    if auction.status == "ended":
+        return "ended"
+    if auction.opens_at is not None and now < auction.opens_at:
+        return "scheduled"
+    return "open"
+
+
+def judged_at(now: float, video_at: float | None) -> float:
+    """The video time a bid or buy is judged at: `now` unless given, never after `now`."""
+    return now if video_at is None else min(video_at, now)
+
+
+def require_accepting(
+    auction: AuctionState, *, now: float, at: float, settle_grace_s: float = 0.0
+) -> None:
+    """Bids (and pre-bids while scheduled) and buy-now are taken while the auction is not
+    settled, judged at video time `at` before `ends_at`."""
+    if auction.status != "open" or at >= auction.ends_at or now >= auction.ends_at + settle_grace_s:
         raise Failure("auction_closed", "the auction has ended")
+
+
+class BidResult(msgspec.Struct, frozen=True, kw_only=True):
+    auction: AuctionState
+    leading: bool
+    outbid: str | None  # the previous leader, when the lead changed hands
+
+
+def decide_bid(
+    auction: AuctionState,
+    *,
+    user: str,
+    amount_cents: int,
+    now: float,
+    max_cents: int | None = None,
+    video_at: float | None = None,
+    settle_grace_s: float = 0.0,
+) -> BidResult:
+    """The auction after accepting this bid, or the refusal. Bids are applied one at a time
+    in the order the store serialises them (a row lock on the auction); video time decides
+    whether the bid came in time, the extension and ties between equal maxes, never the
+    order, so an accepted bid is never judged again."""
+    if max_cents is not None and max_cents < amount_cents:
+        raise Failure("bad_frame", "max_cents must be at least amount_cents")
+    at = judged_at(now, video_at)
+    require_accepting(auction, now=now, at=at, settle_grace_s=settle_grace_s)
     least = minimum_bid(auction)
     if amount_cents < least:
-        raise Failure("bid_too_low", f"the minimum bid is {least}")
+        raise Failure("bid_too_low", f"the minimum bid is {least}", min_cents=least)
+    top = amount_cents if max_cents is None else max_cents
+    table = auction.increments
+    leader, leader_max, leader_at = user, top, at
+    outbid: str | None = None
+    if auction.leader is None or auction.current_cents is None:
+        price = amount_cents
+    else:
+        held = auction.current_cents
+        if auction.leader_max_cents is not None:
+            held = max(held, auction.leader_max_cents)
+        # A leader from before maxes were kept counts as the earlier one.
+        held_at = auction.leader_at if auction.leader_at is not None else float("-inf")
+        if auction.leader == user:  # the leader raises the price (and maybe the max)
+            price = amount_cents
+            if top <= held:
+                leader_max, leader_at = held, held_at
+        elif top > held or (top == held and at < held_at):  # the challenger takes the lead
+            price = max(amount_cents, min(top, held + step_at(table, held)))
+            outbid = auction.leader
+        else:  # the leader's proxy answers: the challenger's max plus one step, capped
+            price = min(held, top + step_at(table, top))
+            leader, leader_max, leader_at = auction.leader, held, held_at
+    reserve = auction.reserve_cents
+    if reserve is not None and price < reserve <= leader_max:
+        price = reserve  # a max at or above the reserve bids the reserve at once
     ends_at = auction.ends_at
-    if auction.mode == "extend" and ends_at - now < EXTEND_WINDOW_S:
-        ends_at = now + EXTEND_WINDOW_S
-    return msgspec.structs.replace(
-        auction, current_cents=amount_cents, leader=user, ends_at=ends_at, bids=auction.bids + 1
+    opened = auction.opens_at is None or at >= auction.opens_at
+    if auction.mode == "extend" and opened and ends_at - at < EXTEND_WINDOW_S:
+        ends_at = max(ends_at, at + EXTEND_WINDOW_S)
+    after = msgspec.structs.replace(
+        auction,
+        current_cents=price,
+        leader=leader,
+        leader_max_cents=leader_max,
+        leader_at=leader_at,
+        ends_at=ends_at,
+        bids=auction.bids + 1,
     )
+    return BidResult(auction=after, leading=leader == user, outbid=outbid)
 
 
-def auction_due(auction: AuctionState, now: float) -> bool:
-    return auction.status == "open" and now >= auction.ends_at
+def decide_buy_now(
+    auction: AuctionState,
+    *,
+    now: float,
+    video_at: float | None = None,
+    settle_grace_s: float = 0.0,
+) -> int:
+    """The buy-now price, or the refusal: the auction takes bids (judged at video time) and
+    no bid has reached the buy-now price."""
+    if auction.buy_now_cents is None:
+        raise Failure("bad_frame", "this auction has no buy-now price")
+    require_accepting(
+        auction, now=now, at=judged_at(now, video_at), settle_grace_s=settle_grace_s
+    )
+    if auction.current_cents is not None and auction.current_cents >= auction.buy_now_cents:
+        raise Failure("auction_closed", "bidding has reached the buy-now price")
+    return auction.buy_now_cents
+
+
+def auction_due(auction: AuctionState, now: float, settle_grace_s: float = 0.0) -> bool:
+    """Settled `settle_grace_s` after the end (wall clock), so late-delivered bids whose
+    video time is before the end still count."""
+    return auction.status == "open" and now >= auction.ends_at + settle_grace_s
 
 
 def auction_outcome(auction: AuctionState) -> tuple[str, int] | None:
-    """(winner, price) when someone bid; None returns the lot to product stock."""
-    if auction.leader is None or auction.current_cents is None:
+    """(winner, price) when someone bid at or above the reserve; None returns the lot to
+    product stock."""
+    if auction.leader is None or auction.current_cents is None or not reserve_met(auction):
         return None
     return auction.leader, auction.current_cents
+
+
+def end_reason(auction: AuctionState) -> EndReason:
+    """Why an auction settled at its end ends the way it does."""
+    if auction.leader is None:
+        return "no_bids"
+    if not reserve_met(auction):
+        return "reserve_not_met"
+    return "time"
 
 
 # ---------------------------------------------------------------- selling (SPEC §13)

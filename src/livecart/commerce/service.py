@@ -20,6 +20,7 @@ from typing import Any
 from ..failure import Failure
 from . import store as store
 from .auctions import AuctionService
+from .chances import ChanceService
 from .giveaways import GiveawayService
 from .offers import OfferService
 from .orders import OrderService
@@ -30,16 +31,23 @@ log = logging.getLogger("livecart.commerce")
 
 
 class CommerceService(
-    OfferService, PurchaseService, OrderService, AuctionService, GiveawayService, SellingService
+    OfferService,
+    PurchaseService,
+    OrderService,
+    AuctionService,
+    ChanceService,
+    GiveawayService,
+    SellingService,
 ):
-    """Offers, purchases, orders, auctions, giveaways, claims, waitlists, bundles and merchant
-    webhooks for every session."""
+    """Offers, purchases, orders, auctions (with second chances), giveaways, claims,
+    waitlists, bundles and merchant webhooks for every session."""
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the sweeper (reservation expiry, offer end, auction close) and, with a
-        webhook URL, the deliverer. Both are driven by the tables, so a restart loses nothing."""
+        """Start the sweeper (reservation expiry, offer end, auction close, second-chance
+        lapse) and, with a webhook URL, the deliverer. Both are driven by the tables, so a
+        restart loses nothing."""
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self._sweep_forever(), name="commerce-sweeper"),
@@ -52,6 +60,12 @@ class CommerceService(
     async def stop(self) -> None:
         if self._admitters:  # purchases in flight finish; what still waits gets `unavailable`
             _, late = await asyncio.wait(set(self._admitters), timeout=self._op_timeout_s)
+            for task in late:
+                task.cancel()
+        if self._bid_drainers:  # bids in flight finish; what still waits gets `unavailable`
+            _, late = await asyncio.wait(
+                set(self._bid_drainers.values()), timeout=self._op_timeout_s
+            )
             for task in late:
                 task.cancel()
         tasks, self._tasks = self._tasks, []
@@ -67,8 +81,9 @@ class CommerceService(
         await self._emitter.close()
 
     async def _listen_forever(self) -> None:
-        """Hold one connection that LISTENs for units returned on any node; if it is lost the
-        gate's own `gate_ttl_s` re-checks still bound how long it can be wrong."""
+        """Hold one connection that LISTENs for units returned on any node (if it is lost the
+        gate's own `gate_ttl_s` re-checks still bound how long it can be wrong) and for
+        personal messages (second chances) committed on any node."""
         while True:
             try:
                 await self._listen_once()
@@ -83,6 +98,7 @@ class CommerceService(
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(store.STOCK_RETURNED, self._stock_returned)
+            await conn.add_listener(store.PERSONAL, self._personal_message)
             await conn.add_listener(store.WAITLIST_SERVED, self._served)
             # Returns made while nobody listened were not announced: start from scratch.
             self.gate.reopen_all()
@@ -92,6 +108,7 @@ class CommerceService(
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(store.STOCK_RETURNED, self._stock_returned)
                 with contextlib.suppress(Exception):
+                    await conn.remove_listener(store.PERSONAL, self._personal_message)
                     await conn.remove_listener(store.WAITLIST_SERVED, self._served)
 
     def _stock_returned(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -135,7 +152,9 @@ class CommerceService(
         for duty in (
             self.expire_due,
             self.end_due_offers,
+            self.announce_opened_auctions,
             self.close_due_auctions,
+            self.lapse_due_chances,
             self.draw_due_giveaways,
             self.close_due_bundles,
         ):

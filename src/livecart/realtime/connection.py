@@ -224,8 +224,9 @@ class Connection:
         *,
         retry_after_ms: int | None = None,
         session: str | None = None,
+        min_cents: int | None = None,
     ) -> None:
-        self.send(encode(ErrorMsg(code, message, ref, retry_after_ms, session)))
+        self.send(encode(ErrorMsg(code, message, ref, retry_after_ms, session, min_cents)))
 
     @property
     def queued_bytes(self) -> int:

@@ -25,6 +25,7 @@ from ..commerce.rules import claim_candidate, claim_ref
 from ..limits import CHAT_MAX_CHARS
 from ..protocol import (
     Ack,
+    BidAck,
     ErrorMsg,
     Failure,
     Held,
@@ -99,14 +100,32 @@ class Handlers:
             case protocol.Chat():
                 await self.chat(conn, frame)
             case protocol.Bid():
-                await self.node.commerce.bid(
+                # The room stays loaded (subscribed) here, so that an `outbid` made on any
+                # node reaches this bidder (`Hub.on_outbid`).
+                await self.node.room(frame.session)
+                placed = await self.node.commerce.bid(
                     conn.identity,
                     frame.auction,
                     frame.amount_cents,
                     frame.ref,
                     session_id=frame.session,
+                    max_cents=frame.max_cents,
                 )
-                conn.send(encode(Ack(frame.ref)))
+                conn.send(
+                    encode(
+                        BidAck(frame.ref, placed.amount_cents, placed.leading, placed.max_cents)
+                    )
+                )
+            case protocol.BuyNow():
+                order = await self.node.commerce.buy_now(
+                    conn.identity, frame.auction, frame.ref, session_id=frame.session
+                )
+                conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
+            case protocol.Accept():
+                order = await self.node.commerce.accept_second_chance(
+                    conn.identity, frame.auction, frame.ref, session_id=frame.session
+                )
+                conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
             case protocol.Enter():
                 await self.enter(conn, frame)
             case protocol.Auth(token=token):

@@ -207,6 +207,7 @@ class Inbox:
             getattr(frame, "ref", None),
             retry_after_ms=exc.retry_after_ms,
             session=getattr(frame, "session", None),
+            min_cents=exc.min_cents,
         )
 
     @staticmethod

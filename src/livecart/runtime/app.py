@@ -28,10 +28,16 @@ from ..catalog.models import (
 )
 from ..chat import api as moderation_api
 from ..chat.model import AllowedDomains, ModerationRequest, ModeratorRequest, TermRequest
-from ..commerce import AuctionCreate, GiveawayCreate, OfferCreate, OrderCreate
+from ..commerce import (
+    AuctionCreate,
+    GiveawayCreate,
+    OfferCreate,
+    OrderCreate,
+    SecondChanceAccept,
+)
 from ..commerce import api as commerce_api
 from ..commerce.draw import Giveaway
-from ..commerce.rules import Auction, Offer, Order
+from ..commerce.rules import Auction, Offer, Order, SecondChanceView
 from ..commerce.store import Bundle
 from ..commerce.store import Place as WaitlistPlace
 from ..limits import (
@@ -238,12 +244,30 @@ API: list[ApiRoute] = [
     ),
     ApiRoute(
         "POST",
+        "/api/auctions/{id}/second-chance",
+        commerce_api.accept_second_chance,
+        summary="Take the second chance offered to you: a reserved order at your highest bid",
+        request=SecondChanceAccept,
+        response=Order,
+        status=201,
+        auth=True,
+    ),
+    ApiRoute(
+        "POST",
         "/api/sessions/{id}/giveaways",
         commerce_api.create_giveaway,
         summary="Open a giveaway (units taken from stock; commitment published)",
         request=GiveawayCreate,
         response=Giveaway,
         status=201,
+        auth=True,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/auctions/{id}/second-chance",
+        commerce_api.my_second_chance,
+        summary="Your second chance on an auction (offered, accepted or lapsed)",
+        response=SecondChanceView,
         auth=True,
     ),
     ApiRoute(

@@ -92,6 +92,9 @@ class Settings(msgspec.Struct, kw_only=True):
     frames to such clients leave the shared fast path (see docs/scaling.md for its cost)."""
     reservation_ttl_s: float = 600.0
     """How long a reserved order holds stock before it expires unless confirmed."""
+    second_chance_ttl_s: float = 300.0
+    """How long a second chance (SPEC §11) stays open to the bidder it is offered to before
+    it passes to the next bidder down (the unit returns to stock when nobody is left)."""
     webhook_url: str = ""
     """Merchant endpoint for order/offer webhooks; empty disables delivery (events queue)."""
     webhook_secret: str = ""
@@ -183,6 +186,8 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append("chat_display_budget must be >= 0 (0 turns sampling off)")
         if self.reservation_ttl_s <= 0:
             problems.append(f"reservation_ttl_s must be > 0, got {self.reservation_ttl_s}")
+        if self.second_chance_ttl_s <= 0:
+            problems.append(f"second_chance_ttl_s must be > 0, got {self.second_chance_ttl_s}")
         if self.webhook_url and not self.webhook_secret:
             problems.append("webhook_url needs webhook_secret (LIVECART_WEBHOOK_SECRET)")
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import random
@@ -22,6 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
+
+import msgspec
+
+from livecart_client import LivecartClient, LivecartError, Room, messages
 
 from .. import auth
 
@@ -130,57 +133,49 @@ async def call(
 
 @dataclass
 class RoomView:
-    """What one WebSocket client knows about the session, kept from the messages it reads."""
+    """What one bot knows about the session, kept from its room's snapshot and events."""
 
-    epoch: str | None = None
-    offset: int = 0
     offers: dict[str, dict[str, Any]] = field(default_factory=dict)
     pinned: dict[str, Any] | None = None
     status: str = ""
     changed: float = field(default_factory=time.monotonic)
 
-    def apply(self, m: dict[str, Any]) -> None:
-        kind = m.get("type")
-        if kind == "joined":
-            self.epoch, self.offset = m.get("epoch"), int(m.get("offset") or 0)
-            state = m.get("state") or {}
-            self.status = state.get("status", self.status)
-            self.pinned = state.get("pinned")
-            self.offers = {o["id"]: o for o in state.get("offers") or [] if "id" in o}
-            self.changed = time.monotonic()
+    def follow(self, room: Room) -> None:
+        """Keep this view current from `room`: its snapshot now and after a resync, then its
+        events (the client delivers each once, in order, across reconnects)."""
+        self.snapshot(room)
+        room.on("resync", lambda _joined: self.snapshot(room))
+        room.on("*", self.apply)
+
+    def snapshot(self, room: Room) -> None:
+        state = room.state
+        if state is None:
             return
-        offset = m.get("offset")
-        if isinstance(offset, int) and m.get("session") and kind != "ack":
-            self.offset = max(self.offset, offset)
-        if kind == "offer" and "id" in m:
-            if m.get("status", "open") == "open":
-                self.offers[m["id"]] = m
+        self.status = state.status
+        self.pinned = state.pinned
+        self.offers = {o["id"]: dict(o) for o in state.offers if "id" in o}
+        self.changed = time.monotonic()
+
+    def apply(self, m: Any) -> None:
+        if isinstance(m, messages.OfferEvent):
+            if m.status == "open":
+                self.offers[m.id] = msgspec.structs.asdict(m)
             else:
-                self.offers.pop(m["id"], None)
+                self.offers.pop(m.id, None)
             self.changed = time.monotonic()
-        elif kind == "offer_ended":
-            offer = m.get("offer")
-            self.offers.pop(str(offer.get("id") if isinstance(offer, dict) else offer), None)
+        elif isinstance(m, messages.OfferEnded):
+            self.offers.pop(m.offer, None)
             self.changed = time.monotonic()
-        elif kind == "stock" and m.get("offer") in self.offers:
-            self.offers[m["offer"]]["remaining"] = m.get("remaining", 0)
+        elif isinstance(m, messages.Stock) and m.offer in self.offers:
+            self.offers[m.offer]["remaining"] = m.remaining
             self.changed = time.monotonic()
-        elif kind == "pinned":
-            self.pinned = m.get("product")
-        elif kind == "status":
-            self.status = m.get("status", self.status)
+        elif isinstance(m, messages.Pinned):
+            self.pinned = m.product
+        elif isinstance(m, messages.StatusEvent):
+            self.status = m.status
 
     def buyable(self) -> list[dict[str, Any]]:
         return [o for o in self.offers.values() if int(o.get("remaining") or 0) > 0]
-
-
-def _messages(raw: str | bytes) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return []
-    items = data if isinstance(data, list) else [data]
-    return [m for m in items if isinstance(m, dict)]
 
 
 class Demo:
@@ -200,7 +195,6 @@ class Demo:
         self.products: list[dict[str, Any]] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.warned: dict[str, float] = {}
-        self.refs = itertools.count(1)
 
     # ------------------------------------------------------------ seeding
 
@@ -311,39 +305,27 @@ class Demo:
         self,
         token: str,
         view: RoomView,
-        act: Callable[[Any, RoomView], Awaitable[None]],
+        act: Callable[[Room, RoomView], Awaitable[None]],
         label: str,
     ) -> None:
-        """Keeps one WebSocket client connected: joins (resuming with `since`), reads every
-        frame into `view`, runs `act` alongside, and reconnects with backoff on any error."""
-        import websockets
-
+        """One client of the session (livecart_client: it reconnects, resumes with `since`
+        and retries purchases by itself): joins, keeps `view` current and runs `act`. Only
+        a client that cannot start (the node not up yet) or was closed starts over."""
         backoff = 1.0
-        sid = self.session["id"]
         while True:
+            client = LivecartClient(self.ws_url, token=token, reconnect_max_s=30.0)
             try:
-                async with websockets.connect(
-                    f"{self.ws_url}?token={token}", open_timeout=10, max_size=None
-                ) as ws:
-                    join: dict[str, Any] = {"type": "join", "session": sid}
-                    if view.epoch is not None:
-                        join["since"] = {"epoch": view.epoch, "offset": view.offset}
-                    await ws.send(json.dumps(join))
-                    backoff = 1.0
-                    actor = asyncio.ensure_future(act(ws, view))
-                    try:
-                        async for raw in ws:
-                            for m in _messages(raw):
-                                view.apply(m)
-                    finally:
-                        actor.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await actor
+                await client.connect()
+                room = await client.join(self.session["id"])
+                backoff = 1.0
+                view.follow(room)
+                await act(room, view)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.debug("%s: connection lost: %s", label, exc)
-            # Closed (1001 on a server restart, or an error): come back with backoff.
+                log.debug("%s: client stopped: %s", label, exc)
+            finally:
+                await client.close()
             await asyncio.sleep(backoff + random.random())
             backoff = min(backoff * 2, 30.0)
 
@@ -352,56 +334,34 @@ class Demo:
         token = auth.issue(self.secret, f"bot-{i}", "viewer", name=name, ttl_s=TOKEN_TTL_S)
         # Arrive over the first few seconds rather than all at once.
         await asyncio.sleep(random.uniform(0, min(8.0, 0.25 * self.bots)))
-        await self.connection(token, RoomView(), lambda ws, view: self.behave(i, ws, view), name)
+        await self.connection(token, RoomView(), lambda room, view: self.behave(room, view), name)
 
-    async def behave(self, i: int, ws: Any, view: RoomView) -> None:
-        sid = self.session["id"]
+    async def behave(self, room: Room, view: RoomView) -> None:
         await asyncio.sleep(random.uniform(0.5, 3.0))
         if random.random() < 0.7:
-            await self.chat(ws, sid, random.choice(GREETINGS))
+            await self.chat(room, random.choice(GREETINGS))
         while True:
             await asyncio.sleep(random.uniform(5.0, 16.0))
             roll = random.random()
             product = self.pick_product(view)
             if roll < 0.4:
                 text = random.choice(CHAT).format(p=short(product["title"]) if product else "mug")
-                await self.chat(ws, sid, text)
+                await self.chat(room, text)
             elif roll < 0.7:
-                await ws.send(
-                    json.dumps({"type": "like", "session": sid, "count": random.randint(1, 6)})
-                )
+                await room.like(random.randint(1, 6))
             elif roll < 0.9:
                 if product is not None:
-                    await ws.send(
-                        json.dumps(
-                            {
-                                "type": "signal",
-                                "session": sid,
-                                "name": random.choice(("product_click", "product_click", "share")),
-                                "product": product["id"],
-                            }
-                        )
-                    )
+                    name = random.choice(("product_click", "product_click", "share"))
+                    await room.signal(name, product["id"])
             else:
                 offers = view.buyable()
                 if offers:
-                    offer = random.choice(offers)
-                    ref = f"bot{i}-{next(self.refs)}-{random.getrandbits(32):08x}"
-                    await ws.send(
-                        json.dumps(
-                            {
-                                "type": "buy",
-                                "session": sid,
-                                "offer": offer["id"],
-                                "qty": 1,
-                                "ref": ref,
-                            }
-                        )
-                    )
+                    with contextlib.suppress(LivecartError):  # sold out, limit reached …
+                        await room.buy(random.choice(offers)["id"], 1)
 
-    async def chat(self, ws: Any, sid: str, text: str) -> None:
-        ref = f"c{next(self.refs)}-{random.getrandbits(24):06x}"
-        await ws.send(json.dumps({"type": "chat", "session": sid, "text": text, "ref": ref}))
+    async def chat(self, room: Room, text: str) -> None:
+        with contextlib.suppress(LivecartError):  # rate limited, slow mode …
+            await room.chat(text)
 
     def pick_product(self, view: RoomView) -> dict[str, Any] | None:
         if view.pinned and random.random() < 0.6:
@@ -413,7 +373,7 @@ class Demo:
         the next product, pinned), so the demo stays lively."""
         view = RoomView()
 
-        async def watch(ws: Any, v: RoomView) -> None:
+        async def watch(room: Room, v: RoomView) -> None:
             turn = 1
             while True:
                 await asyncio.sleep(3.0)

@@ -30,6 +30,7 @@ from ..protocol import (
     Failure,
     GiveawayEnded,
     OrderMsg,
+    Outbid,
     RoomEvent,
     encode,
     kind_of,
@@ -143,11 +144,16 @@ class Node:
             publish=self.append,
             on_stock=self._on_stock,
             reservation_ttl_s=s.reservation_ttl_s,
+            second_chance_ttl_s=s.second_chance_ttl_s,
+            tell=self.tell_encoded,
             webhook_url=s.webhook_url,
             webhook_secret=s.webhook_secret,
         )
         await self.commerce.start()
         self.hub.on_sold = self.commerce.stock_changed
+        self.hub.on_outbid = lambda session, user, auction, cents: self.tell(
+            user, Outbid(session, auction, cents)
+        )
         self.hub.on_offers = self.commerce.claims_changed
         self.commerce.on_served = self._waitlist_served
         self.hub.on_drawn = self._drawn
@@ -314,7 +320,10 @@ class Node:
 
     def tell(self, user: str, message: Struct) -> None:
         """Send `message` to every connection of `user` on this node."""
-        data = encode(message)
+        self.tell_encoded(user, encode(message))
+
+    def tell_encoded(self, user: str, data: bytes) -> None:
+        """Send one encoded personal message to every connection of `user` on this node."""
         for conn in self.connections:
             if conn.identity.sub == user:
                 conn.send(data)

@@ -4,22 +4,30 @@ Every function takes the database handle of `runtime.db` (an `Executor`, or a `C
 where it runs its own transaction). Decisions come from `livecart.commerce.rules`; the
 counters are changed by conditional single-statement updates that mirror `apply_buy` /
 `apply_release` / `apply_end`, so a concurrent writer can never push a counter past its
-bound. Lock order, where a transaction takes several row locks: order → offer → product;
-batches lock offers and products in id order.
+bound. Lock order, where a transaction takes several row locks: order → auction → offer →
+product; batches lock offers and products in id order.
 
 One module per concern: `offers`, `purchases` (the batched buy path), `orders` (confirm,
-cancel, expiry), `auctions`, `giveaways`, `selling` (claim words, waitlists and the one way
-units come back, bundles), `outbox` (webhooks, returned-stock notices) and `rows` (row
+cancel, expiry, and `return_units`, where their units come back), `auctions`, `chances`
+(second chance), `giveaways`, `selling` (claim words, waitlists and `give_back`, where an
+offer's units come back, bundles), `outbox` (webhooks, returned-stock notices) and `rows` (row
 mapping); this package re-exports what the service and the tests use.
 """
 
 from .auctions import BidOutcome as BidOutcome
+from .auctions import BidRequest as BidRequest
 from .auctions import Closed as Closed
-from .auctions import bid as bid
+from .auctions import bid_many as bid_many
+from .auctions import buy_now as buy_now
 from .auctions import close_due_auction as close_due_auction
 from .auctions import create_auction as create_auction
 from .auctions import get_auction as get_auction
 from .auctions import open_auction as open_auction
+from .auctions import opened_auctions as opened_auctions
+from .auctions import return_unit as return_unit
+from .chances import accept as accept
+from .chances import chance_of as chance_of
+from .chances import lapse_due_chance as lapse_due_chance
 from .giveaways import Drawn as Drawn
 from .giveaways import EntryBatch as EntryBatch
 from .giveaways import create_giveaway as create_giveaway
@@ -43,6 +51,8 @@ from .orders import confirm as confirm
 from .orders import expire_due as expire_due
 from .orders import get_order as get_order
 from .orders import list_orders as list_orders
+from .orders import return_units as return_units
+from .outbox import PERSONAL as PERSONAL
 from .outbox import STOCK_RETURNED as STOCK_RETURNED
 from .outbox import enqueue_webhook as enqueue_webhook
 from .outbox import notify_returned as notify_returned

@@ -1,5 +1,7 @@
-"""Orders: reading, payment confirmation, cancelling and the expiry of reservations, which
-give their units back to the offer while it is open, else to the product."""
+"""Orders: reading, payment confirmation, cancelling and the expiry of reservations, whose
+units come back through `return_units`: an auction's unit goes on to its next bidder (second
+chance), any other order's to the offer while it is open (its waitlist first), else to the
+product."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from ...failure import Failure
 from ...runtime.db import Connection, Executor, iso
 from .. import rules as rules
 from ..rules import Order
+from . import chances
 from .outbox import ENQUEUE, enqueue_webhook, webhook_event
 from .rows import ORDER_SELECT, at, order_from_row
 from .selling import GivenBack, give_back
@@ -58,7 +61,9 @@ async def cancel(
     now: float,
     *,
     reservation_ttl_s: float = rules.DEFAULT_RESERVATION_TTL_S,
-) -> tuple[Order, Release | None]:
+    chance_ttl_s: float = rules.DEFAULT_SECOND_CHANCE_TTL_S,
+) -> tuple[Order, list[Release], bool]:
+    """(the order, what went back to offers, whether it changed now)."""
     async with conn.transaction():
         row = await conn.fetchrow(ORDER_SELECT + " WHERE o.id = $1 FOR UPDATE OF o", order_id)
         if row is None:
@@ -66,7 +71,7 @@ async def cancel(
         order = order_from_row(row)
         rules.may_cancel(who, buyer=order.user, creator=row["creator"], status=order.status)
         if order.status not in rules.HOLDING:
-            return order, None
+            return order, [], False
         await conn.execute(
             "UPDATE orders SET status = 'cancelled', updated_at = $2 WHERE id = $1",
             order_id,
@@ -76,10 +81,14 @@ async def cancel(
         await enqueue_webhook(
             conn, "order.cancelled", {**msgspec.to_builtins(order), "by": who.sub}, now
         )
-        (release,) = await give_back(
-            conn, {order.offer: order.qty}, now, reservation_ttl_s=reservation_ttl_s
+        releases = await return_units(
+            conn,
+            [(order, row["auction"])],
+            now,
+            reservation_ttl_s=reservation_ttl_s,
+            chance_ttl_s=chance_ttl_s,
         )
-    return order, release
+    return order, releases, True
 
 
 async def expire_due(
@@ -88,6 +97,7 @@ async def expire_due(
     limit: int = 200,
     *,
     reservation_ttl_s: float = rules.DEFAULT_RESERVATION_TTL_S,
+    chance_ttl_s: float = rules.DEFAULT_SECOND_CHANCE_TTL_S,
 ) -> tuple[int, list[Release]]:
     """Expire up to `limit` reserved orders past `expires_at`: (how many, releases per offer).
     Safe to run on every node at once: rows another node holds are skipped."""
@@ -106,9 +116,6 @@ async def expire_due(
             [o.id for o in orders],
             at(now),
         )
-        per_offer: dict[str, int] = {}
-        for o in orders:
-            per_offer[o.offer] = per_offer.get(o.offer, 0) + o.qty
         stamp = iso(at(now))
         events = [
             webhook_event(
@@ -119,5 +126,38 @@ async def expire_due(
             for o in orders
         ]
         await conn.executemany(ENQUEUE, events)
-        releases = await give_back(conn, per_offer, now, reservation_ttl_s=reservation_ttl_s)
+        releases = await return_units(
+            conn,
+            [(o, r["auction"]) for o, r in zip(orders, rows, strict=True)],
+            now,
+            reservation_ttl_s=reservation_ttl_s,
+            chance_ttl_s=chance_ttl_s,
+        )
     return len(orders), releases
+
+
+async def return_units(
+    conn: Executor,
+    orders: list[tuple[Order, str | None]],
+    now: float,
+    *,
+    reservation_ttl_s: float,
+    chance_ttl_s: float,
+) -> list[Release]:
+    """The one place where the units of cancelled or expired orders come back, inside the
+    transaction that cancelled or expired them. `orders` pairs each order with its auction
+    (None for an offer's order).
+
+    - An auction's order passes its unit down the auction's bidders (second chance,
+      `chances.auction_order_back`); it reaches product stock when nobody is left.
+    - Any other order's units go to its offer (`selling.give_back`: the waitlist first while
+      the offer is open, else product stock); one `Release` per such offer."""
+    per_offer: dict[str, int] = {}
+    for order, auction in orders:
+        if auction is not None:
+            await chances.auction_order_back(conn, order, auction, now, chance_ttl_s)
+        else:
+            per_offer[order.offer] = per_offer.get(order.offer, 0) + order.qty
+    if not per_offer:
+        return []
+    return await give_back(conn, per_offer, now, reservation_ttl_s=reservation_ttl_s)

@@ -28,6 +28,19 @@ async def notify_returned(conn: Executor, offer_ids: list[str]) -> None:
         await conn.execute("SELECT pg_notify($1, $2)", STOCK_RETURNED, ",".join(chunk))
 
 
+# NOTIFY channel: a personal message for one user, sent on commit to every node so that the
+# node holding the user's connections delivers it (payload: `{"user": ..., "message": {...}}`).
+PERSONAL = "livecart_personal"
+
+
+async def notify_user(conn: Executor, user: str, message: Any) -> None:
+    """Within the transaction whose change the message reports: delivered only if it commits,
+    to every node (each sends it to the user's connections there). Messages are small
+    (PostgreSQL caps a payload at 8000 bytes)."""
+    payload = msgspec.json.encode({"user": user, "message": message}).decode()
+    await conn.execute("SELECT pg_notify($1, $2)", PERSONAL, payload)
+
+
 ENQUEUE = "INSERT INTO webhook_outbox (event_id, topic, payload) VALUES ($1, $2, $3::jsonb)"
 
 

@@ -58,6 +58,8 @@ def error_response(failure: Failure) -> Response:
     if failure.retry_after_ms is not None:
         error["retry_after_ms"] = failure.retry_after_ms
         headers["Retry-After"] = str(max(1, (failure.retry_after_ms + 999) // 1000))
+    if failure.min_cents is not None:
+        error["min_cents"] = failure.min_cents
     if failure.code == "too_large":
         # The rest of an oversized body is not read: the connection cannot be reused.
         headers["Connection"] = "close"

@@ -161,8 +161,9 @@ export function money(cents, currency = "USD") {
  *
  * - Every server message goes to `on(type, fn)` listeners (and to `on("*", fn)`); log events
  *   come once each, in offset order, resumed with `since` after any reconnect.
- * - `send(frame)` sends now (false when offline); `sendRetryable(frame)` (buy, bid: safe to
- *   repeat with the same ref) is also sent again after a reconnect until it is answered.
+ * - `send(frame)` sends now (false when offline); `sendRetryable(frame)` (buy, bid, buy_now,
+ *   accept: safe to repeat with the same ref) is also sent again after a reconnect until it
+ *   is answered; `bid`, `buyNow` and `acceptSecondChance` build those frames.
  * - Lifecycle events: `open` (after hello), `offline` ({code, retryInMs}), `unauthorized`.
  */
 export class LiveSocket {
@@ -196,6 +197,26 @@ export class LiveSocket {
   sendRetryable(frame) {
     this.client.request(frame, { retries: 0 }).catch(() => { /* the `error` listener shows it */ });
     return this.client.ready;
+  }
+
+  /** `bid` (SPEC §11; `maxCents` makes it a proxy bid), retried on reconnect; its ref. */
+  bid(session, auction, amountCents, maxCents = null, ref = newRef("bid")) {
+    const frame = { type: "bid", session, auction, amount_cents: amountCents, ref };
+    if (maxCents) frame.max_cents = maxCents;
+    this.sendRetryable(frame);
+    return ref;
+  }
+
+  /** `buy_now` (SPEC §11): answered `order`; retried on reconnect; its ref. */
+  buyNow(session, auction, ref = newRef("buynow")) {
+    this.sendRetryable({ type: "buy_now", session, auction, ref });
+    return ref;
+  }
+
+  /** `accept` a `second_chance` (SPEC §11): answered `order`; retried on reconnect; its ref. */
+  acceptSecondChance(session, auction, ref = newRef("accept")) {
+    this.sendRetryable({ type: "accept", session, auction, ref });
+    return ref;
   }
 
   join(session) { this.client.join(session); }

@@ -7,6 +7,7 @@ import {
   lookup, toast,
 } from "./app.js";
 import { lineChart, sparkline } from "./chart.js";
+import { mountStudioAuction } from "./studio-auction.js";
 import { studioGiveaway } from "./giveaway.js";
 
 const auth = new Auth("studio");
@@ -33,6 +34,10 @@ const state = {
   stats: null,
   samples: [],
 };
+
+const auctions = mountStudioAuction({
+  socket, products, getSession: () => state.current, toMinor, call,
+});
 
 function renderHeader() {
   header({
@@ -323,6 +328,7 @@ function renderShowcaseSelect(items) {
 }
 
 function renderOfferSelect(items) {
+  auctions.setProducts(items);
   giveaways.products(items);
   const sel = $("#offer-product");
   const before = sel.value;

@@ -6,6 +6,7 @@ import {
   $, chatColor, clock, connectionBanner, countdown, everySecond, explain, fill, h, header,
   initials, lookup, toast, whyText,
 } from "./app.js";
+import { mountWatchAuction } from "./auction.js";
 import { watchGiveaway } from "./giveaway.js";
 
 const sessionId = decodeURIComponent(window.location.pathname.split("/").filter(Boolean).pop());
@@ -17,6 +18,11 @@ connectionBanner(socket);
 
 const products = lookup(api, (id) => `/api/products/${encodeURIComponent(id)}`);
 const sessions = lookup(api, (id) => `/api/sessions/${encodeURIComponent(id)}`);
+
+const auction = mountWatchAuction({
+  socket, auth, sessionId, box: $("#auction"), prompt: $("#second-chance"), products,
+  signIn: () => openSignIn(), api,
+});
 
 const state = {
   session: null,
@@ -859,6 +865,7 @@ socket.on("error", (m) => {
   if (m.ref && giveaway.owns(m.ref)) return; // the giveaway panel shows it
   if (m.ref && onBuyError(m)) return;
   if (m.ref && onSellingError(m)) return;
+  if (m.ref && auction.onError(m)) return;
   if (m.ref && reports.delete(m.ref)) {
     toast(`The report was not sent: ${m.message || m.code}`, "warn");
     return;
