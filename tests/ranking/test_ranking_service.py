@@ -8,6 +8,7 @@ import itertools
 from typing import Any
 
 import asyncpg
+import pytest
 
 from livecart.catalog import store as catalog
 from livecart.ranking import RankingService, store
@@ -248,3 +249,17 @@ async def test_a_cancelled_profile_read_leaves_the_others_served(pool: asyncpg.P
     waiting.cancel()
     assert (await served).personalization is True
     assert (await svc.profiles.viewer(ann)).personal is False  # read (again) on demand
+
+
+async def test_a_stopped_profile_reader_leaves_no_waiter_hanging(pool: asyncpg.Pool) -> None:
+    w = await world(pool)
+    svc, _ = service(pool)
+    waiting = asyncio.ensure_future(svc.profiles.viewer(w.viewer("ann")))
+    await asyncio.sleep(0)
+    reader = svc.profiles._reader
+    assert reader is not None
+    reader.cancel()  # as at shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 5)
+    assert svc.profiles._reader is None and not svc.profiles._wanted
+    assert (await svc.profiles.viewer(w.viewer("bob"))).personalization is True  # reads again

@@ -83,6 +83,7 @@ class Profiles:
         # Viewers asked for and not read yet, read in batches by one reader task.
         self._wanted: dict[str, asyncio.Future[ViewerRow | None]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._reading: dict[str, asyncio.Future[ViewerRow | None]] = {}
 
     # ------------------------------------------------------------ events
 
@@ -163,35 +164,40 @@ class Profiles:
             wanted = self._wanted[user] = asyncio.get_running_loop().create_future()
             if self._reader is None:
                 self._reader = asyncio.get_running_loop().create_task(self._read())
+                self._reader.add_done_callback(self._read_stopped)
         # Shielded: one waiter cancelled leaves the read (and any other waiter) alone.
         return await asyncio.shield(wanted)
 
     async def _read(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let the rest of this loop iteration ask too
-            while self._wanted:
-                batch = dict(itertools.islice(self._wanted.items(), PROFILE_READ_CHUNK))
-                for user in batch:
-                    del self._wanted[user]
-                try:
-                    rows = await store.viewers(self.pool, list(batch))
-                except Exception as exc:
-                    for wanted in batch.values():
-                        if not wanted.done():
-                            wanted.set_exception(exc)
-                            wanted.exception()  # retrieved: each waiter gets it raised
-                    continue
-                for user, wanted in batch.items():
+        await asyncio.sleep(0)  # let the rest of this loop iteration ask too
+        while self._wanted:
+            batch = self._reading = dict(itertools.islice(self._wanted.items(), PROFILE_READ_CHUNK))
+            for user in batch:
+                del self._wanted[user]
+            try:
+                rows = await store.viewers(self.pool, list(batch))
+            except Exception as exc:
+                for wanted in batch.values():
                     if not wanted.done():
-                        wanted.set_result(rows.get(user))
-        except BaseException:
-            # Stopped (shutdown): nobody is left waiting on a read that will not happen.
-            for wanted in self._wanted.values():
-                wanted.cancel()
-            self._wanted.clear()
-            raise
-        finally:
-            self._reader = None
+                        wanted.set_exception(exc)
+                        wanted.exception()  # retrieved: each waiter gets it raised
+                continue
+            for user, wanted in batch.items():
+                if not wanted.done():
+                    wanted.set_result(rows.get(user))
+        self._reading = {}
+        self._reader = None  # nothing asked meanwhile: the next ask starts a reader
+
+    def _read_stopped(self, reader: asyncio.Task[None]) -> None:
+        """The reader was cancelled (shutdown), even before it ran: nobody is left waiting on
+        a read that will not happen."""
+        if self._reader is not reader:
+            return  # it ended normally (a newer reader may be running)
+        self._reader = None
+        for wanted in [*self._reading.values(), *self._wanted.values()]:
+            wanted.cancel()
+        self._reading = {}
+        self._wanted.clear()
 
     # ------------------------------------------------------------ storage
 
