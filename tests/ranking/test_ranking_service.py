@@ -3,10 +3,12 @@ catalog it learns, the push rule (SPEC §8), interest profiles and privacy."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
 import asyncpg
+import pytest
 
 from livecart.catalog import store as catalog
 from livecart.ranking import RankingService, store
@@ -183,7 +185,7 @@ async def test_personalization_off_stops_profiling_and_erasure_forgets(pool: asy
     assert await svc.erase_profile(bob) is False
 
     await svc.set_personalization(bob, False)
-    row = await store.viewer(pool, bob.sub)
+    row = (await store.viewers(pool, [bob.sub])).get(bob.sub)
     assert row is not None and row.settings["personalization"] is False
     for _ in range(3):
         svc.record(bob, "add_to_cart", w.session, product_id=w.products[1])
@@ -194,3 +196,70 @@ async def test_personalization_off_stops_profiling_and_erasure_forgets(pool: asy
     # A fresh service reads the setting from PostgreSQL.
     other, _ = service(pool)
     assert (await other.profiles.viewer(bob)).personalization is False
+
+
+class _Counted:
+    """The real pool, counting the statements that read rows (how many round trips)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.fetches = 0
+
+    async def fetch(self, *args: Any) -> Any:
+        self.fetches += 1
+        return await self.pool.fetch(*args)
+
+
+async def test_a_join_storm_reads_stored_profiles_in_batches(pool: asyncpg.Pool) -> None:
+    w = await world(pool)
+    # Stored state of two of them: a profile (built and saved on another node), a setting.
+    seed, _ = service(pool)
+    fan, quiet = w.viewer("fan"), w.viewer("quiet")
+    for who in (fan, quiet):
+        await catalog.upsert_user(pool, who.sub, who.name, who.role, who.minor)
+    for _ in range(3):
+        seed.record(fan, "product_click", w.session, product_id=w.products[0])
+    await settled(seed)
+    await seed.profiles.save()
+    await store.set_personalization(pool, quiet, False)
+
+    svc, _ = service(pool)
+    counted = _Counted(pool)
+    svc.profiles.pool = counted  # type: ignore[assignment]
+    crowd = [w.viewer(f"crowd{i}") for i in range(1200)]
+    for who in [fan, quiet, *crowd]:  # their first signal: the join
+        svc.record(who, "join", w.session)
+    await settled(svc)
+    # 1,202 viewers read in a few statements (at most 500 each), not one per viewer.
+    assert 3 <= counted.fetches <= 6
+    viewers = svc.profiles.viewers
+    assert len([v for v in (viewers.get(who.sub) for who in crowd) if v is not None]) == 1200
+    assert viewers[fan.sub].profile is not None and viewers[fan.sub].personal
+    assert viewers[quiet.sub].personalization is False and not viewers[quiet.sub].personal
+    assert viewers[crowd[0].sub].personalization is True  # never seen: the defaults
+
+
+async def test_a_cancelled_profile_read_leaves_the_others_served(pool: asyncpg.Pool) -> None:
+    w = await world(pool)
+    svc, _ = service(pool)
+    ann, bob = w.viewer("ann"), w.viewer("bob")
+    waiting = asyncio.ensure_future(svc.profiles.viewer(ann))
+    served = asyncio.ensure_future(svc.profiles.viewer(bob))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    assert (await served).personalization is True
+    assert (await svc.profiles.viewer(ann)).personal is False  # read (again) on demand
+
+
+async def test_a_stopped_profile_reader_leaves_no_waiter_hanging(pool: asyncpg.Pool) -> None:
+    w = await world(pool)
+    svc, _ = service(pool)
+    waiting = asyncio.ensure_future(svc.profiles.viewer(w.viewer("ann")))
+    await asyncio.sleep(0)
+    reader = svc.profiles._reader
+    assert reader is not None
+    reader.cancel()  # as at shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 5)
+    assert svc.profiles._reader is None and not svc.profiles._wanted
+    assert (await svc.profiles.viewer(w.viewer("bob"))).personalization is True  # reads again

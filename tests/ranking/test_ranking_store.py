@@ -43,17 +43,17 @@ async def test_a_session_without_a_showcase_has_none(pool: asyncpg.Pool) -> None
 async def test_viewer_rows_profiles_settings_and_erasure(pool: asyncpg.Pool) -> None:
     w = await world(pool, products=0)
     who = w.viewer("ann")
-    assert await store.viewer(pool, who.sub) is None  # never seen
+    assert await store.viewers(pool, [who.sub]) == {}  # never seen
 
     await store.set_personalization(pool, who, False)
-    row = await store.viewer(pool, who.sub)
+    row = (await store.viewers(pool, [who.sub])).get(who.sub)
     assert row is not None
     assert row.minor is False and row.settings["personalization"] is False
     assert row.profile is None
 
     profile = {"v": 1, "anything": [1, 2]}
     await store.save_profiles(pool, [(who.sub, profile)])
-    row = await store.viewer(pool, who.sub)
+    row = (await store.viewers(pool, [who.sub])).get(who.sub)
     assert row is not None and row.profile == profile
     stored = await store.stored_profile(pool, who.sub)
     assert stored is not None and stored["profile"] == profile
@@ -63,7 +63,7 @@ async def test_viewer_rows_profiles_settings_and_erasure(pool: asyncpg.Pool) -> 
     assert (await store.stored_profile(pool, who.sub))["profile"] == {"v": 2}  # type: ignore[index]
 
     await store.set_personalization(pool, who, True)
-    row = await store.viewer(pool, who.sub)
+    row = (await store.viewers(pool, [who.sub])).get(who.sub)
     assert row is not None and row.settings["personalization"] is True
 
     assert await store.erase_profile(pool, who.sub) is True

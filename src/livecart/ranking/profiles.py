@@ -5,6 +5,8 @@ when changed; and privacy: personalization off, erasure, export. Minors are neve
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -19,7 +21,7 @@ from .catalog_cache import CatalogCache
 from .core import InterestProfile, ProfileBuilder
 from .core.signals import SignalKind
 from .ports import OrdersOf, RoomOf
-from .store import PROFILE_SAVE_CHUNK
+from .store import PROFILE_SAVE_CHUNK, ViewerRow
 from .sync import SharedTrending
 
 log = logging.getLogger("livecart.ranking")
@@ -28,6 +30,9 @@ PROFILE_SAVE_EVERY_S = 10.0
 """Changed interest profiles are written at most this often (and at shutdown)."""
 PROFILE_QUEUE_MAX = 64
 """Events kept per viewer while their stored profile is being read."""
+PROFILE_READ_CHUNK = 500
+"""Viewers read from PostgreSQL in one statement at most: a join storm's first signals become
+one query per batch of newcomers, not one per viewer."""
 
 # (kind, at, session, product, count, minutes): a viewer event waiting for its profile to load.
 ProfileEvent = tuple[SignalKind, float, str, str | None, int, float]
@@ -75,6 +80,10 @@ class Profiles:
         # Events of viewers whose stored profile is being read; one reader task per viewer.
         self.queued: dict[str, list[ProfileEvent]] = {}
         self.forgotten_at = 0.0  # the last cluster "forget" marker seen (caches start empty)
+        # Viewers asked for and not read yet, read in batches by one reader task.
+        self._wanted: dict[str, asyncio.Future[ViewerRow | None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._reading: dict[str, asyncio.Future[ViewerRow | None]] = {}
 
     # ------------------------------------------------------------ events
 
@@ -130,7 +139,7 @@ class Profiles:
         viewer = self.viewers.get(who.sub)
         if viewer is not None:
             return viewer
-        row = await store.viewer(self.pool, who.sub)
+        row = await self._row(who.sub)
         viewer = self.viewers.get(who.sub)  # read meanwhile by another task
         if viewer is not None:
             return viewer
@@ -147,6 +156,48 @@ class Profiles:
                     )
         viewer = self.viewers[who.sub] = Viewer(who.minor, personalization, profile)
         return viewer
+
+    async def _row(self, user: str) -> ViewerRow | None:
+        """The stored row of `user`, read together with the other viewers asked for meanwhile."""
+        wanted = self._wanted.get(user)
+        if wanted is None:
+            wanted = self._wanted[user] = asyncio.get_running_loop().create_future()
+            if self._reader is None:
+                self._reader = asyncio.get_running_loop().create_task(self._read())
+                self._reader.add_done_callback(self._read_stopped)
+        # Shielded: one waiter cancelled leaves the read (and any other waiter) alone.
+        return await asyncio.shield(wanted)
+
+    async def _read(self) -> None:
+        await asyncio.sleep(0)  # let the rest of this loop iteration ask too
+        while self._wanted:
+            batch = self._reading = dict(itertools.islice(self._wanted.items(), PROFILE_READ_CHUNK))
+            for user in batch:
+                del self._wanted[user]
+            try:
+                rows = await store.viewers(self.pool, list(batch))
+            except Exception as exc:
+                for wanted in batch.values():
+                    if not wanted.done():
+                        wanted.set_exception(exc)
+                        wanted.exception()  # retrieved: each waiter gets it raised
+                continue
+            for user, wanted in batch.items():
+                if not wanted.done():
+                    wanted.set_result(rows.get(user))
+        self._reading = {}
+        self._reader = None  # nothing asked meanwhile: the next ask starts a reader
+
+    def _read_stopped(self, reader: asyncio.Task[None]) -> None:
+        """The reader was cancelled (shutdown), even before it ran: nobody is left waiting on
+        a read that will not happen."""
+        if self._reader is not reader:
+            return  # it ended normally (a newer reader may be running)
+        self._reader = None
+        for wanted in [*self._reading.values(), *self._wanted.values()]:
+            wanted.cancel()
+        self._reading = {}
+        self._wanted.clear()
 
     # ------------------------------------------------------------ storage
 

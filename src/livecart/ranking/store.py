@@ -79,14 +79,15 @@ async def live_sessions(db: Executor) -> list[SessionRow]:
     return msgspec.convert([dict(r) for r in rows], list[SessionRow])
 
 
-async def viewer(db: Executor, user: str) -> ViewerRow | None:
-    """A viewer's age flag, settings and stored interest profile (None: never seen)."""
-    row = await db.fetchrow(
-        "SELECT u.minor, u.settings, p.profile FROM users u "
-        "LEFT JOIN interest_profiles p ON p.user_id = u.id WHERE u.id = $1",
-        user,
+async def viewers(db: Executor, users: list[str]) -> dict[str, ViewerRow]:
+    """Each viewer's age flag, settings and stored interest profile, in one statement (a
+    user never seen is absent)."""
+    rows = await db.fetch(
+        "SELECT u.id, u.minor, u.settings, p.profile FROM users u "
+        "LEFT JOIN interest_profiles p ON p.user_id = u.id WHERE u.id = ANY($1::text[])",
+        users,
     )
-    return None if row is None else msgspec.convert(dict(row), ViewerRow)
+    return {r["id"]: msgspec.convert(dict(r), ViewerRow) for r in rows}
 
 
 async def save_profiles(db: Executor, rows: list[tuple[str, dict[str, Any]]]) -> None:

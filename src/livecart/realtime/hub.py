@@ -275,7 +275,10 @@ class Hub:
             elif pub.kind in ("bid", "auction_ended") and self.on_outbid is not None:
                 lost = _lead_lost.decode(pub.data)
                 if lost.outbid is not None and lost.amount_cents is not None:
-                    self.on_outbid(session_id, lost.outbid, lost.auction, lost.amount_cents)
+                    try:
+                        self.on_outbid(session_id, lost.outbid, lost.auction, lost.amount_cents)
+                    except Exception:  # a notice lost must not hold the event back
+                        log.exception("outbid notice failed", extra={"session": session_id})
             elif pub.kind == "giveaway_ended" and self.on_drawn is not None:
                 self.on_drawn(_drawn.decode(pub.data))
             elif pub.kind == "chat" and self.on_bus_lag is not None and pub.offset % 16 == 0:

@@ -330,7 +330,7 @@ class Node:
 
     def tell_encoded(self, user: str, data: bytes) -> None:
         """Send one encoded personal message to every connection of `user` on this node."""
-        for conn in self.connections:
+        for conn in list(self.connections):  # a send may close (and drop) a connection
             if conn.identity.sub == user:
                 conn.send(data)
 

@@ -336,4 +336,3 @@ class Landing:
     def waiting(self, now: float) -> bool:
         since = self._moving_since
         return since is not None and now - since < self.max_wait_s
-
