@@ -125,21 +125,26 @@ async def _run_server(settings: Settings, on_ready: Any = None) -> None:
 
 def _listen(settings: Settings) -> socket.socket:
     """The listening socket; accepted sockets inherit its buffer sizes. A worker started by
-    `serve --workers N` takes the one its parent bound (LIVECART_LISTEN_FD)."""
-    inherited = os.environ.get("LIVECART_LISTEN_FD")
-    if inherited:
-        return socket.socket(fileno=int(inherited))
+    `serve --workers N` opens its own on the port its parent reserved, with SO_REUSEPORT, so
+    the kernel spreads new connections evenly over the workers (LIVECART_REUSEPORT)."""
+    sock = _bound(settings, reuseport=os.environ.get("LIVECART_REUSEPORT") == "1")
+    if settings.socket_send_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_send_buffer)
+    sock.listen(2048)
+    return sock
+
+
+def _bound(settings: Settings, *, reuseport: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if settings.socket_send_buffer:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_send_buffer)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((settings.host, settings.port))
     except OSError as exc:
+        sock.close()
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -186,7 +191,10 @@ def _supervise(settings: Settings) -> int:
     if not database_url:
         embedded = EmbeddedPostgres(settings.data_dir)
         database_url = embedded.start()
-    sock = _listen(settings)
+    # Bound, never listening: it reserves the port (and picks one for port 0) while each
+    # worker listens on its own SO_REUSEPORT socket; one shared accept queue instead let
+    # whichever worker woke first take most connections.
+    sock = _bound(settings, reuseport=True)
     port = sock.getsockname()[1]
     name = node_name(settings)
     workers = []
@@ -194,7 +202,7 @@ def _supervise(settings: Settings) -> int:
         for i in range(settings.workers):
             env = {
                 **os.environ,
-                "LIVECART_LISTEN_FD": str(sock.fileno()),
+                "LIVECART_REUSEPORT": "1",
                 "LIVECART_WORKERS": "1",
                 "LIVECART_NODE_ID": f"{name}-w{i}",
                 "DATABASE_URL": database_url,
@@ -213,11 +221,7 @@ def _supervise(settings: Settings) -> int:
                 "--data-dir",
                 settings.data_dir,
             ]
-            workers.append(
-                subprocess.Popen(
-                    argv, env=env, pass_fds=(sock.fileno(),), stdout=subprocess.PIPE, text=True
-                )
-            )
+            workers.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True))
         for w in workers:
             assert w.stdout is not None
             if not any(line.startswith("livecart ready on ") for line in w.stdout):
@@ -236,6 +240,7 @@ def _supervise(settings: Settings) -> int:
         for w in workers:
             if w.poll() is None:
                 w.kill()
+        sock.close()
         if embedded is not None:
             embedded.stop()
 
