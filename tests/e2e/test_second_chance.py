@@ -29,6 +29,8 @@ def pair(
         "REDIS_URL": redis_url,
         "LIVECART_RESERVATION_TTL_S": str(RESERVATION_TTL_S),
         "LIVECART_SECOND_CHANCE_TTL_S": str(CHANCE_TTL_S),
+        # Settling waits for the slowest picture: 1 s keeps the chain quick here.
+        "LIVECART_MAX_VIEWER_DELAY_MS": "1000",
     }
     procs = [
         ServerProcess(
