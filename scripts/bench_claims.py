@@ -390,7 +390,7 @@ async def amain(args: argparse.Namespace) -> int:
         print("## Claim-by-comment benchmark\n")
         print(
             f"machine: {os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}; shared with other work"
+            f"{platform.release()}, Python {platform.python_version()}"
         )
         print(f"load average before: {loadavg()} (1/5/15 min)")
         print(

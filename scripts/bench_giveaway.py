@@ -214,8 +214,8 @@ async def amain(args: argparse.Namespace) -> int:
         print("## Giveaway entry benchmark\n")
         print(
             f"machine: {os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}; shared with other "
-            f"work while measured (load average before: {loadavg()})"
+            f"{platform.release()}, Python {platform.python_version()}; load average "
+            f"before: {loadavg()}"
         )
         print(
             f"settings: viewers={args.viewers} (one WebSocket each, distinct users, one client "

@@ -163,7 +163,7 @@ async def amain(args: argparse.Namespace) -> int:
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}; "
             f"RLIMIT_NOFILE {nofile} per process"
         )
-        print(f"load average before: {loadavg()} (1/5/15 min); shared machine", flush=True)
+        print(f"load average before: {loadavg()} (1/5/15 min)", flush=True)
         runner = Runner(args, database_url, pg_pid)
         results = []
         for system in systems:
