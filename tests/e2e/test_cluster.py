@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
+import time
 
 import httpx
+import pytest
 
 from ..conftest import redis_url_or_skip
 from .harness import Client, ServerProcess, live_session, token
@@ -141,7 +146,8 @@ async def test_serve_with_workers_shares_one_port(database_url: str, tmp_path) -
     try:
         s = await live_session(proc.url, creator="workers-host")
         sid = s["session"]["id"]
-        clients = [await Client.connect(proc, token(f"wk{i}")) for i in range(12)]
+        # SO_REUSEPORT hashes each connection to a worker: 24 on one of two is a 2^-23 chance.
+        clients = [await Client.connect(proc, token(f"wk{i}")) for i in range(24)]
         nodes = {(await c.expect("hello"))["node"] for c in clients}
         assert len(nodes) == 2, "both workers accept connections"
         for c in clients:
@@ -155,6 +161,46 @@ async def test_serve_with_workers_shares_one_port(database_url: str, tmp_path) -
         assert proc.terminate() == 0
     finally:
         proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal")
+async def test_workers_end_when_their_supervisor_is_killed(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL gives the supervisor no chance to pass anything on: the workers still end
+    (parent-death signal) instead of holding the port as orphans."""
+    proc = ServerProcess(
+        database_url,
+        str(tmp_path),
+        env={"REDIS_URL": redis_url_or_skip()},
+        extra_args=["--workers", "2"],
+    ).start()
+    workers: list[int] = []
+    try:
+        workers = _children(proc.proc.pid)
+        assert len(workers) == 2 and all(_alive(w) for w in workers)
+        proc.proc.kill()
+        proc.proc.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "a worker outlived its supervisor"
+    finally:
+        proc.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
 
 
 async def test_a_burst_from_one_user_over_three_nodes_is_rate_limited_globally(

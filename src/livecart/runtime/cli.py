@@ -183,6 +183,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """In a worker, before it runs: on Linux the kernel sends it SIGTERM when the supervisor
+    dies, even by SIGKILL, so no worker outlives it holding the port."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _supervise(settings: Settings) -> int:
     """`serve --workers N`: N node processes accepting on one socket (they share state through
     PostgreSQL and Redis like any nodes); SIGTERM/SIGINT are passed on, exit 0 when all do."""
@@ -221,7 +231,11 @@ def _supervise(settings: Settings) -> int:
                 "--data-dir",
                 settings.data_dir,
             ]
-            workers.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True))
+            workers.append(
+                subprocess.Popen(
+                    argv, env=env, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent
+                )
+            )
         for w in workers:
             assert w.stdout is not None
             if not any(line.startswith("livecart ready on ") for line in w.stdout):
