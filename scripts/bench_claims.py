@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench_flash_sale import Server, with_database
-from benchlib import cpu_model, loadavg, percentile, require_local, use_uvloop
+from benchlib import cpu_model, loadavg, percentile, process_cpu_s, require_local, use_uvloop
 
 TARGET_P99_MS = 250.0
 CONNECT_CONCURRENCY = 100
@@ -193,6 +193,10 @@ class Result:
     notes: list[str] = field(default_factory=list)
     rounds: int = 0
     acks: list[float] = field(default_factory=list)  # claim rounds: the chat's own ack
+    server_cpu_s: float = 0.0  # the server process's CPU over the measured rounds
+
+    def cpu_ms_per_attempt(self) -> float:
+        return self.server_cpu_s * 1000 / self.attempts if self.attempts else float("nan")
 
     def pct_ms(self, p: float) -> float:
         return percentile(sorted(self.latencies), p) * 1000
@@ -201,7 +205,9 @@ class Result:
 # ---------------------------------------------------------------- the run
 
 
-async def run(args: argparse.Namespace, base_url: str, secret: str, pool: Any) -> list[Result]:
+async def run(
+    args: argparse.Namespace, base_url: str, secret: str, pool: Any, server_pid: int | None
+) -> list[Result]:
     import httpx
 
     from livecart import auth
@@ -285,11 +291,13 @@ async def run(args: argparse.Namespace, base_url: str, secret: str, pool: Any) -
                         offer = r.json()["id"]
                     await asyncio.sleep(ROUND_GAP_S)
                     t0 = time.monotonic() + 0.2
+                    cpu0 = process_cpu_s(server_pid) if server_pid else float("nan")
                     for _, pipe in gens:
                         pipe.send(("round", kind, offer, word, f"{kind}{rnd}", t0))
                     replies = await asyncio.gather(
                         *(asyncio.to_thread(recv, p, ROUND_TIMEOUT_S + 30) for _, p in gens)
                     )
+                    cpu = (process_cpu_s(server_pid) if server_pid else float("nan")) - cpu0
                     if offer is not None:
                         stored = await pool.fetchval(
                             "SELECT count(*) FROM orders WHERE offer = $1 AND status = 'reserved'",
@@ -301,6 +309,7 @@ async def run(args: argparse.Namespace, base_url: str, secret: str, pool: Any) -
                     res = results[kind]
                     res.rounds += 1
                     res.attempts += args.claimers
+                    res.server_cpu_s += cpu
                     res.span_s += max(m[1]["last"] for m in replies) - min(
                         m[1]["first"] for m in replies
                     )
@@ -399,17 +408,21 @@ async def amain(args: argparse.Namespace) -> int:
             f"(+1 warm-up), join={'yes' if args.join else 'no'}, generators={args.generators}",
             flush=True,
         )
-        results = await run(args, base_url, secret, pool)
+        pid = server.proc.pid if server is not None and server.proc is not None else None
+        results = await run(args, base_url, secret, pool, pid)
         claim, buy, chat = results
         print()
-        print("| run | attempts | p50 ms | p99 ms | max ms | orders (acked/stored) | answers |")
-        print("|---|---:|---:|---:|---:|---:|---|")
+        print(
+            "| run | attempts | p50 ms | p99 ms | max ms | server CPU ms per attempt "
+            "| orders (acked/stored) | answers |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---|")
         for r in results:
             codes = ", ".join(f"{k} {v}" for k, v in sorted(r.codes.items()))
             orders = f"{r.orders}/{r.stored}" if r is not chat else "-"
             print(
                 f"| {r.name} | {r.attempts} | {r.pct_ms(50):.1f} | {r.pct_ms(99):.1f} | "
-                f"{r.pct_ms(100):.1f} | {orders} | {codes} |"
+                f"{r.pct_ms(100):.1f} | {r.cpu_ms_per_attempt():.3f} | {orders} | {codes} |"
             )
         print()
         for r in results:
@@ -419,6 +432,13 @@ async def amain(args: argparse.Namespace) -> int:
             f"- p99 ratio claim / buy: {claim.pct_ms(99) / buy.pct_ms(99):.2f}x; "
             f"claim / plain chat: {claim.pct_ms(99) / chat.pct_ms(99):.2f}x"
         )
+        print(
+            f"- server CPU per attempt: claim {claim.cpu_ms_per_attempt():.3f} ms, "
+            f"buy {buy.cpu_ms_per_attempt():.3f} ms, plain chat {chat.cpu_ms_per_attempt():.3f} ms "
+            f"(claim / plain chat {claim.server_cpu_s / chat.server_cpu_s:.2f}x)"
+            if server is not None and chat.server_cpu_s > 0
+            else "- server CPU: not measured (a server given by --url)"
+        )
         if claim.acks:
             acks = sorted(claim.acks)
             print(
@@ -426,6 +446,13 @@ async def amain(args: argparse.Namespace) -> int:
                 f"p99 {percentile(acks, 99) * 1000:.1f} ms ({len(acks)} acks)"
             )
         print(f"- load average after: {loadavg()} (1/5/15 min)")
+        if server is not None:
+            troubles = [
+                ln for ln in server.output if any(w in ln.lower() for w in ("warning", "error"))
+            ]
+            print(f"- server log: {len(troubles)} warnings or errors")
+            for line in dict.fromkeys(ln.strip()[:300] for ln in troubles[:200]):
+                print(f"    {line}")
         exact = claim.orders == claim.stored == args.stock * claim.rounds and not claim.notes
         checks = [
             (f"exactly {args.stock} orders per round", exact, f"{claim.orders}/{claim.stored}"),
