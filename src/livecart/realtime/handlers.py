@@ -438,8 +438,8 @@ class Handlers:
         room = await node.room(frame.session)
         if room.status != LIVE:
             raise Failure("not_live", "chat opens when the session is live")
-        if conn.first_seen is None:
-            conn.first_seen = await node.moderation.first_seen(who.sub)
+        if conn.first_seen is None:  # known from sign-in (`Lifecycle._record_user`) unless
+            conn.first_seen = await node.moderation.first_seen(who.sub)  # that write failed
         try:
             held = await node.moderation.check_chat(
                 who, room, text, frame.ref, connection=conn.id, first_seen=conn.first_seen
