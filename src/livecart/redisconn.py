@@ -97,8 +97,8 @@ async def eval_many(
     raise AssertionError("unreachable")
 
 
-# Queues one command (or script call) on a pipeline; may return an awaitable (a script's
-# `__call__` with `client=pipe` is a coroutine), whose result is ignored.
+# Queues one command (or script call) on a pipeline; returns the pipeline (a command) or an
+# awaitable that queues it (a script's `__call__` with `client=pipe`).
 Queue = Callable[[Any], Any]
 
 
@@ -116,6 +116,7 @@ class Pipeliner:
         self._queue: list[tuple[Queue, asyncio.Future[Any]]] = []
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # pipelines sent (for tests and metrics)
+        self._scripts: dict[str, Any] = {}  # the scripts run through `script`, by source
 
     async def call(self, queue: Queue) -> Any:
         """The reply of the command `queue` puts on the pipeline."""
@@ -127,6 +128,7 @@ class Pipeliner:
         return await fut
 
     async def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        self._scripts.setdefault(script.script, script)
         return await self.call(lambda pipe: script(keys=keys, args=args, client=pipe))
 
     async def _run(self) -> None:
@@ -164,25 +166,26 @@ class Pipeliner:
     async def _send(self, queues: list[Queue]) -> list[Any]:
         from redis.exceptions import NoScriptError
 
-        replies = await self._pipeline(queues, reload=False)
+        replies = await self._pipeline(queues)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if missing:
-            # A failover promoted a replica that never loaded a script: those calls did not
-            # run, so they run again once the scripts are loaded.
-            again = await self._pipeline([queues[i] for i in missing], reload=True)
+            # A Redis (a cluster's shard, a replica promoted by a failover) that never loaded
+            # a script: those calls did not run, so they run again once it is loaded.
+            for used in self._scripts.values():
+                used.sha = await self.client.script_load(used.script)
+            again = await self._pipeline([queues[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
 
-    async def _pipeline(self, queues: list[Queue], *, reload: bool) -> list[Any]:
+    async def _pipeline(self, queues: list[Queue]) -> list[Any]:
         async with self.client.pipeline(transaction=False) as pipe:
             for queue in queues:
                 queued = queue(pipe)
-                if inspect.isawaitable(queued):
+                # A command returns the pipeline itself, which must not be awaited: a cluster
+                # pipeline's `__await__` starts it afresh, dropping what was queued.
+                if queued is not pipe and inspect.isawaitable(queued):
                     await queued
-            if reload:
-                for used in getattr(pipe, "scripts", ()):
-                    used.sha = await self.client.script_load(used.script)
             return list(await pipe.execute(raise_on_error=False))
 
     async def close(self) -> None:

@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from livecart.redisconn import Pipeliner
+from livecart.redisconn import Pipeliner, connect
 from tests.conftest import redis_url_or_skip
+from tests.redis_cluster import RedisCluster6
 
 pytestmark = pytest.mark.redis
 
@@ -87,3 +88,25 @@ async def test_an_unreachable_redis_fails_every_caller() -> None:
     with pytest.raises((RedisConnectionError, OSError)):
         await pipeline.call(lambda pipe: pipe.get("x"))
     await down.aclose()
+
+
+async def test_commands_and_scripts_share_a_pipeline_on_a_cluster(
+    redis_cluster: RedisCluster6,
+) -> None:
+    """On Redis Cluster the pipeline is split by shard; a command queued on it is not awaited
+    (awaiting a cluster pipeline starts it afresh, which would drop what was queued)."""
+    client = connect(redis_cluster.url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    pipeline = Pipeliner(client)
+    script = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    tag = secrets.token_hex(4)
+    try:
+        replies = await asyncio.gather(
+            *(pipeline.call(lambda pipe, i=i: pipe.set(f"{{u{i}}}:{tag}", i)) for i in range(20)),
+            *(pipeline.script(script, [f"{{u{i}}}:{tag}:n"], [i]) for i in range(20)),
+        )
+        assert replies == [True] * 20 + list(range(20))
+        assert pipeline.batches == 1
+        for i in range(20):
+            assert int(await client.get(f"{{u{i}}}:{tag}")) == i
+    finally:
+        await client.aclose()
