@@ -419,3 +419,49 @@ async def _thousand_bidders(nodes: list[ServerProcess], pool: asyncpg.Pool) -> N
     await bounded([b.close for b in bidders], 64)
     for w in watchers:
         await w.close()
+
+
+async def test_outbid_reaches_the_leader_on_another_node(
+    auction_cluster: tuple[list[ServerProcess], str],
+) -> None:
+    """Ann bids on node A and leaves it; she is connected on node B (joined to the session)
+    and on node C (joined to nothing): a rival's bid on A tells her `outbid` on B and C,
+    once on each; the rival, who leads, is told nothing."""
+    nodes, _ = auction_cluster
+    a, b, c = nodes
+    run = secrets.token_hex(3)
+    s = await live_session(a.url, creator=f"auc-far-{run}")
+    sid = s["session"]["id"]
+    async with httpx.AsyncClient(base_url=a.url, timeout=30) as http:
+        r = await create_auction(http, s)
+        assert r.status_code == 201, r.text
+        aid = r.json()["id"]
+    ann, bob = f"far-ann-{run}", f"far-bob-{run}"
+    on_a = await Client.connect(a, token(ann))
+    bid = {"type": "bid", "session": sid, "auction": aid}
+    await on_a.send({**bid, "amount_cents": 1000, "ref": "a1"})
+    assert (await on_a.expect(("ack", "error"), ref="a1"))["type"] == "ack"
+    await on_a.close()
+    on_b = await Client.connect(b, token(ann))
+    await on_b.send({"type": "join", "session": sid})
+    await on_b.expect("joined")
+    on_c = await Client.connect(c, token(ann))
+    await on_c.send({"type": "ping", "ref": "p"})
+    await on_c.expect("pong")  # connected, and joined to nothing
+    rival = await Client.connect(a, token(bob))
+    await rival.send({**bid, "amount_cents": 1100, "ref": "b1"})
+    ack = await rival.expect(("ack", "error"), ref="b1")
+    assert ack["type"] == "ack" and ack["leading"] is True, ack
+    notice = {"session": sid, "auction": aid, "amount_cents": ack["amount_cents"]}
+    for name, where in (("B, joined", on_b), ("C, not joined", on_c)):
+        try:
+            got = await where.expect("outbid", timeout=10)
+        except TimeoutError:
+            raise AssertionError(f"no outbid on {name}: {where.inbox[-5:]}") from None
+        assert {k: got[k] for k in notice} == notice
+    await asyncio.sleep(0.5)
+    for where in (on_b, on_c):
+        assert not [m for m in await where.drain(0.3) if m["type"] == "outbid"], "told once"
+    assert not [m for m in await rival.drain(0.3) if m["type"] == "outbid"]
+    for client in (on_b, on_c, rival):
+        await client.close()

@@ -11,11 +11,12 @@ import msgspec
 from ...auth import Identity
 from ...failure import Failure
 from ...ids import new_id
+from ...protocol import Outbid
 from ...runtime.db import Connection, Executor, iso
 from .. import rules as rules
 from ..rules import Auction, BidAccepted, EndReason, Order
 from .offers import check_listing
-from .outbox import enqueue_webhook
+from .outbox import enqueue_webhook, notify_user, notify_users
 from .rows import AUCTION_COLS, ORDER_SELECT, at, auction_from_row, auction_state, order_from_row
 
 # Namespace of the two-key advisory lock per session (a key space of its own in PostgreSQL).
@@ -275,6 +276,15 @@ async def bid_many(
                 state.leader_max_cents,
                 state.leader_at,
             )
+            # Whoever lost the lead hears it on every node they are connected to.
+            await notify_users(
+                conn,
+                [
+                    (o.outbid, Outbid(o.session, auction_id, o.bid.amount_cents))
+                    for o in out
+                    if isinstance(o, BidOutcome) and o.outbid is not None
+                ],
+            )
     return out
 
 
@@ -402,7 +412,9 @@ async def buy_now(
             price,
             user,
         )
-    outbid = state.leader if state.leader not in (None, user) else None
+        outbid = state.leader if state.leader not in (None, user) else None
+        if outbid is not None:
+            await notify_user(conn, outbid, Outbid(row["session"], auction_id, price))
     return Closed(auction_from_row(closed, bids, now), order, "buy_now", outbid), False
 
 
