@@ -288,6 +288,52 @@ async def bid_many(
     return out
 
 
+async def reserve_unit(
+    conn: Executor,
+    *,
+    user: str,
+    offer: str,
+    session: str,
+    product: str,
+    price: int,
+    currency: str,
+    key: str,
+    now: float,
+    reservation_ttl_s: float,
+) -> Order:
+    """Write `user`'s reserved order for the one unit of `offer` at `price` (an auction's
+    winner, or a second chance taken), idempotent under `key`."""
+    order = Order(
+        id=new_id("ord"),
+        user=user,
+        offer=offer,
+        session=session,
+        product=product,
+        qty=1,
+        unit_cents=price,
+        total_cents=price,
+        currency=currency,
+        status="reserved",
+        expires_at=iso(at(now + reservation_ttl_s)),
+        created_at=iso(at(now)),
+        updated_at=iso(at(now)),
+    )
+    await conn.execute(
+        "INSERT INTO orders (id, user_id, offer, qty, unit_cents, total_cents, currency, "
+        "status, idempotency_key, created_at, expires_at, updated_at) "
+        "VALUES ($1, $2, $3, 1, $4, $4, $5, 'reserved', $6, $7, $8, $7)",
+        order.id,
+        user,
+        offer,
+        price,
+        currency,
+        key,
+        at(now),
+        at(now + reservation_ttl_s),
+    )
+    return order
+
+
 async def _award(
     conn: Connection,
     row: Any,
@@ -314,33 +360,17 @@ async def _award(
         at(now),
         r["id"],
     )
-    order = Order(
-        id=new_id("ord"),
+    order = await reserve_unit(
+        conn,
         user=winner,
         offer=offer_id,
         session=str(r["session"]),
         product=str(r["product"]),
-        qty=1,
-        unit_cents=price,
-        total_cents=price,
+        price=price,
         currency=str(r["currency"]),
-        status="reserved",
-        expires_at=iso(at(now + reservation_ttl_s)),
-        created_at=iso(at(now)),
-        updated_at=iso(at(now)),
-    )
-    await conn.execute(
-        "INSERT INTO orders (id, user_id, offer, qty, unit_cents, total_cents, currency, "
-        "status, idempotency_key, created_at, expires_at, updated_at) "
-        "VALUES ($1, $2, $3, 1, $4, $4, $5, 'reserved', $6, $7, $8, $7)",
-        order.id,
-        winner,
-        offer_id,
-        price,
-        r["currency"],
-        key,
-        at(now),
-        at(now + reservation_ttl_s),
+        key=key,
+        now=now,
+        reservation_ttl_s=reservation_ttl_s,
     )
     await enqueue_webhook(
         conn, "order.reserved", {**msgspec.to_builtins(order), "auction": r["id"]}, now
