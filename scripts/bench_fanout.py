@@ -71,10 +71,8 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +102,7 @@ from benchlib import (
 )
 from benchlib import postmaster_pid as postmaster_pid  # bench_join_storm imports it from here
 from fanout_baselines import MODULES, PACKAGES, READY
+from livecart.runtime.process import NodeProcess
 
 SYSTEMS = ("livecart", "websockets", "broadcaster", "socketio")
 LABELS = {
@@ -490,62 +489,30 @@ class Generators:
 # ---------------------------------------------------------------- servers
 
 
-class BaselineProcess:
+class BaselineProcess(NodeProcess):
     """`python scripts/fanout_baselines.py SYSTEM` in a child process."""
 
+    ready_line = READY
+
     def __init__(self, system: str) -> None:
+        super().__init__("")
         self.system = system
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.output: list[str] = []
 
-    def start(self, timeout: float = 30) -> BaselineProcess:
+    def command(self, port: int) -> tuple[list[str], dict[str, str]]:
         script = Path(__file__).resolve().parent / "fanout_baselines.py"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), self.system],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith(READY):
-                self.url = line.split()[-1]
-                threading.Thread(target=self._drain, daemon=True).start()
-                return self
-        self.stop()
-        raise SystemExit(
-            f"bench_fanout: the {self.system} baseline did not start:\n" + "".join(self.output)
-        )
+        return [sys.executable, str(script), self.system, "--port", str(port)], dict(os.environ)
 
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
+    def start(self, port: int = 0, timeout: float = 30) -> BaselineProcess:
+        try:
+            super().start(port, timeout)
+        except RuntimeError as exc:
+            raise SystemExit(f"bench_fanout: the {self.system} baseline did not start: {exc}") from None
+        return self
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 def livecart_node(
@@ -555,8 +522,6 @@ def livecart_node(
     extra_env: dict[str, str] | None = None,
     workers: int = 0,
 ) -> Any:
-    from livecart.runtime.process import NodeProcess
-
     env = {
         "LIVECART_JWT_SECRET": secret,
         # The publishers send far more than a person may: lift the per-user chat limits and
