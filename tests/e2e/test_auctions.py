@@ -20,7 +20,7 @@ import pytest
 import websockets
 
 from ..commerce.auction_reference import RefBid, RefState, run_reference
-from ..conftest import _with_database, redis_url_or_skip, run_in_thread
+from ..conftest import redis_url_or_skip, scratch_database
 from .harness import Client, ServerProcess, headers, live_session, token
 from .test_flash_sale import bounded
 
@@ -182,32 +182,21 @@ def auction_cluster(
     """Three nodes on one Redis and a PostgreSQL database of their own: no node outside the
     cluster (the suite's single `server`, without Redis) sweeps, and so settles, its
     auctions."""
-    name = "livecart_auc_" + secrets.token_hex(4)
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_server_url)
+    with scratch_database(pg_server_url, "livecart_auc_", migrated=False) as url:
+        procs: list[ServerProcess] = []
         try:
-            await conn.execute(sql)
+            for i in range(3):
+                procs.append(
+                    ServerProcess(
+                        url,
+                        str(tmp_path_factory.mktemp(f"auc-node{i}")),
+                        env={"REDIS_URL": redis_url_or_skip(), "LIVECART_NODE_ID": f"a{i}"},
+                    ).start()
+                )
+            yield procs, url
         finally:
-            await conn.close()
-
-    run_in_thread(admin(f'CREATE DATABASE "{name}"'))
-    url = _with_database(pg_server_url, name)
-    procs: list[ServerProcess] = []
-    try:
-        for i in range(3):
-            procs.append(
-                ServerProcess(
-                    url,
-                    str(tmp_path_factory.mktemp(f"auc-node{i}")),
-                    env={"REDIS_URL": redis_url_or_skip(), "LIVECART_NODE_ID": f"a{i}"},
-                ).start()
-            )
-        yield procs, url
-    finally:
-        for p in procs:
-            p.kill()
-        run_in_thread(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for p in procs:
+                p.kill()
 
 
 class Bidder:
