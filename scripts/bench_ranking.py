@@ -389,6 +389,22 @@ class _Go:
         self.event.set()
 
 
+def _note_pushes(
+    mine: dict[tuple[str, str], float], messages: list[dict[str, Any]], now: float
+) -> None:
+    """When each item first reached this subscriber, by push kind (`trending`, `feed`)."""
+    for message in messages:
+        kind = message.get("type")
+        if kind == "trending":
+            ids = [p["id"] for p in message.get("products", [])]
+        elif kind == "feed":
+            ids = [item["id"] for item in message.get("items", [])[:10]]
+        else:
+            continue
+        for item in ids:
+            mine.setdefault((kind, item), now)
+
+
 def _subscribers(
     server: str, secret: str, first: int, count: int, ready: Any, go: Any, out: Any
 ) -> None:
@@ -419,17 +435,7 @@ def _subscribers(
                     raw = await asyncio.wait_for(ws.recv(), timeout=min(left, 1.0))
                 except TimeoutError:
                     continue
-                now = time.time()
-                for message in json.loads(raw):
-                    kind = message.get("type")
-                    if kind == "trending":
-                        ids = [p["id"] for p in message.get("products", [])]
-                    elif kind == "feed":
-                        ids = [item["id"] for item in message.get("items", [])[:10]]
-                    else:
-                        continue
-                    for item in ids:
-                        mine.setdefault((kind, item), now)
+                _note_pushes(mine, json.loads(raw), time.time())
         except Exception:
             code = ws.close_code or 1006
             closes[code] = closes.get(code, 0) + 1
@@ -462,17 +468,7 @@ def _lean_subscribers(
 
     def handler(mine: dict[tuple[str, str], float]) -> Callable[[bytes], None]:
         def on_message(raw: bytes) -> None:
-            now = time.time()
-            for message in decode(raw):
-                kind = message.get("type")
-                if kind == "trending":
-                    ids = [p["id"] for p in message.get("products", [])]
-                elif kind == "feed":
-                    ids = [item["id"] for item in message.get("items", [])[:10]]
-                else:
-                    continue
-                for item in ids:
-                    mine.setdefault((kind, item), now)
+            _note_pushes(mine, decode(raw), time.time())
 
         return on_message
 
