@@ -252,20 +252,10 @@ async def test_a_waiter_hears_its_place_move_in_order_as_units_return(
     ends), in that order; buyers and viewers who do not wait get none."""
     live = await live_session(server.url, creator="place-host")
     sid = live["session"]["id"]
-    async with httpx.AsyncClient(base_url=server.url) as http:
-        r = await http.post(
-            f"/api/sessions/{sid}/offers",
-            headers=live["headers"],
-            json={
-                "product_id": live["product"]["id"],
-                "price_cents": 900,
-                "quantity": 2,
-                "per_user_limit": 1,
-                "duration_s": 120,
-            },
-        )
-        assert r.status_code == 201, r.text
-        oid = r.json()["id"]
+    offer = await open_offer(
+        server.url, live, price_cents=900, quantity=2, per_user_limit=1, duration_s=120
+    )
+    oid = offer["id"]
     buyers = [await joined(server, f"place-buyer{i}", sid) for i in range(2)]
     waiters = [await joined(server, f"place-waiter{i}", sid) for i in range(3)]
     watcher = await joined(server, "place-watcher", sid)

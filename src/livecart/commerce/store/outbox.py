@@ -55,18 +55,6 @@ async def notify_users(conn: Executor, notices: list[tuple[str, Any]]) -> None:
     )
 
 
-async def notify_users(conn: Executor, messages: list[tuple[str, Any]]) -> None:
-    """`notify_user` for many (user, message) pairs in one statement, delivered in order."""
-    if not messages:
-        return
-    payloads = [msgspec.json.encode({"user": u, "message": m}).decode() for u, m in messages]
-    await conn.execute(
-        "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n",
-        PERSONAL,
-        payloads,
-    )
-
-
 ENQUEUE = "INSERT INTO webhook_outbox (event_id, topic, payload) VALUES ($1, $2, $3::jsonb)"
 
 
