@@ -19,6 +19,9 @@ claim's chat message: 1,000 claims fan out to 1,000 viewers each, a million mess
 
 Each kind runs one unreported warm-up round, then `--rounds` measured rounds; rounds are
 spaced so that the chat rate limit (1 message/s, burst 5, per user) never refuses a claim.
+The server's CPU time (utime + stime) over each kind's measured rounds is reported per
+attempt, the figure to judge the server by on a machine shared with other work; with
+`REDIS_URL` set in the environment the server uses Redis (bus, chat limits, reply book).
 
     python scripts/bench_claims.py [--database-url URL] [--claimers 1000] [--stock 50]
         [--rounds 3] [--generators 2] [--join] [--url URL --jwt-secret S]
