@@ -128,7 +128,9 @@ class Pipeliner:
         return await fut
 
     async def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        self._scripts.setdefault(script.script, script)
+        source = getattr(script, "script", None)  # a registered script (not a stand-in)
+        if source is not None:
+            self._scripts.setdefault(source, script)
         return await self.call(lambda pipe: script(keys=keys, args=args, client=pipe))
 
     async def _run(self) -> None:
