@@ -86,6 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
     children_of,
+    connect_from,
     cpu_model,
     loadavg,
     mem_total_gib,
@@ -439,8 +440,7 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
                 viewers.append(v)
                 # A source address per generator (127.0.0.x) gives each its own ephemeral
                 # ports: one address tops out near 28,000 connections to one server port.
-                local = (cfg["source"], 0) if cfg.get("source") else None
-                await loop.create_connection(lambda: v, host, port, local_addr=local)  # type: ignore[arg-type,return-value]
+                await connect_from(lambda: v, host, port, cfg.get("source", ""))  # type: ignore[arg-type,return-value]
             else:
                 lcls = LibSocketIOViewer if socketio else LibViewer
                 lv = lcls(stats, group, sampled, join, cfg["client"] == "websockets-deflate")
