@@ -57,6 +57,7 @@ class Lifecycle:
         conn = self._open(socket, f"{node.id}-{next(_ids)}", hs.query.get("token"))
         if conn is not None:
             socket.conn = conn
+            conn.flush()  # `hello` now, in one write with the 101
 
     async def handle(self, ws: WebSocket) -> None:
         """A `/ws` connection through ASGI (permessage-deflate, or another ASGI server)."""
