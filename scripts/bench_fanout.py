@@ -933,7 +933,9 @@ class Runner:
 
     # ------------------------------------------------------------ servers
 
-    async def start(self, system: str, n_nodes: int, workers: int = 0) -> tuple[Target, list[Any]]:
+    async def start(
+        self, system: str, n_nodes: int, workers: int = 0
+    ) -> tuple[Target, list[Any]]:
         run = secrets.token_hex(3)
         if system != "livecart":
             proc = await asyncio.to_thread(BaselineProcess(system).start)
@@ -1052,9 +1054,7 @@ class Runner:
         ph = Phase(rate, seconds)
         before = await gens.ask("take")
         live = t.system == "livecart"
-        redis_url = (
-            self.args.redis_url if live and (len(t.ports) > 1 or "worker" in t.label) else ""
-        )
+        redis_url = self.args.redis_url if live and (len(t.ports) > 1 or "worker" in t.label) else ""
         rc0 = await asyncio.to_thread(redis_commands, redis_url) if redis_url else -1
         db0 = await pg_writes(self.database_url) if live else (-1, -1)
         cpu0, pg0, pub0 = self.server_cpu(t), self.pg_cpu(t), self_cpu_s()
@@ -1120,7 +1120,9 @@ class Runner:
 
     # ------------------------------------------------------------ one system, one size
 
-    async def run(self, system: str, viewers: int, n_nodes: int = 1, workers: int = 0) -> RunResult:
+    async def run(
+        self, system: str, viewers: int, n_nodes: int = 1, workers: int = 0
+    ) -> RunResult:
         a = self.args
         t, servers = await self.start(system, n_nodes, workers)
         res = RunResult(system, t.label, viewers)
@@ -1263,10 +1265,8 @@ def print_tables(args: argparse.Namespace, n: int, results: list[RunResult]) -> 
                 f"{ph.skipped:,} | {ph.complete:.1%} | {fmt(ph.cpu_us_per_msg, ',.2f')} |"
             )
     if "max" in args.modes:
-        print(
-            f"\nmax sustained (≥ {SUSTAINED_FRACTION:.0%} delivered, p99 ≤ "
-            f"{SUSTAINED_P99_MS:,.0f} ms; {args.step_seconds:g}s steps), {n:,} viewers\n"
-        )
+        print(f"\nmax sustained (≥ {SUSTAINED_FRACTION:.0%} delivered, p99 ≤ "
+              f"{SUSTAINED_P99_MS:,.0f} ms; {args.step_seconds:g}s steps), {n:,} viewers\n")
         print(
             "| system | delivered msg/s | at published msg/s | p50 ms | p99 ms | server CPU s "
             "| server µs/delivery | generator CPU s | skipped | highest sustained publish "
@@ -1344,7 +1344,6 @@ def print_tables(args: argparse.Namespace, n: int, results: list[RunResult]) -> 
 def print_delays(base: RunResult, delayed: RunResult) -> None:
     """Video time: the delayed run's delivered rate against the no-delay run's."""
     print(f"\n  delay-bucketed fan-out ({delayed.connected:,} viewers, delays spread evenly):")
-
     def peak(r: RunResult) -> Phase | None:
         phases = ([r.fixed] if r.fixed is not None else []) + r.steps
         rated = [p for p in phases if p.rate_delivered == p.rate_delivered]
@@ -1353,7 +1352,6 @@ def print_delays(base: RunResult, delayed: RunResult) -> None:
     pairs = [("fixed", base.fixed, delayed.fixed)]
     pairs.append(("best sustained", base.best, delayed.best))
     pairs.append(("peak (any step)", peak(base), peak(delayed)))
-
     def net_us(r: RunResult, p: Phase) -> float:
         """Server CPU per delivered message, net of what the server spends idle."""
         busy = p.server_cpu_s - r.idle_cpu_per_s * p.wall_s
@@ -1389,61 +1387,40 @@ def print_checks(args: argparse.Namespace, all_results: dict[int, list[RunResult
             want = TARGET_VS_WEBSOCKETS if r.system == "websockets" else TARGET_VS_OTHERS
             ratio = ours.max_rate / r.max_rate
             checks.append(
-                (
-                    f"at 5,000 viewers, delivered ≥ {want:g}x {r.label}",
-                    ratio >= want,
-                    f"{ratio:.2f}x",
-                )
+                (f"at 5,000 viewers, delivered ≥ {want:g}x {r.label}", ratio >= want, f"{ratio:.2f}x")
             )
     else:
-        checks.append(
-            ("delivered ratios at 5,000 viewers", None, "needs --viewers 5000 --mode max")
-        )
+        checks.append(("delivered ratios at 5,000 viewers", None, "needs --viewers 5000 --mode max"))
     for n, rs in all_results.items():
         ours = next((r for r in rs if r.system == "livecart"), None)
         if ours is not None and ours.fixed is not None:
             p99 = ours.fixed.pct(99)
             ok = p99 <= TARGET_P99_MS and ours.fixed.complete >= SUSTAINED_FRACTION
             checks.append(
-                (
-                    f"p99 ≤ {TARGET_P99_MS:.0f} ms at {args.rate:g} msg/s, {n:,} viewers",
-                    ok,
-                    f"{fmt(p99, ',.1f')} ms, {ours.fixed.complete:.1%} delivered",
-                )
+                (f"p99 ≤ {TARGET_P99_MS:.0f} ms at {args.rate:g} msg/s, {n:,} viewers", ok,
+                 f"{fmt(p99, ',.1f')} ms, {ours.fixed.complete:.1%} delivered")
             )
     largest = max(all_results) if all_results else None
     ours_l = next((r for r in all_results.get(largest or 0, []) if r.system == "livecart"), None)
     if ours_l is not None:
         checks.append(
-            (
-                f"≤ {TARGET_RSS_KIB:g} KiB server memory per idle connection ({largest:,} viewers)",
-                ours_l.rss_kib_per_conn <= TARGET_RSS_KIB,
-                f"{ours_l.rss_kib_per_conn:,.1f} KiB",
-            )
+            (f"≤ {TARGET_RSS_KIB:g} KiB server memory per idle connection ({largest:,} viewers)",
+             ours_l.rss_kib_per_conn <= TARGET_RSS_KIB, f"{ours_l.rss_kib_per_conn:,.1f} KiB")
         )
     ours_10k = next(
-        (
-            r
-            for n, rs in all_results.items()
-            if n >= TARGET_CONNECTIONS
-            for r in rs
-            if r.system == "livecart" and r.label == LABELS["livecart"]
-        ),
+        (r for n, rs in all_results.items() if n >= TARGET_CONNECTIONS for r in rs
+         if r.system == "livecart" and r.label == LABELS["livecart"]),
         None,
     )
     if ours_10k is not None:
         held = ours_10k.connected - ours_10k.closed_total
         checks.append(
-            (
-                f"{TARGET_CONNECTIONS:,} connections held by one node",
-                held >= TARGET_CONNECTIONS,
-                f"{held:,} joined and kept to the end",
-            )
+            (f"{TARGET_CONNECTIONS:,} connections held by one node",
+             held >= TARGET_CONNECTIONS, f"{held:,} joined and kept to the end")
         )
     else:
-        checks.append(
-            (f"{TARGET_CONNECTIONS:,} connections held by one node", None, "needs --viewers 10000")
-        )
+        checks.append((f"{TARGET_CONNECTIONS:,} connections held by one node", None,
+                       "needs --viewers 10000"))
     print()
     for label, ok, value in checks:
         verdict = "not measured" if ok is None else ("met" if ok else "NOT met")
@@ -1457,95 +1434,48 @@ def print_checks(args: argparse.Namespace, all_results: dict[int, list[RunResult
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--viewers", default="1000,5000,10000", help="room sizes, comma-separated")
-    p.add_argument(
-        "--rate", type=float, default=10.0, help="fixed chat rate, msg/s (all publishers)"
-    )
+    p.add_argument("--rate", type=float, default=10.0, help="fixed chat rate, msg/s (all publishers)")
     p.add_argument("--seconds", type=float, default=8.0, help="fixed phase length")
     p.add_argument("--mode", default="fixed,max", help="fixed, max or both")
     p.add_argument("--step-seconds", type=float, default=3.0, help="max mode: length of a step")
-    p.add_argument(
-        "--drain-seconds",
-        type=float,
-        default=15.0,
-        help="fixed phase: longest wait for the last copies",
-    )
-    p.add_argument(
-        "--step-drain-seconds",
-        type=float,
-        default=4.0,
-        help="max mode: longest wait for a step's last copies",
-    )
-    p.add_argument(
-        "--systems", default=",".join(SYSTEMS), help="systems to measure, comma-separated"
-    )
+    p.add_argument("--drain-seconds", type=float, default=15.0,
+                   help="fixed phase: longest wait for the last copies")
+    p.add_argument("--step-drain-seconds", type=float, default=4.0,
+                   help="max mode: longest wait for a step's last copies")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help="systems to measure, comma-separated")
     p.add_argument("--generators", type=int, default=2, help="viewer load-generator processes")
     p.add_argument("--publishers", type=int, default=4, help="publisher connections")
     p.add_argument("--sample-every", type=int, default=50, help="1 viewer in K measures latency")
-    p.add_argument(
-        "--client",
-        choices=("raw", "websockets", "websockets-deflate"),
-        default="raw",
-        help="viewer WebSocket client (default: the minimal raw one); "
-        "websockets-deflate offers permessage-deflate, which livecart accepts "
-        "with --livecart-env LIVECART_WS_DEFLATE=true (its cost)",
-    )
-    p.add_argument(
-        "--connect-concurrency",
-        type=int,
-        default=100,
-        help="connections opened at once per generator",
-    )
-    p.add_argument(
-        "--join-timeout",
-        type=float,
-        default=60.0,
-        help="seconds a viewer waits for `joined` before it counts as failed",
-    )
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL", ""),
-        help="PostgreSQL on 127.0.0.1 for livecart (default: $DATABASE_URL, else an "
-        "embedded PostgreSQL in a temporary data dir)",
-    )
+    p.add_argument("--client", choices=("raw", "websockets", "websockets-deflate"),
+                   default="raw",
+                   help="viewer WebSocket client (default: the minimal raw one); "
+                   "websockets-deflate offers permessage-deflate, which livecart accepts "
+                   "with --livecart-env LIVECART_WS_DEFLATE=true (its cost)")
+    p.add_argument("--connect-concurrency", type=int, default=100,
+                   help="connections opened at once per generator")
+    p.add_argument("--join-timeout", type=float, default=60.0,
+                   help="seconds a viewer waits for `joined` before it counts as failed")
+    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""),
+                   help="PostgreSQL on 127.0.0.1 for livecart (default: $DATABASE_URL, else an "
+                   "embedded PostgreSQL in a temporary data dir)")
     p.add_argument("--redis-url", default="", help="Redis on 127.0.0.1, for --nodes 2")
-    p.add_argument(
-        "--nodes",
-        type=int,
-        default=1,
-        help="with --redis-url: also run livecart as this many nodes sharing Redis "
-        "(viewers alternate nodes, publishers on node 1)",
-    )
-    p.add_argument(
-        "--workers",
-        default="",
-        help="with --redis-url: also run livecart as one node with each of these "
-        "worker counts (`serve --workers N`, e.g. 1,2), in the same run",
-    )
-    p.add_argument(
-        "--livecart-env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment for the livecart nodes (repeatable), e.g. "
-        "LIVECART_CHAT_DISPLAY_BUDGET=0 to turn huge-room chat sampling off",
-    )
-    p.add_argument(
-        "--json",
-        default="",
-        help="also write every run's figures to this file (for scripts/capacity.py)",
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="smoke run: 200 viewers, 3s fixed phase, 2s steps"
-    )
+    p.add_argument("--nodes", type=int, default=1,
+                   help="with --redis-url: also run livecart as this many nodes sharing Redis "
+                   "(viewers alternate nodes, publishers on node 1)")
+    p.add_argument("--workers", default="",
+                   help="with --redis-url: also run livecart as one node with each of these "
+                   "worker counts (`serve --workers N`, e.g. 1,2), in the same run")
+    p.add_argument("--livecart-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment for the livecart nodes (repeatable), e.g. "
+                   "LIVECART_CHAT_DISPLAY_BUDGET=0 to turn huge-room chat sampling off")
+    p.add_argument("--json", default="",
+                   help="also write every run's figures to this file (for scripts/capacity.py)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 200 viewers, 3s fixed phase, 2s steps")
     p.add_argument("--max-seconds", type=float, default=1800, help="bound on the whole run")
-    p.add_argument(
-        "--delays",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="video time: also run livecart with viewers' delays spread over "
-        "[0, S] seconds and print its delivered rate against the no-delay run",
-    )
+    p.add_argument("--delays", type=float, default=0.0, metavar="S",
+                   help="video time: also run livecart with viewers' delays spread over "
+                   "[0, S] seconds and print its delivered rate against the no-delay run")
     args = p.parse_args(argv)
     if args.quick:
         if "--viewers" not in " ".join(argv if argv is not None else sys.argv):
@@ -1681,18 +1611,13 @@ async def amain(args: argparse.Namespace) -> int:
             print(f"\n### {n:,} viewers\n", flush=True)
             results = []
             for system, nodes, workers in plan:
-                what = (
-                    f" ({nodes} nodes)" if nodes > 1 else f" ({workers} workers)" if workers else ""
-                )
+                what = f" ({nodes} nodes)" if nodes > 1 else f" ({workers} workers)" if workers else ""
                 print(f"- {LABELS[system]}{what}, load average {loadavg()}", flush=True)
                 results.append(await runner.run(system, n, nodes, workers))
                 if system == "livecart" and nodes == 1 and not workers and args.delays:
                     runner.delay_s = args.delays
-                    print(
-                        f"- livecart, delays spread over 0–{args.delays:g} s, "
-                        f"load average {loadavg()}",
-                        flush=True,
-                    )
+                    print(f"- livecart, delays spread over 0–{args.delays:g} s, "
+                          f"load average {loadavg()}", flush=True)
                     delayed = await runner.run(system, n, nodes)
                     runner.delay_s = 0.0
                     print_delays(results[-1], delayed)

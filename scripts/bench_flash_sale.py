@@ -558,11 +558,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--pool-size", type=int, help="baseline pool size (default: db_pool_max)")
     p.add_argument("--max-seconds", type=float, default=900, help="bound on the whole run")
-    p.add_argument(
-        "--json",
-        default="",
-        help="also write livecart's figures to this file (for scripts/capacity.py)",
-    )
+    p.add_argument("--json", default="", help="also write livecart's figures to this file "
+                   "(for scripts/capacity.py)")
     args = p.parse_args(argv)
     if args.attempts is None:
         args.attempts = 20 * args.stock

@@ -234,9 +234,7 @@ async def amain(args: argparse.Namespace) -> int:
             ).json()["id"]
             session = (await http.post("/api/sessions", headers=h, json={"title": "Draw"})).json()
             sid = session["id"]
-            r = await http.post(
-                f"/api/sessions/{sid}/products", headers=h, json={"product_id": product}
-            )
+            r = await http.post(f"/api/sessions/{sid}/products", headers=h, json={"product_id": product})
             r.raise_for_status()
             (await http.post(f"/api/sessions/{sid}/start", headers=h)).raise_for_status()
 
@@ -275,7 +273,9 @@ async def amain(args: argparse.Namespace) -> int:
             )
             r.raise_for_status()
             giveaway = r.json()
-            await asyncio.wait_for(asyncio.gather(*(v.first("giveaway") for v in viewers)), 30)
+            await asyncio.wait_for(
+                asyncio.gather(*(v.first("giveaway") for v in viewers)), 30
+            )
             cpu1, me2 = process_cpu_s(server.proc.pid), self_cpu_s()
             enter_ms, enter_codes, enter_span = await phase(
                 viewers,

@@ -90,7 +90,6 @@ def test_permission_table(who: Identity, action: Action, channel_mod: bool, allo
 
 # ---------------------------------------------------------------- keys and claims (SPEC §10)
 
-
 def _claims(**extra: Any) -> dict[str, Any]:
     return {"sub": "u1", "name": "U", "role": "viewer", "exp": int(time.time()) + 60, **extra}
 
@@ -192,7 +191,8 @@ def test_roles_act_downwards(
 ) -> None:
     mods = frozenset({"cm", "cm2"})
     assert (
-        auth.may_act_on(who, target, target_role, owner=CREATOR, channel_moderators=mods) is allowed
+        auth.may_act_on(who, target, target_role, owner=CREATOR, channel_moderators=mods)
+        is allowed
     )
 
 

@@ -314,9 +314,7 @@ async def test_a_valid_handshake_is_parsed() -> None:
     assert hs.query == {}
     assert hs.deflate is False
     offered = Handshake(
-        upgrade_request(
-            extra=["sec-websocket-extensions: permessage-deflate; client_max_window_bits"]
-        )
+        upgrade_request(extra=["sec-websocket-extensions: permessage-deflate; client_max_window_bits"])
     )
     assert offered.ok and offered.deflate is True
 
@@ -400,9 +398,7 @@ async def test_deflate_offered_to_a_node_without_it_is_served_uncompressed(
     monkeypatch.setattr(handshake, "WebSocketsSansIOProtocol", StubSansIO)
     w = Wire(deflate=False)
     w.proto.data_received(
-        upgrade_request(
-            extra=["sec-websocket-extensions: permessage-deflate; client_max_window_bits"]
-        )
+        upgrade_request(extra=["sec-websocket-extensions: permessage-deflate; client_max_window_bits"])
     )
     head = w.transport.take()
     assert head.startswith(b"HTTP/1.1 101 ")
@@ -555,7 +551,9 @@ async def test_invalid_utf8_in_a_text_message_closes_with_1007(frames: list[byte
         pytest.param([text("hi", rsv=0x20)], id="rsv2"),
         pytest.param([text("hi", rsv=0x10)], id="rsv3"),
         pytest.param([client_frame(OP_CONT, b"orphan")], id="continuation-without-message"),
-        pytest.param([text("a", fin=False), text("b")], id="new-text-inside-fragmented-message"),
+        pytest.param(
+            [text("a", fin=False), text("b")], id="new-text-inside-fragmented-message"
+        ),
         pytest.param(
             [text("a", fin=False), client_frame(OP_BINARY, b"b")],
             id="new-binary-inside-fragmented-message",
@@ -654,9 +652,7 @@ async def test_a_client_close_with_a_valid_code_is_echoed(code: int) -> None:
 
 
 @pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
-async def test_a_client_close_with_a_code_not_allowed_on_the_wire_closes_with_1002(
-    code: int,
-) -> None:
+async def test_a_client_close_with_a_code_not_allowed_on_the_wire_closes_with_1002(code: int) -> None:
     # 1005, 1006 and 1015 must never be sent; the others are unassigned (RFC 6455 §7.4).
     w = opened()
     w.feed(client_frame(OP_CLOSE, close_payload(code)))
