@@ -4,6 +4,7 @@ database per test run, and Redis when REDIS_URL (or the local default) answers."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import tempfile
@@ -49,31 +50,34 @@ def pg_server_url() -> Iterator[str]:
         server.stop()
 
 
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str, *, migrated: bool = True) -> Iterator[str]:
+    """A fresh database on `server_url`'s server (migrated unless told otherwise), dropped
+    afterwards (forcibly: connections still open do not keep it)."""
+    name = prefix + secrets.token_hex(4)
+    url = _with_database(server_url, name)
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run_in_thread(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        if migrated:
+            run_in_thread(migrate(url))
+        yield url
+    finally:
+        run_in_thread(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, migrated database for this test run, dropped afterwards."""
-    name = "livecart_test_" + secrets.token_hex(4)
-
-    async def create() -> None:
-        conn = await asyncpg.connect(pg_server_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        await migrate(_with_database(pg_server_url, name))
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(pg_server_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    run_in_thread(create())
-    try:
-        yield _with_database(pg_server_url, name)
-    finally:
-        run_in_thread(drop())
+    with scratch_database(pg_server_url, "livecart_test_") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -143,9 +143,11 @@ async def open_offer(
     price_cents: int,
     quantity: int,
     per_user_limit: int,
-    duration_s: int = 60,
+    duration_s: float = 60,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """A flash offer on `live`'s product (from `live_session`), opened over REST."""
+    """A flash offer on `live`'s product (from `live_session`), opened over REST (`extra`:
+    more fields of the offer, e.g. `claim_word`)."""
     async with httpx.AsyncClient(base_url=base) as http:
         r = await http.post(
             f"/api/sessions/{live['session']['id']}/offers",
@@ -156,6 +158,7 @@ async def open_offer(
                 "quantity": quantity,
                 "per_user_limit": per_user_limit,
                 "duration_s": duration_s,
+                **extra,
             },
         )
         assert r.status_code == 201, r.text

@@ -30,7 +30,6 @@ from ..protocol import (
     Failure,
     GiveawayEnded,
     OrderMsg,
-    Outbid,
     RoomEvent,
     encode,
     kind_of,
@@ -154,9 +153,6 @@ class Node:
         )
         await self.commerce.start()
         self.hub.on_sold = self.commerce.stock_changed
-        self.hub.on_outbid = lambda session, user, auction, cents: self.tell(
-            user, Outbid(session, auction, cents)
-        )
         self.hub.on_offers = self.commerce.claims_changed
         self.commerce.on_served = self._waitlist_served
         self.hub.on_drawn = self._drawn
