@@ -13,8 +13,10 @@ Systems, each in its own server process on 127.0.0.1, same storm, same run:
                viewers (default N x 16,667, at most 50,000)
 
 Figures: joins/s = viewers joined / time from the first connect to the last `joined`; server
-CPU per join (utime + stime of the server processes over the storm, /proc); RSS per
-connection = (RSS of the server processes 1 s after the storm - RSS before) / viewers.
+CPU per join (utime + stime of the server processes over the storm, /proc); the load
+generators' CPU per join (they share the machine's cores with the server: a join rate is only
+as good as they are lean); RSS per connection = (RSS of the server processes 1 s after the
+storm - RSS before) / viewers.
 
 This machine caps a process at 20,000 open files (hard RLIMIT_NOFILE): one server process
 tops out just under 20,000 connections, and so does one load generator, so the viewers are
