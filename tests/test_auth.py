@@ -269,6 +269,12 @@ _TOKENS = [
     _signed(_H, b'"claims"'),
     _signed(_H, _OK + b" "),
     _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"nbf":%d}' % (2**40, 2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"nbf":1,"iat":1}' % (2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"iat":"1"}' % (2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"iss":5}' % (2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":true}'),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"minor":1}' % (2**40)),
+    _signed(b'{"alg":"HS256","typ":"at+jwt"}', _OK),
 ]
 
 
