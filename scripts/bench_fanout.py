@@ -70,7 +70,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -93,9 +92,11 @@ from benchlib import (
     pg_writes,
     process_cpu_s,
     raise_nofile,
+    recv_from,
     redis_commands,
     require_local,
     rss_kib,
+    run_generator,
     run_main,
     self_cpu_s,
     tree_cpu_s,
@@ -302,14 +303,8 @@ class LibSocketIOViewer(LibViewer):
 
 def generator_main(pipe: Any, cfg: dict[str, Any]) -> None:
     """Child process: hold this generator's viewers and answer the parent's commands."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise_nofile()
-    use_uvloop()
-    try:
-        asyncio.run(_generator(pipe, cfg))
-    except Exception as exc:  # report instead of dying silently
-        with contextlib.suppress(Exception):
-            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+    run_generator(_generator, pipe, cfg)
 
 
 def _paths(cfg: dict[str, Any]) -> list[str]:
@@ -465,18 +460,11 @@ class Generators:
             self.procs.append(proc)
             self.pipes.append(parent)
 
-    @staticmethod
-    def _recv(pipe: Any, timeout: float) -> Any:
-        if not pipe.poll(timeout):
-            raise SystemExit("bench_fanout: a load generator did not answer in time")
-        msg = pipe.recv()
-        if msg[0] == "failed":
-            raise SystemExit(f"bench_fanout: a load generator failed: {msg[1]}")
-        return msg
-
     async def wait(self, timeout: float = 120) -> list[Any]:
         return list(
-            await asyncio.gather(*(asyncio.to_thread(self._recv, p, timeout) for p in self.pipes))
+            await asyncio.gather(
+                *(asyncio.to_thread(recv_from, p, timeout, "bench_fanout") for p in self.pipes)
+            )
         )
 
     async def ask(self, *cmd: Any, timeout: float = 60) -> list[Any]:

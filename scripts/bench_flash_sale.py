@@ -37,7 +37,6 @@ import multiprocessing as mp
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -53,10 +52,11 @@ from benchlib import (
     machine_line,
     percentile,
     process_cpu_s,
+    recv_from,
     require_local,
+    run_generator,
     run_main,
     self_cpu_s,
-    use_uvloop,
 )
 from benchlib import with_database as with_database  # bench_claims imports it from here
 from livecart.runtime.process import NodeProcess
@@ -117,13 +117,7 @@ class SystemResult:
 
 def generator_main(pipe: Any, cfg: dict[str, Any]) -> None:
     """Child process: hold `cfg['users']` WebSocket connections and fire rounds on command."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    use_uvloop()
-    try:
-        asyncio.run(_generator(pipe, cfg))
-    except Exception as exc:  # report instead of dying silently
-        with contextlib.suppress(Exception):
-            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+    run_generator(_generator, pipe, cfg)
 
 
 async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
@@ -315,12 +309,7 @@ async def run_ours(
             gens.append((proc, parent_end, [per_user[i] for i in idx]))
 
         def recv(pipe: Any, timeout: float) -> Any:
-            if not pipe.poll(timeout):
-                raise SystemExit("bench_flash_sale: a load generator did not answer in time")
-            msg = pipe.recv()
-            if msg[0] == "failed":
-                raise SystemExit(f"bench_flash_sale: a load generator failed: {msg[1]}")
-            return msg
+            return recv_from(pipe, timeout, "bench_flash_sale")
 
         info: dict[str, Any] = {}
         result = SystemResult("livecart (WebSocket)")

@@ -14,6 +14,7 @@ import platform
 import resource
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -204,6 +205,34 @@ def run_main(amain: Coroutine[Any, Any, int], script: str, max_seconds: float | 
     except TimeoutError:
         print(f"{script}: gave up after {max_seconds:.0f}s", file=sys.stderr)
         return 2
+
+
+def run_generator(
+    body: Callable[[Any, dict[str, Any]], Coroutine[Any, Any, None]],
+    pipe: Any,
+    cfg: dict[str, Any],
+) -> None:
+    """A load-generator child process: Ctrl-C is the parent's to handle, `body(pipe, cfg)`
+    runs on uvloop (when installed), and a failure reaches the parent as ("failed", what)
+    instead of a child dying silently."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    use_uvloop()
+    try:
+        asyncio.run(body(pipe, cfg))
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+
+
+def recv_from(pipe: Any, timeout: float, script: str) -> Any:
+    """A load generator's next message (blocking: call it in a thread); SystemExit when it
+    does not answer within `timeout` or reports a failure."""
+    if not pipe.poll(timeout):
+        raise SystemExit(f"{script}: a load generator did not answer in time")
+    msg = pipe.recv()
+    if msg[0] == "failed":
+        raise SystemExit(f"{script}: a load generator failed: {msg[1]}")
+    return msg
 
 
 def require_local(url: str, what: str, script: str) -> None:

@@ -795,9 +795,8 @@ class CpuMeter:
 
 
 def machine() -> str:
-    return (
-        f"{os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, {platform.system()}"
-    )
+    python = f"Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores ({cpu_model()}), {python}, {platform.system()}"
 
 
 def style_axis(ax: Any, title: str, unit: str = "") -> None:

@@ -8,6 +8,7 @@ import contextlib
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -21,6 +22,19 @@ from livecart.runtime.db import EmbeddedPostgres, connect_pool, migrate
 from .redis_cluster import RedisCluster6
 
 T = TypeVar("T")
+
+
+class Clock:
+    """A clock a test moves by hand (seconds since the epoch, starting now)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def run_in_thread(coro: Coroutine[Any, Any, T]) -> T:

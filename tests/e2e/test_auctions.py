@@ -21,7 +21,7 @@ import websockets
 
 from ..commerce.auction_reference import RefBid, RefState, run_reference
 from ..conftest import redis_url_or_skip, scratch_database
-from .harness import Client, ServerProcess, headers, live_session, token
+from .harness import Client, ServerProcess, cluster, headers, live_session, token
 from .test_flash_sale import bounded
 
 ANN_MAX = 987_653  # distinctive: never a price, never part of an id or a time
@@ -183,20 +183,9 @@ def auction_cluster(
     cluster (the suite's single `server`, without Redis) sweeps, and so settles, its
     auctions."""
     with scratch_database(pg_server_url, "livecart_auc_", migrated=False) as url:
-        procs: list[ServerProcess] = []
-        try:
-            for i in range(3):
-                procs.append(
-                    ServerProcess(
-                        url,
-                        str(tmp_path_factory.mktemp(f"auc-node{i}")),
-                        env={"REDIS_URL": redis_url_or_skip(), "LIVECART_NODE_ID": f"a{i}"},
-                    ).start()
-                )
+        env = {"REDIS_URL": redis_url_or_skip()}
+        with cluster(url, tmp_path_factory, 3, name="auc-node", env=env) as procs:
             yield procs, url
-        finally:
-            for p in procs:
-                p.kill()
 
 
 class Bidder:
