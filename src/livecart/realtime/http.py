@@ -229,10 +229,9 @@ class FastUpgrade(asyncio.Protocol):
         self._stop_timer()
         self._state.connections.discard(self)
         transport = self.transport
-        if len(data) <= self.http_class.max_head and plain_upgrade(data):
-            ws = self._config.ws_protocol_class(
-                config=self._config, server_state=self._state, app_state=self._app_state
-            )
+        ws_class = self._config.ws_protocol_class
+        if ws_class is not None and len(data) <= self.http_class.max_head and plain_upgrade(data):
+            ws = ws_class(config=self._config, server_state=self._state, app_state=self._app_state)
             ws.connection_made(transport)
             transport.set_protocol(ws)
             ws.data_received(data)
