@@ -167,7 +167,7 @@ class Lifecycle:
         if conn.identity.role != identity.role:
             node.metrics.connections.labels(conn.identity.role).dec()
             node.metrics.connections.labels(identity.role).inc()
-        conn.identity = identity
+        node.connections.signed_in(conn, identity)
         conn.expires = expires
         conn.grace_until = None
         heapq.heappush(self._expiries, (expires, next(_ids), conn))
