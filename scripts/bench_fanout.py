@@ -73,6 +73,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ from benchlib import (
     Database,
     RawWebSocket,
     children_of,
+    connect_from,
     database,
     loadavg,
     machine_line,
@@ -344,66 +346,71 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
     last_join = [0.0]  # when the latest join completed
     pipe.send(("up", os.getpid()))
 
-    async def connect(i: int, gate: asyncio.Semaphore) -> None:
+    async def connect(i: int) -> None:
         host, port, group, sampled = cfg["viewers"][i]
-        async with gate:
-            if raw:
-                request = upgrade_request(host, port, paths[i])
-                cls = RawSocketIOViewer if socketio else RawViewer
-                v: Viewer = cls(stats, group, sampled, join, request)
-                video_time(v, cfg, i)
-                viewers.append(v)
-                # A source address per generator (127.0.0.x) gives each its own ephemeral
-                # ports: one address tops out near 28,000 connections to one server port.
-                local = (cfg["source"], 0) if cfg.get("source") else None
-                await loop.create_connection(lambda: v, host, port, local_addr=local)  # type: ignore[arg-type,return-value]
-            else:
-                lcls = LibSocketIOViewer if socketio else LibViewer
-                lv = lcls(stats, group, sampled, join, cfg["client"] == "websockets-deflate")
-                v = lv
-                video_time(v, cfg, i)
-                viewers.append(v)
-                tasks.append(loop.create_task(lv.run(f"ws://{host}:{port}{paths[i]}")))
+        if raw:
+            request = upgrade_request(host, port, paths[i])
+            cls = RawSocketIOViewer if socketio else RawViewer
+            v: Viewer = cls(stats, group, sampled, join, request)
+            video_time(v, cfg, i)
+            viewers.append(v)
+            # A source address per generator (127.0.0.x) gives each its own ephemeral
+            # ports: one address tops out near 28,000 connections to one server port.
+            await connect_from(lambda: v, host, port, cfg.get("source", ""))  # type: ignore[arg-type,return-value]
+        else:
+            lcls = LibSocketIOViewer if socketio else LibViewer
+            lv = lcls(stats, group, sampled, join, cfg["client"] == "websockets-deflate")
+            v = lv
+            video_time(v, cfg, i)
+            viewers.append(v)
+            tasks.append(loop.create_task(lv.run(f"ws://{host}:{port}{paths[i]}")))
+        try:
             try:
-                try:
-                    await asyncio.wait_for(v.opened, 120)
-                except TimeoutError:
-                    raise TimeoutError("no WebSocket handshake within 120 s") from None
-                # Still inside the gate: at most `concurrency` joins in flight per generator,
-                # so the run measures the room's steady state, not a reconnect storm.
-                try:
-                    await asyncio.wait_for(v.joined, cfg["join_timeout"])
-                except TimeoutError:
-                    early = v.early.decode("utf-8", "replace")
-                    raise TimeoutError(
-                        f"no `joined` within {cfg['join_timeout']:g} s; received before: "
-                        f"{early[:300]} … {early[-300:]}"
-                    ) from None
-            except BaseException:
-                # A viewer that did not join is dropped, so that it counts nowhere.
-                v.gone = True
-                viewers.remove(v)
-                with contextlib.suppress(Exception):
-                    v.close()
-                raise
-            last_join[0] = time.monotonic()
+                await asyncio.wait_for(v.opened, 120)
+            except TimeoutError:
+                raise TimeoutError("no WebSocket handshake within 120 s") from None
+            # Still the worker's turn: at most `concurrency` joins in flight per generator,
+            # so the run measures the room's steady state, not a reconnect storm.
+            try:
+                await asyncio.wait_for(v.joined, cfg["join_timeout"])
+            except TimeoutError:
+                early = v.early.decode("utf-8", "replace")
+                raise TimeoutError(
+                    f"no `joined` within {cfg['join_timeout']:g} s; received before: "
+                    f"{early[:300]} … {early[-300:]}"
+                ) from None
+        except BaseException:
+            # A viewer that did not join is dropped, so that it counts nowhere.
+            v.gone = True
+            viewers.remove(v)
+            with contextlib.suppress(Exception):
+                v.close()
+            raise
+        last_join[0] = time.monotonic()
+
+    async def worker(todo: Iterator[int], errors: list[BaseException]) -> None:
+        for i in todo:
+            try:
+                await connect(i)
+            except Exception as exc:
+                errors.append(exc)
 
     while True:
         msg = await loop.run_in_executor(None, pipe.recv)
         cmd = msg[0]
         if cmd == "connect":
-            gate = asyncio.Semaphore(cfg["concurrency"])
             started = time.monotonic()
             last_join[0] = started
-            results = await asyncio.gather(
-                *(connect(i, gate) for i in range(len(cfg["viewers"]))), return_exceptions=True
-            )
-            errors = [r for r in results if isinstance(r, BaseException)]
+            # `concurrency` connections in flight: as many workers, each taking the next viewer
+            # (no coroutine per viewer waiting at a gate).
+            todo = iter(range(len(cfg["viewers"])))
+            errors: list[BaseException] = []
+            await asyncio.gather(*(worker(todo, errors) for _ in range(cfg["concurrency"])))
             pipe.send(
                 (
                     "ready",
                     {
-                        "ok": len(results) - len(errors),
+                        "ok": len(cfg["viewers"]) - len(errors),
                         "failed": len(errors),
                         "error": f"{type(errors[0]).__name__}: {errors[0]}" if errors else "",
                         "seconds": time.monotonic() - started,
