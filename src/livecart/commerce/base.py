@@ -34,9 +34,6 @@ CLAIMS_TTL_S = 5.0
 OnStock = Callable[[str, str, int], None]
 # A personal message (encoded) for every connection of one user on this node.
 Tell = Callable[[str, bytes], None]
-# Many personal messages (user, encoded message) at once, each user's in order: one pass over
-# the node's connections for all of them.
-TellMany = Callable[[list[tuple[str, bytes]]], None]
 
 
 # ---------------------------------------------------------------- error mapping
@@ -102,7 +99,6 @@ class CommerceBase:
         op_timeout_s: float = 10.0,
         second_chance_ttl_s: float = rules.DEFAULT_SECOND_CHANCE_TTL_S,
         tell: Tell | None = None,
-        tell_many: TellMany | None = None,
         settle_grace_s: float = 0.0,
     ) -> None:
         if reservation_ttl_s <= 0:
@@ -117,9 +113,6 @@ class CommerceBase:
         self.reservation_ttl_s = reservation_ttl_s
         self.second_chance_ttl_s = second_chance_ttl_s
         self._tell = tell
-        self._tell_many = tell_many
-        # Personal messages heard and not yet handed over (`ChanceService._personal_message`).
-        self._personal_due: list[tuple[str, bytes]] = []
         # Auctions settle, and ended offers give their unsold units back, this long after
         # `ends_at` (wall clock), so that buys and bids judged at a video time before the end,
         # arriving late, still count (SPEC §12).

@@ -3,7 +3,6 @@ telling the offered bidder on whichever node holds their connections."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from typing import Any
@@ -81,23 +80,12 @@ class ChanceService(CommerceBase):
 
     def _personal_message(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         """NOTIFY from any node's commit: a personal message for a user, sent to their
-        connections here (each node sends to its own). The notices heard in one turn of the
-        loop (a returned unit moves every waiter behind it) are handed over together."""
-        if self._tell is None and self._tell_many is None:
+        connections here (each node sends to its own)."""
+        if self._tell is None:
             return
         try:
             notice = _personal.decode(payload)
         except msgspec.DecodeError:
             log.warning("unreadable personal notice dropped")
             return
-        self._personal_due.append((notice.user, bytes(notice.message)))
-        if len(self._personal_due) == 1:
-            asyncio.get_running_loop().call_soon(self._hand_over_personal)
-
-    def _hand_over_personal(self) -> None:
-        due, self._personal_due = self._personal_due, []
-        if self._tell_many is not None:
-            self._tell_many(due)
-        elif self._tell is not None:
-            for user, data in due:
-                self._tell(user, data)
+        self._tell(notice.user, bytes(notice.message))

@@ -147,7 +147,6 @@ class Node:
             reservation_ttl_s=s.reservation_ttl_s,
             second_chance_ttl_s=s.second_chance_ttl_s,
             tell=self.tell_encoded,
-            tell_many=self.tell_many,
             webhook_url=s.webhook_url,
             webhook_secret=s.webhook_secret,
             settle_grace_s=s.max_viewer_delay_ms / 1000,
@@ -329,16 +328,6 @@ class Node:
         """Send one encoded personal message to every connection of `user` on this node."""
         for conn in self.connections.of(user):
             conn.send(data)
-
-    def tell_many(self, messages: list[tuple[str, bytes]]) -> None:
-        """`tell_encoded` for many (user, message) pairs in one pass over this node's
-        connections; each user's messages in order."""
-        by_user: dict[str, list[bytes]] = {}
-        for user, data in messages:
-            by_user.setdefault(user, []).append(data)
-        for conn in list(self.connections):
-            for data in by_user.get(conn.identity.sub, ()):
-                conn.send(data)
 
     # ------------------------------------------------------------ room log
 
