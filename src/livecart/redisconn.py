@@ -129,9 +129,17 @@ class Pipeliner:
 
     async def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         source = getattr(script, "script", None)  # a registered script (not a stand-in)
-        if source is not None:
-            self._scripts.setdefault(source, script)
-        return await self.call(lambda pipe: script(keys=keys, args=args, client=pipe))
+        if source is None:
+            return await self.call(lambda pipe: script(keys=keys, args=args, client=pipe))
+        self._scripts.setdefault(source, script)
+        n = len(keys)
+        # A bare EVALSHA, read at queue time (a reload after NOSCRIPT changes nothing but the
+        # sha): queued through the script object, every pipeline would first ask Redis
+        # `SCRIPT EXISTS` for its scripts, one more round trip per batch. A script Redis does
+        # not have answers NOSCRIPT, and `_send` loads it and runs those calls again.
+        return await self.call(
+            lambda pipe: pipe.execute_command("EVALSHA", script.sha, n, *keys, *args)
+        )
 
     async def _run(self) -> None:
         try:

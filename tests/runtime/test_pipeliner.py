@@ -110,3 +110,23 @@ async def test_commands_and_scripts_share_a_pipeline_on_a_cluster(
             assert int(await client.get(f"{{u{i}}}:{tag}")) == i
     finally:
         await client.aclose()
+
+
+async def test_a_script_redis_has_not_loaded_is_loaded_and_each_call_runs_once(
+    client: Any,
+) -> None:
+    """Scripts go as bare EVALSHA (no `SCRIPT EXISTS` before each pipeline): one Redis has not
+    seen answers NOSCRIPT, and the calls run again, once each, after loading it."""
+    p = client.test_prefix
+    # A source of its own: no other test (nor an earlier run) has loaded this sha.
+    script = client.register_script(
+        f"-- {secrets.token_hex(8)}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])"
+    )
+    assert (await client.script_exists(script.sha)) == [False]
+    pipeline = Pipeliner(client)
+    replies = await asyncio.gather(*(pipeline.script(script, [f"{p}s"], [1]) for _ in range(5)))
+    assert sorted(replies) == [1, 2, 3, 4, 5]
+    assert int(await client.get(f"{p}s")) == 5
+    assert (await client.script_exists(script.sha)) == [True]
+    assert pipeline.batches == 1
+    await pipeline.close()
