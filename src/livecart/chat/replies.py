@@ -109,7 +109,11 @@ class SharedReplies:
         name = self.key(key)
         px = self._pending_ms
         try:
-            if await self._pipeline.call(lambda pipe: pipe.set(name, _PENDING, nx=True, px=px)):
+            # Bare commands (`execute_command`): redis-py's `set()` checks and rebuilds its
+            # keyword options on every call, a cost a burst of chat pays per message.
+            if await self._pipeline.call(
+                lambda pipe: pipe.execute_command("SET", name, _PENDING, "NX", "PX", px)
+            ):
                 return None
             deadline = time.monotonic() + self._wait_s
             delay = 0.01
@@ -135,10 +139,12 @@ class SharedReplies:
         name = self.key(key)
         try:
             if reply is None:
-                await self._pipeline.call(lambda pipe: pipe.delete(name))
+                await self._pipeline.call(lambda pipe: pipe.execute_command("DEL", name))
             else:
                 ttl = self._ttl_ms
-                await self._pipeline.call(lambda pipe: pipe.set(name, reply, px=ttl))
+                await self._pipeline.call(
+                    lambda pipe: pipe.execute_command("SET", name, reply, "PX", ttl)
+                )
         except Exception as exc:
             log.warning("could not store a chat answer: %s", exc)
 
