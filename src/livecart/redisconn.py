@@ -110,8 +110,14 @@ class Pipeliner:
     load. Each caller gets its own reply, or its own error (the whole batch's when the
     pipeline failed: Redis unreachable)."""
 
-    def __init__(self, client: Any, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self, client: Any, *, max_batch: int = 1000, timeout_s: float | None = None
+    ) -> None:
         self.client = client
+        # One deadline for a whole batch (raised as redis-py's TimeoutError, like a socket
+        # timeout): given a client without `socket_timeout`, redis-py does not arm a timer
+        # for every reply it reads and every write, a cost a burst pays per command.
+        self._timeout_s = timeout_s
         self._max_batch = max_batch
         self._queue: list[tuple[Queue, asyncio.Future[Any]]] = []
         self._task: asyncio.Task[None] | None = None
@@ -174,6 +180,20 @@ class Pipeliner:
             self._task = None
 
     async def _send(self, queues: list[Queue]) -> list[Any]:
+        if self._timeout_s is None:
+            return await self._send_all(queues)
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._send_all(queues)
+        except TimeoutError:
+            # Cancelled mid-pipeline, redis-py drops that connection (its replies unread).
+            raise RedisTimeoutError(
+                f"Redis did not answer a pipeline within {self._timeout_s} s"
+            ) from None
+
+    async def _send_all(self, queues: list[Queue]) -> list[Any]:
         from redis.exceptions import NoScriptError
 
         replies = await self._pipeline(queues)

@@ -130,3 +130,39 @@ async def test_a_script_redis_has_not_loaded_is_loaded_and_each_call_runs_once(
     assert (await client.script_exists(script.sha)) == [True]
     assert pipeline.batches == 1
     await pipeline.close()
+
+
+async def test_a_batch_redis_never_answers_fails_by_its_deadline() -> None:
+    """With `timeout_s` the client needs no socket timeout: a Redis that takes the commands
+    and never answers fails the batch's callers by the deadline, with redis-py's TimeoutError
+    (what a socket timeout raises), and the next batch does not read the stale replies."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()  # reads and never answers
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = connect(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1.0)
+    pipeline = Pipeliner(client, timeout_s=0.3)
+    try:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            *(pipeline.call(lambda pipe: pipe.execute_command("GET", "x")) for _ in range(3)),
+            return_exceptions=True,
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+        assert all(isinstance(r, RedisTimeoutError) for r in results), results
+        assert not any(isinstance(r, TimeoutError) for r in results)  # not the builtin one
+        assert 0.25 <= elapsed < 2.0
+        with pytest.raises(RedisTimeoutError):
+            await pipeline.call(lambda pipe: pipe.execute_command("GET", "x"))
+    finally:
+        await pipeline.close()
+        await client.aclose()
+        for writer in held:
+            writer.close()
+        server.close()

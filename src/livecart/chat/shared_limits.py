@@ -45,7 +45,10 @@ class SharedChatLimits:
     ) -> None:
         self.redis = connect(url, socket_connect_timeout=2.0, socket_timeout=2.0)
         """The connection, which others of the user's keys may share (`prefix`)."""
-        self.pipeline = Pipeliner(self.redis)
+        # Its own connections, without a socket timeout: the pipeline keeps one deadline per
+        # batch instead (`Pipeliner`'s `timeout_s`).
+        self._batch_redis = connect(url, socket_connect_timeout=2.0)
+        self.pipeline = Pipeliner(self._batch_redis, timeout_s=2.0)
         """Checks asked for at once (a burst of chat) go to Redis in one pipeline; the
         reply book shares it."""
         self._script = self.redis.register_script(script("chat_limits"))
@@ -112,4 +115,5 @@ class SharedChatLimits:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         await self.pipeline.close()
+        await self._batch_redis.aclose()
         await self.redis.aclose()
