@@ -1,5 +1,6 @@
 """What the benchmark scripts share: percentiles, machine facts, process CPU and memory
-from /proc, the event loop, and the check that a target is on this machine."""
+from /proc, the event loop, the check that a target is on this machine, and a lean WebSocket
+client for load generators."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import os
 import platform
 import resource
+import time
 from urllib.parse import urlsplit
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
@@ -182,3 +184,102 @@ async def pg_writes(database_url: str) -> tuple[int, int]:
         return int(row["xact_commit"]), int(row["rows"])
     except Exception:
         return -1, -1
+
+
+# ---------------------------------------------------------------- a lean WebSocket client
+
+
+def ws_request(url: str) -> bytes:
+    """The HTTP upgrade request of a WebSocket client for `ws://host:port/path?query`."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def ws_client_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """A client frame (RFC 6455 §5.3), masked with a zero key: the payload goes as it is, so
+    a load generator spends nothing on masking."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+class RawWebSocket(asyncio.Protocol):
+    """A minimal WebSocket client on an asyncio Protocol: the upgrade, then each server
+    message handed to `on_message(payload, now)` (`now`: time.perf_counter() of the read);
+    pings answered. `opened` resolves once upgraded; `closed` holds why it ended."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: str | None = None
+        self._upgraded = False
+        self._rest = b""
+
+    def on_message(self, payload: bytes, now: float) -> None:
+        raise NotImplementedError
+
+    def send(self, payload: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(ws_client_frame(payload))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        buf = self._rest + data if self._rest else data
+        pos = 0
+        if not self._upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self._rest = buf
+                return
+            if b" 101 " not in buf[: buf.find(b"\r\n")]:
+                self.connection_lost(ConnectionError(buf[:200].decode("latin-1")))
+                return
+            self._upgraded = True
+            if not self.opened.done():
+                self.opened.set_result(None)
+            pos = end + 4
+        n = len(buf)
+        while n - pos >= 2:
+            length, hdr = buf[pos + 1] & 0x7F, 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length, hdr = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length, hdr = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            end = pos + hdr + length
+            if end > n:
+                break
+            opcode = buf[pos] & 0x0F
+            if opcode <= 2:
+                self.on_message(buf[pos + hdr : end], now)
+            elif opcode == 9 and self.transport is not None:
+                self.transport.write(ws_client_frame(buf[pos + hdr : end], 10))
+            elif opcode == 8:
+                self.closed = "close " + str(int.from_bytes(buf[pos + hdr : pos + hdr + 2], "big"))
+            pos = end
+        self._rest = buf[pos:] if pos < n else b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed is None:
+            self.closed = "eof" if exc is None else f"{type(exc).__name__}: {exc}"
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(self.closed))
