@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from benchlib import machine_line
 from livecart.chat.rules.normalize import MatchForms, conflate, match_forms
 from livecart.chat.rules.terms import BlockedTerm, TermMatcher
 
@@ -180,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
 
+    print(machine_line(), flush=True)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 

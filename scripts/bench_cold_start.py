@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchlib import machine_line
 
 BASELINE_APP = """
 import sys
@@ -65,19 +66,13 @@ def main() -> None:
     opts = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     data = tempfile.mkdtemp(prefix="livecart-bench-")
+    print(machine_line(), flush=True)
     serve = [sys.executable, "-m", "livecart", "serve", "--port", "0", "--data-dir", data]
     first = time_to_line(serve, "livecart ready on", env)
     warm = [time_to_line(serve, "livecart ready on", env) for _ in range(opts.runs)]
     base = [
         time_to_line([sys.executable, "-c", BASELINE_APP], "ready", env) for _ in range(opts.runs)
     ]
-    cpu = "?"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?"
-            )
-    print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
     print(f"runs: {opts.runs} warm starts each; embedded PostgreSQL, data dir {data}\n")
     print("| start | median s | min s | max s | ratio to baseline |")
     print("|---|---|---|---|---|")

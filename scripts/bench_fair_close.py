@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -41,7 +40,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -61,8 +59,9 @@ from benchlib import (
     percentile,
     process_cpu_s,
     require_local,
+    run_generator,
+    upgrade_request,
     use_uvloop,
-    ws_request,
 )
 
 TARGET_LOST = 0
@@ -167,6 +166,8 @@ class Bidder(RawWebSocket):
 
     def __init__(self, request: bytes, user: str, delay_s: float, stats: dict[str, Any]):
         super().__init__(request)
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: str | None = None
         self.user = user
         self.delay_s = delay_s
         self.stats = stats
@@ -179,7 +180,17 @@ class Bidder(RawWebSocket):
         self.pending: dict[str, tuple[float, float, float]] = {}
         self.refs = 0
 
-    def on_message(self, payload: bytes, now: float) -> None:
+    def on_open(self) -> None:
+        self.opened.set_result(None)
+
+    def on_close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(reason))
+
+    def on_payload(self, buf: bytes | bytearray, start: int, end: int, now: Any) -> None:
+        payload = bytes(buf[start:end])
         if b'"ref":"b' in payload and any(p in payload for p in PERSONAL):
             st = self.stats
             for m in msgspec.json.decode(payload):
@@ -249,13 +260,7 @@ class Bidder(RawWebSocket):
 
 
 def worker_main(pipe: Any, cfg: dict[str, Any]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    use_uvloop()
-    try:
-        asyncio.run(_worker(pipe, cfg))
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+    run_generator(_worker, pipe, cfg)
 
 
 async def _worker(pipe: Any, cfg: dict[str, Any]) -> None:
@@ -278,7 +283,7 @@ async def _worker(pipe: Any, cfg: dict[str, Any]) -> None:
     async def connect(user: str, delay_s: float) -> None:
         claims = {"sub": user, "name": user, "role": "viewer", "iat": now, "exp": now + 86400}
         token = jwt.encode(claims, cfg["secret"], algorithm="HS256")
-        request = ws_request(f"ws://{host}:{port}/ws?token={token}")
+        request = upgrade_request(host, port, f"/ws?token={token}")
         async with gate:
             _, b = await loop.create_connection(
                 lambda: Bidder(request, user, delay_s, stats), host, port

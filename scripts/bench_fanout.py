@@ -61,23 +61,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import importlib.util
 import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import re
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,21 +81,31 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
+    Database,
+    RawWebSocket,
     children_of,
-    cpu_model,
+    connect_from,
+    database,
     loadavg,
-    mem_total_gib,
+    machine_line,
     percentile,
     pg_writes,
     process_cpu_s,
+    raise_nofile,
+    recv_from,
     redis_commands,
     require_local,
     rss_kib,
+    run_generator,
+    run_main,
     self_cpu_s,
     tree_cpu_s,
+    upgrade_request,
     use_uvloop,
 )
-from fanout_baselines import MODULES, PACKAGES, READY, raise_nofile
+from benchlib import postmaster_pid as postmaster_pid  # bench_join_storm imports it from here
+from fanout_baselines import MODULES, PACKAGES, READY
+from livecart.runtime.process import NodeProcess
 
 SYSTEMS = ("livecart", "websockets", "broadcaster", "socketio")
 LABELS = {
@@ -127,20 +133,6 @@ STAMP = re.compile(rb"t=(\d{16,20})")
 
 def fmt(x: float, spec: str = ",.0f") -> str:
     return "–" if x != x else format(x, spec)
-
-
-def client_frame(payload: bytes, opcode: int = 1) -> bytes:
-    """A masked client frame (RFC 6455 §5.3)."""
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    mask = os.urandom(4)
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-    return header + mask + (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
 
 
 # ---------------------------------------------------------------- load generator (child)
@@ -228,89 +220,26 @@ class Viewer:
                 fut.set_exception(ConnectionError(f"closed ({code})"))
 
 
-class RawViewer(Viewer, asyncio.Protocol):
-    """A minimal WebSocket client: handshake, then server frames walked in place."""
+class RawViewer(Viewer, RawWebSocket):
+    """The viewer on benchlib's lean client: handshake, then server frames walked in place."""
+
+    clock = staticmethod(time.time_ns)
+    send = RawWebSocket.send
+    close = RawWebSocket.close
 
     def __init__(
         self, stats: Stats, group: int, sampled: bool, join: bytes, request: bytes
     ) -> None:
-        super().__init__(stats, group, sampled, join)
-        self.request = request
-        self.transport: asyncio.Transport | None = None
-        self.upgraded = False
-        self.rest = b""
+        Viewer.__init__(self, stats, group, sampled, join)
+        RawWebSocket.__init__(self, request)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        transport.write(self.request)
+    def on_open(self) -> None:
+        self.opened.set_result(None)
+        if not self.is_socketio:
+            self.send(self.join)
 
-    def send(self, payload: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(client_frame(payload))
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
-        buf: bytes | bytearray = self.rest + data if self.rest else data
-        pos = 0
-        if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.rest = bytes(buf)
-                return
-            status = bytes(buf[: buf.find(b"\r\n")])
-            if b" 101 " not in status:
-                self.lost("http " + status.decode("latin-1"))
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self.upgraded = True
-            self.opened.set_result(None)
-            if not self.is_socketio:
-                self.send(self.join)
-            pos = end + 4
-        n = len(buf)
-        while n - pos >= 2:
-            b1 = buf[pos + 1]
-            length = b1 & 0x7F
-            hdr = 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                hdr = 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                hdr = 10
-            end = pos + hdr + length
-            if end > n:
-                break
-            opcode = buf[pos] & 0x0F
-            if opcode <= 2:
-                self.on_payload(buf, pos + hdr, end, now)
-            elif opcode == 9:  # ping
-                self.send_control(10, bytes(buf[pos + hdr : end]))
-            elif opcode == 8:  # close
-                code = int.from_bytes(buf[pos + hdr : pos + hdr + 2], "big") if length >= 2 else 0
-                self.lost(str(code))
-                self.send_control(8, bytes(buf[pos + hdr : pos + hdr + 2]))
-                assert self.transport is not None
-                self.transport.close()
-                return
-            pos = end
-        self.rest = bytes(buf[pos:]) if pos < n else b""
-
-    def send_control(self, opcode: int, payload: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(client_frame(payload, opcode))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost("eof" if exc is None else type(exc).__name__)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+    def on_close(self, reason: str) -> None:
+        self.lost(reason)
 
 
 class RawSocketIOViewer(RawViewer):
@@ -374,14 +303,8 @@ class LibSocketIOViewer(LibViewer):
 
 def generator_main(pipe: Any, cfg: dict[str, Any]) -> None:
     """Child process: hold this generator's viewers and answer the parent's commands."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise_nofile()
-    use_uvloop()
-    try:
-        asyncio.run(_generator(pipe, cfg))
-    except Exception as exc:  # report instead of dying silently
-        with contextlib.suppress(Exception):
-            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+    run_generator(_generator, pipe, cfg)
 
 
 def _paths(cfg: dict[str, Any]) -> list[str]:
@@ -423,71 +346,71 @@ async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
     last_join = [0.0]  # when the latest join completed
     pipe.send(("up", os.getpid()))
 
-    async def connect(i: int, gate: asyncio.Semaphore) -> None:
+    async def connect(i: int) -> None:
         host, port, group, sampled = cfg["viewers"][i]
-        async with gate:
-            if raw:
-                key = base64.b64encode(os.urandom(16)).decode()
-                request = (
-                    f"GET {paths[i]} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                    "Sec-WebSocket-Version: 13\r\n\r\n"
-                ).encode()
-                cls = RawSocketIOViewer if socketio else RawViewer
-                v: Viewer = cls(stats, group, sampled, join, request)
-                video_time(v, cfg, i)
-                viewers.append(v)
-                # A source address per generator (127.0.0.x) gives each its own ephemeral
-                # ports: one address tops out near 28,000 connections to one server port.
-                local = (cfg["source"], 0) if cfg.get("source") else None
-                await loop.create_connection(lambda: v, host, port, local_addr=local)  # type: ignore[arg-type,return-value]
-            else:
-                lcls = LibSocketIOViewer if socketio else LibViewer
-                lv = lcls(stats, group, sampled, join, cfg["client"] == "websockets-deflate")
-                v = lv
-                video_time(v, cfg, i)
-                viewers.append(v)
-                tasks.append(loop.create_task(lv.run(f"ws://{host}:{port}{paths[i]}")))
+        if raw:
+            request = upgrade_request(host, port, paths[i])
+            cls = RawSocketIOViewer if socketio else RawViewer
+            v: Viewer = cls(stats, group, sampled, join, request)
+            video_time(v, cfg, i)
+            viewers.append(v)
+            # A source address per generator (127.0.0.x) gives each its own ephemeral
+            # ports: one address tops out near 28,000 connections to one server port.
+            await connect_from(lambda: v, host, port, cfg.get("source", ""))  # type: ignore[arg-type,return-value]
+        else:
+            lcls = LibSocketIOViewer if socketio else LibViewer
+            lv = lcls(stats, group, sampled, join, cfg["client"] == "websockets-deflate")
+            v = lv
+            video_time(v, cfg, i)
+            viewers.append(v)
+            tasks.append(loop.create_task(lv.run(f"ws://{host}:{port}{paths[i]}")))
+        try:
             try:
-                try:
-                    await asyncio.wait_for(v.opened, 120)
-                except TimeoutError:
-                    raise TimeoutError("no WebSocket handshake within 120 s") from None
-                # Still inside the gate: at most `concurrency` joins in flight per generator,
-                # so the run measures the room's steady state, not a reconnect storm.
-                try:
-                    await asyncio.wait_for(v.joined, cfg["join_timeout"])
-                except TimeoutError:
-                    early = v.early.decode("utf-8", "replace")
-                    raise TimeoutError(
-                        f"no `joined` within {cfg['join_timeout']:g} s; received before: "
-                        f"{early[:300]} … {early[-300:]}"
-                    ) from None
-            except BaseException:
-                # A viewer that did not join is dropped, so that it counts nowhere.
-                v.gone = True
-                viewers.remove(v)
-                with contextlib.suppress(Exception):
-                    v.close()
-                raise
-            last_join[0] = time.monotonic()
+                await asyncio.wait_for(v.opened, 120)
+            except TimeoutError:
+                raise TimeoutError("no WebSocket handshake within 120 s") from None
+            # Still the worker's turn: at most `concurrency` joins in flight per generator,
+            # so the run measures the room's steady state, not a reconnect storm.
+            try:
+                await asyncio.wait_for(v.joined, cfg["join_timeout"])
+            except TimeoutError:
+                early = v.early.decode("utf-8", "replace")
+                raise TimeoutError(
+                    f"no `joined` within {cfg['join_timeout']:g} s; received before: "
+                    f"{early[:300]} … {early[-300:]}"
+                ) from None
+        except BaseException:
+            # A viewer that did not join is dropped, so that it counts nowhere.
+            v.gone = True
+            viewers.remove(v)
+            with contextlib.suppress(Exception):
+                v.close()
+            raise
+        last_join[0] = time.monotonic()
+
+    async def worker(todo: Iterator[int], errors: list[BaseException]) -> None:
+        for i in todo:
+            try:
+                await connect(i)
+            except Exception as exc:
+                errors.append(exc)
 
     while True:
         msg = await loop.run_in_executor(None, pipe.recv)
         cmd = msg[0]
         if cmd == "connect":
-            gate = asyncio.Semaphore(cfg["concurrency"])
             started = time.monotonic()
             last_join[0] = started
-            results = await asyncio.gather(
-                *(connect(i, gate) for i in range(len(cfg["viewers"]))), return_exceptions=True
-            )
-            errors = [r for r in results if isinstance(r, BaseException)]
+            # `concurrency` connections in flight: as many workers, each taking the next viewer
+            # (no coroutine per viewer waiting at a gate).
+            todo = iter(range(len(cfg["viewers"])))
+            errors: list[BaseException] = []
+            await asyncio.gather(*(worker(todo, errors) for _ in range(cfg["concurrency"])))
             pipe.send(
                 (
                     "ready",
                     {
-                        "ok": len(results) - len(errors),
+                        "ok": len(cfg["viewers"]) - len(errors),
                         "failed": len(errors),
                         "error": f"{type(errors[0]).__name__}: {errors[0]}" if errors else "",
                         "seconds": time.monotonic() - started,
@@ -537,18 +460,11 @@ class Generators:
             self.procs.append(proc)
             self.pipes.append(parent)
 
-    @staticmethod
-    def _recv(pipe: Any, timeout: float) -> Any:
-        if not pipe.poll(timeout):
-            raise SystemExit("bench_fanout: a load generator did not answer in time")
-        msg = pipe.recv()
-        if msg[0] == "failed":
-            raise SystemExit(f"bench_fanout: a load generator failed: {msg[1]}")
-        return msg
-
     async def wait(self, timeout: float = 120) -> list[Any]:
         return list(
-            await asyncio.gather(*(asyncio.to_thread(self._recv, p, timeout) for p in self.pipes))
+            await asyncio.gather(
+                *(asyncio.to_thread(recv_from, p, timeout, "bench_fanout") for p in self.pipes)
+            )
         )
 
     async def ask(self, *cmd: Any, timeout: float = 60) -> list[Any]:
@@ -568,62 +484,30 @@ class Generators:
 # ---------------------------------------------------------------- servers
 
 
-class BaselineProcess:
+class BaselineProcess(NodeProcess):
     """`python scripts/fanout_baselines.py SYSTEM` in a child process."""
 
+    ready_line = READY
+
     def __init__(self, system: str) -> None:
+        super().__init__("")
         self.system = system
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.output: list[str] = []
 
-    def start(self, timeout: float = 30) -> BaselineProcess:
+    def command(self, port: int) -> tuple[list[str], dict[str, str]]:
         script = Path(__file__).resolve().parent / "fanout_baselines.py"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), self.system],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith(READY):
-                self.url = line.split()[-1]
-                threading.Thread(target=self._drain, daemon=True).start()
-                return self
-        self.stop()
-        raise SystemExit(
-            f"bench_fanout: the {self.system} baseline did not start:\n" + "".join(self.output)
-        )
+        return [sys.executable, str(script), self.system, "--port", str(port)], dict(os.environ)
 
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
+    def start(self, port: int = 0, timeout: float = 30) -> BaselineProcess:
+        try:
+            super().start(port, timeout)
+        except RuntimeError as exc:
+            raise SystemExit(f"bench_fanout: the {self.system} baseline did not start: {exc}") from None
+        return self
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 def livecart_node(
@@ -633,8 +517,6 @@ def livecart_node(
     extra_env: dict[str, str] | None = None,
     workers: int = 0,
 ) -> Any:
-    from livecart.runtime.process import NodeProcess
-
     env = {
         "LIVECART_JWT_SECRET": secret,
         # The publishers send far more than a person may: lift the per-user chat limits and
@@ -1533,13 +1415,6 @@ async def archive_size(database_url: str) -> dict[str, float] | None:
     }
 
 
-def postmaster_pid(pgdata: Path) -> int | None:
-    try:
-        return int((pgdata / "postmaster.pid").read_text().split()[0])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 async def amain(args: argparse.Namespace) -> int:
     nofile = raise_nofile()
     systems = []
@@ -1552,115 +1427,92 @@ async def amain(args: argparse.Namespace) -> int:
     if nofile < need:
         print(f"bench_fanout: RLIMIT_NOFILE is {nofile}, below the {need} sockets a run needs")
 
-    embedded: Any = None
-    embedded_dir = ""
-    database_url = args.database_url
-    pg_pid: int | None = None
-    try:
-        if "livecart" in systems and not database_url:
-            from livecart.runtime.db import EmbeddedPostgres
+    if "livecart" in systems:
+        db_context: Any = database(args.database_url, scratch=False)
+    else:
+        db_context = contextlib.nullcontext(Database("", "none"))
+    async with db_context as db:
+        return await measure(args, systems, nofile, db)
 
-            embedded_dir = tempfile.mkdtemp(prefix="livecart-bench-fanout-pg-")
-            embedded = EmbeddedPostgres(embedded_dir)
-            database_url = await embedded.astart()
-            pg_pid = postmaster_pid(embedded.path)
-            db_label = f"embedded PostgreSQL in {embedded_dir} (temporary)"
-        else:
-            db_label = database_url or "none"
-        import websockets
 
-        print("## Chat fan-out benchmark\n")
-        print(
-            f"machine: {os.cpu_count()} cores, {cpu_model()}, {mem_total_gib():.0f} GiB, "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+async def measure(args: argparse.Namespace, systems: list[str], nofile: int, db: Database) -> int:
+    database_url, pg_pid, db_label = db.url, db.pid, db.label
+    import websockets
+
+    print("## Chat fan-out benchmark\n")
+    print(machine_line(f"RLIMIT_NOFILE {nofile}"))
+    print(
+        f"settings: viewers {', '.join(f'{n:,}' for n in args.viewer_counts)}; "
+        f"fixed {args.rate:g} msg/s for {args.seconds:g}s; modes {','.join(sorted(args.modes))}"
+        f" ({args.step_seconds:g}s steps, ×2 from {args.rate * 2:g} msg/s); "
+        f"{args.generators} generator processes ({args.client} client, "
+        f"websockets {websockets.__version__}, {use_uvloop()}), {args.publishers} publisher "
+        f"connections, latency sampled on 1 viewer in {args.sample_every}; "
+        f"livecart database: {db_label}"
+        + (
+            "; livecart env " + " ".join(f"{k}={v}" for k, v in args.livecart_env.items())
+            if args.livecart_env
+            else ""
         )
-        print(f"load average before: {loadavg()} (1/5/15 min); RLIMIT_NOFILE {nofile}")
-        print(
-            f"settings: viewers {', '.join(f'{n:,}' for n in args.viewer_counts)}; "
-            f"fixed {args.rate:g} msg/s for {args.seconds:g}s; modes {','.join(sorted(args.modes))}"
-            f" ({args.step_seconds:g}s steps, ×2 from {args.rate * 2:g} msg/s); "
-            f"{args.generators} generator processes ({args.client} client, "
-            f"websockets {websockets.__version__}, {use_uvloop()}), {args.publishers} publisher "
-            f"connections, latency sampled on 1 viewer in {args.sample_every}; "
-            f"livecart database: {db_label}"
-            + (
-                "; livecart env " + " ".join(f"{k}={v}" for k, v in args.livecart_env.items())
-                if args.livecart_env
-                else ""
-            )
-            + (f"; Redis {args.redis_url}, {args.nodes} nodes" if args.nodes > 1 else "")
-            + (f"; workers {args.workers}" if args.worker_counts else ""),
-            flush=True,
-        )
-        runner = Runner(args, database_url, pg_pid)
-        plan: list[tuple[str, int, int]] = [(s, 1, 0) for s in systems]
-        if args.nodes > 1 and "livecart" in systems:
-            plan.insert(1, ("livecart", args.nodes, 0))
-        if "livecart" in systems:
-            for i, w in enumerate(args.worker_counts):
-                plan.insert(1 + i, ("livecart", 1, w))
-        all_results: dict[int, list[RunResult]] = {}
-        for n in args.viewer_counts:
-            print(f"\n### {n:,} viewers\n", flush=True)
-            results = []
-            for system, nodes, workers in plan:
-                what = f" ({nodes} nodes)" if nodes > 1 else f" ({workers} workers)" if workers else ""
-                print(f"- {LABELS[system]}{what}, load average {loadavg()}", flush=True)
-                results.append(await runner.run(system, n, nodes, workers))
-                if system == "livecart" and nodes == 1 and not workers and args.delays:
-                    runner.delay_s = args.delays
-                    print(f"- livecart, delays spread over 0–{args.delays:g} s, "
-                          f"load average {loadavg()}", flush=True)
-                    delayed = await runner.run(system, n, nodes)
-                    runner.delay_s = 0.0
-                    print_delays(results[-1], delayed)
-            all_results[n] = results
-            print_tables(args, n, results)
-        print(f"\nload average after: {loadavg()} (1/5/15 min)")
-        ok = print_checks(args, all_results)
-        if args.json:
-            archive = await archive_size(database_url) if "livecart" in systems else None
-            doc = {
-                "bench": "fanout",
-                "load_after": loadavg(),
-                "cores": os.cpu_count(),
-                "archive": archive,
-                "runs": [
-                    {
-                        "system": r.system,
-                        "label": r.label,
-                        "viewers": r.viewers,
-                        "connected": r.connected,
-                        "joined_s": r.joined_s,
-                        "rss_kib_per_conn": r.rss_kib_per_conn,
-                        "fixed": r.fixed.as_dict() if r.fixed is not None else None,
-                        "steps": [st.as_dict() for st in r.steps],
-                    }
-                    for rs in all_results.values()
-                    for r in rs
-                ],
-            }
-            await asyncio.to_thread(Path(args.json).write_text, json.dumps(doc, indent=1))
-        return 0 if ok else 1
-    finally:
-        if embedded is not None:
-            await embedded.astop()
-            shutil.rmtree(embedded_dir, ignore_errors=True)
+        + (f"; Redis {args.redis_url}, {args.nodes} nodes" if args.nodes > 1 else "")
+        + (f"; workers {args.workers}" if args.worker_counts else ""),
+        flush=True,
+    )
+    runner = Runner(args, database_url, pg_pid)
+    plan: list[tuple[str, int, int]] = [(s, 1, 0) for s in systems]
+    if args.nodes > 1 and "livecart" in systems:
+        plan.insert(1, ("livecart", args.nodes, 0))
+    if "livecart" in systems:
+        for i, w in enumerate(args.worker_counts):
+            plan.insert(1 + i, ("livecart", 1, w))
+    all_results: dict[int, list[RunResult]] = {}
+    for n in args.viewer_counts:
+        print(f"\n### {n:,} viewers\n", flush=True)
+        results = []
+        for system, nodes, workers in plan:
+            what = f" ({nodes} nodes)" if nodes > 1 else f" ({workers} workers)" if workers else ""
+            print(f"- {LABELS[system]}{what}, load average {loadavg()}", flush=True)
+            results.append(await runner.run(system, n, nodes, workers))
+            if system == "livecart" and nodes == 1 and not workers and args.delays:
+                runner.delay_s = args.delays
+                print(f"- livecart, delays spread over 0–{args.delays:g} s, "
+                      f"load average {loadavg()}", flush=True)
+                delayed = await runner.run(system, n, nodes)
+                runner.delay_s = 0.0
+                print_delays(results[-1], delayed)
+        all_results[n] = results
+        print_tables(args, n, results)
+    print(f"\nload average after: {loadavg()} (1/5/15 min)")
+    ok = print_checks(args, all_results)
+    if args.json:
+        archive = await archive_size(database_url) if "livecart" in systems else None
+        doc = {
+            "bench": "fanout",
+            "load_after": loadavg(),
+            "cores": os.cpu_count(),
+            "archive": archive,
+            "runs": [
+                {
+                    "system": r.system,
+                    "label": r.label,
+                    "viewers": r.viewers,
+                    "connected": r.connected,
+                    "joined_s": r.joined_s,
+                    "rss_kib_per_conn": r.rss_kib_per_conn,
+                    "fixed": r.fixed.as_dict() if r.fixed is not None else None,
+                    "steps": [st.as_dict() for st in r.steps],
+                }
+                for rs in all_results.values()
+                for r in rs
+            ],
+        }
+        await asyncio.to_thread(Path(args.json).write_text, json.dumps(doc, indent=1))
+    return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    use_uvloop()
-
-    async def bounded() -> int:
-        async with asyncio.timeout(args.max_seconds):
-            return await amain(args)
-
-    try:
-        return asyncio.run(bounded())
-    except TimeoutError:
-        print(f"bench_fanout: gave up after {args.max_seconds:.0f}s", file=sys.stderr)
-        return 2
+    return run_main(amain(args), "bench_fanout", args.max_seconds)
 
 
 if __name__ == "__main__":

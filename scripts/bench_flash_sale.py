@@ -35,10 +35,8 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import platform
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -46,31 +44,27 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from benchlib import (
-    cpu_model,
+    Database,
+    database,
     loadavg,
+    machine_line,
     percentile,
     process_cpu_s,
+    recv_from,
     require_local,
+    run_generator,
+    run_main,
     self_cpu_s,
-    use_uvloop,
 )
+from benchlib import with_database as with_database  # bench_claims imports it from here
 from livecart.runtime.process import NodeProcess
 
 TARGET_RATIO = 3.0
 TARGET_P99_MS = 250.0
 CONNECT_CONCURRENCY = 100
 ROUND_TIMEOUT_S = 60.0
-
-
-# ---------------------------------------------------------------- small helpers
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 # ---------------------------------------------------------------- results
@@ -123,13 +117,7 @@ class SystemResult:
 
 def generator_main(pipe: Any, cfg: dict[str, Any]) -> None:
     """Child process: hold `cfg['users']` WebSocket connections and fire rounds on command."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    use_uvloop()
-    try:
-        asyncio.run(_generator(pipe, cfg))
-    except Exception as exc:  # report instead of dying silently
-        with contextlib.suppress(Exception):
-            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+    run_generator(_generator, pipe, cfg)
 
 
 async def _generator(pipe: Any, cfg: dict[str, Any]) -> None:
@@ -321,12 +309,7 @@ async def run_ours(
             gens.append((proc, parent_end, [per_user[i] for i in idx]))
 
         def recv(pipe: Any, timeout: float) -> Any:
-            if not pipe.poll(timeout):
-                raise SystemExit("bench_flash_sale: a load generator did not answer in time")
-            msg = pipe.recv()
-            if msg[0] == "failed":
-                raise SystemExit(f"bench_flash_sale: a load generator failed: {msg[1]}")
-            return msg
+            return recv_from(pipe, timeout, "bench_flash_sale")
 
         info: dict[str, Any] = {}
         result = SystemResult("livecart (WebSocket)")
@@ -558,8 +541,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--pool-size", type=int, help="baseline pool size (default: db_pool_max)")
     p.add_argument("--max-seconds", type=float, default=900, help="bound on the whole run")
-    p.add_argument("--json", default="", help="also write livecart's figures to this file "
-                   "(for scripts/capacity.py)")
+    p.add_argument(
+        "--json",
+        default="",
+        help="also write livecart's figures to this file (for scripts/capacity.py)",
+    )
     args = p.parse_args(argv)
     if args.attempts is None:
         args.attempts = 20 * args.stock
@@ -577,41 +563,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace) -> int:
+    async with database(args.database_url, scratch=not args.in_place) as db:
+        return await measure(args, db)
+
+
+async def measure(args: argparse.Namespace, db: Database) -> int:
     import asyncpg
 
     from livecart.runtime import config
-    from livecart.runtime.db import EmbeddedPostgres
 
     settings = config.load()
     pool_size = args.pool_size or settings.db_pool_max
-    embedded: EmbeddedPostgres | None = None
-    embedded_dir = ""
-    scratch: tuple[str, str] | None = None  # (server url, database name) to drop at the end
+    database_url, db_label = db.url, db.label
     server: Server | None = None
     pool: Any = None
     try:
-        if args.database_url:
-            database_url = args.database_url
-            db_label = database_url
-            if not args.in_place:
-                name = "livecart_bench_" + secrets.token_hex(4)
-                try:
-                    conn = await asyncpg.connect(database_url)
-                    try:
-                        await conn.execute(f'CREATE DATABASE "{name}"')
-                    finally:
-                        await conn.close()
-                    scratch = (database_url, name)
-                    database_url = with_database(database_url, name)
-                    db_label = f"{args.database_url} (scratch database {name}, dropped after)"
-                except asyncpg.PostgresError as exc:
-                    db_label = f"{args.database_url} (no scratch database: {exc})"
-        else:
-            embedded_dir = tempfile.mkdtemp(prefix="livecart-bench-pg-")
-            embedded = EmbeddedPostgres(embedded_dir)
-            database_url = await embedded.astart()
-            db_label = f"embedded PostgreSQL in {embedded_dir} (temporary)"
-
         if args.url:
             base_url, secret = args.url.rstrip("/"), args.jwt_secret
         else:
@@ -622,12 +588,8 @@ async def amain(args: argparse.Namespace) -> int:
         pg_version = await pool.fetchval("SHOW server_version")
 
         print("## Flash-sale benchmark\n")
-        print(
-            f"machine: {os.cpu_count()} cores, {cpu_model()}, "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
-        )
+        print(machine_line())
         print(f"database: {db_label}; PostgreSQL {pg_version}")
-        print(f"load average before: {loadavg()} (1/5/15 min)")
         print(
             f"settings: buyers={args.buyers} (one WebSocket each, distinct users), "
             f"stock={args.stock}, attempts/round={args.attempts} (qty {args.qty}), "
@@ -744,31 +706,11 @@ async def amain(args: argparse.Namespace) -> int:
             await pool.close()
         if server is not None:
             server.stop()
-        if scratch is not None:
-            with contextlib.suppress(Exception):
-                conn = await asyncpg.connect(scratch[0])
-                try:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{scratch[1]}" WITH (FORCE)')
-                finally:
-                    await conn.close()
-        if embedded is not None:
-            await embedded.astop()
-            shutil.rmtree(embedded_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    use_uvloop()
-
-    async def bounded() -> int:
-        async with asyncio.timeout(args.max_seconds):
-            return await amain(args)
-
-    try:
-        return asyncio.run(bounded())
-    except TimeoutError:
-        print(f"bench_flash_sale: gave up after {args.max_seconds:.0f}s", file=sys.stderr)
-        return 2
+    return run_main(amain(args), "bench_flash_sale", args.max_seconds)
 
 
 if __name__ == "__main__":

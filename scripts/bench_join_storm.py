@@ -13,8 +13,10 @@ Systems, each in its own server process on 127.0.0.1, same storm, same run:
                viewers (default N x 16,667, at most 50,000)
 
 Figures: joins/s = viewers joined / time from the first connect to the last `joined`; server
-CPU per join (utime + stime of the server processes over the storm, /proc); RSS per
-connection = (RSS of the server processes 1 s after the storm - RSS before) / viewers.
+CPU per join (utime + stime of the server processes over the storm, /proc); the load
+generators' CPU per join (they share the machine's cores with the server: a join rate is only
+as good as they are lean); RSS per connection = (RSS of the server processes 1 s after the
+storm - RSS before) / viewers.
 
 This machine caps a process at 20,000 open files (hard RLIMIT_NOFILE): one server process
 tops out just under 20,000 connections, and so does one load generator, so the viewers are
@@ -71,10 +73,12 @@ async def storm(
         await asyncio.sleep(1.0)
         rss0 = sum(rss_kib(pid) for pid in t.pids)
         cpu0 = sum(process_cpu_s(pid) for pid in t.pids)
+        gen0 = sum(r["cpu"] for r in await gens.ask("take"))
         started = time.monotonic()
         ready = await gens.ask("connect", timeout=900)
         wall = time.monotonic() - started
         cpu1 = sum(process_cpu_s(pid) for pid in t.pids)
+        gen1 = sum(r["cpu"] for r in await gens.ask("take"))
         joined = sum(r["ok"] for r in ready)
         joined_s = max(r["ok_seconds"] for r in ready)
         await asyncio.sleep(1.0)
@@ -92,6 +96,8 @@ async def storm(
             "joins_per_s": joined / joined_s if joined_s > 0 else float("nan"),
             "server_cpu_s": cpu1 - cpu0,
             "cpu_us_per_join": (cpu1 - cpu0) / joined * 1e6 if joined else float("nan"),
+            "generator_cpu_s": gen1 - gen0,
+            "generator_cpu_us_per_join": (gen1 - gen0) / joined * 1e6 if joined else float("nan"),
             "rss_before_mib": rss0 / 1024,
             "rss_after_mib": rss1 / 1024,
             "rss_kib_per_conn": (rss1 - rss0) / joined if joined else float("nan"),
@@ -100,7 +106,8 @@ async def storm(
         print(
             f"  {t.label}: {joined:,}/{viewers:,} joined in {joined_s:.2f} s "
             f"({out['joins_per_s']:,.0f} joins/s), server CPU {out['cpu_us_per_join']:.0f} µs "
-            f"per join, RSS {rss0 / 1024:,.1f} → {rss1 / 1024:,.1f} MiB "
+            f"per join (load generators {out['generator_cpu_us_per_join']:.0f} µs), "
+            f"RSS {rss0 / 1024:,.1f} → {rss1 / 1024:,.1f} MiB "
             f"({out['rss_kib_per_conn']:.2f} KiB per connection)"
             + (f"; {out['failed']:,} failed, first: {out['first_error']}" if out["failed"] else ""),
             flush=True,
@@ -176,9 +183,9 @@ async def amain(args: argparse.Namespace) -> int:
             results.append(await storm(runner, args, "livecart", n, args.workers))
         print(f"\nload average after: {loadavg()} (1/5/15 min)\n")
         base = next((r for r in results if r["system"] == "websockets"), None)
-        print("| server | viewers joined | joins/s | CPU per join | RSS per connection "
-              "| vs websockets (joins/s, RSS) |")  # fmt: skip
-        print("|---|---|---|---|---|---|")
+        print("| server | viewers joined | joins/s | CPU per join | load generators' CPU per join "
+              "| RSS per connection | vs websockets (joins/s, RSS) |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
         for r in results:
             ratio = ""
             if base and r is not base:
@@ -187,6 +194,7 @@ async def amain(args: argparse.Namespace) -> int:
             print(
                 f"| {r['label']} | {r['joined']:,}/{r['viewers']:,} in {r['joined_s']:.2f} s "
                 f"| {r['joins_per_s']:,.0f} | {r['cpu_us_per_join']:.0f} µs "
+                f"| {r['generator_cpu_us_per_join']:.0f} µs "
                 f"| {r['rss_kib_per_conn']:.2f} KiB | {ratio} |"
             )
         args.results = results

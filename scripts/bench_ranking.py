@@ -59,7 +59,7 @@ from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from benchlib import loadavg, process_cpu_s
+from benchlib import RawWebSocket, client_frame, loadavg, process_cpu_s, upgrade_request
 from livecart.ranking.core import (
     ProductInfo,
     RankingConfig,
@@ -246,133 +246,59 @@ def _ws_url(server: str, token: str) -> str:
     return f"{base}/ws?token={token}"
 
 
-def _masked(payload: bytes, opcode: int = 0x1) -> bytes:
-    """One final client frame (RFC 6455 §5.2), masked as clients must."""
-    import os
+class LeanClient(RawWebSocket):
+    """A WebSocket client that costs the load generator almost nothing per frame (benchlib's):
+    it writes frames encoded (and masked) once in advance, answers pings, and counts what it
+    receives without decoding it. The `websockets` client would spend more CPU than the
+    server's gateway on the same frames (ANCHORS: a generator must not measure itself)."""
 
-    n = len(payload)
-    if n < 126:
-        head = bytes([0x80 | opcode, 0x80 | n])
-    elif n < 65536:
-        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + body
-
-
-class LeanClient:
-    """A WebSocket client that costs the load generator almost nothing per frame: it writes
-    frames encoded (and masked) once in advance, answers pings, and counts what it receives
-    without decoding it. The `websockets` client would spend more CPU than the server's
-    gateway on the same frames (ANCHORS: a generator must not measure itself)."""
-
-    def __init__(self) -> None:
-        self.transport: Any = None
+    def __init__(self, request: bytes) -> None:
+        super().__init__(request)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.buffer = b""
         self.open = False
         self.close_code: int | None = None
         self.received = 0
         self.on_message: Callable[[bytes], None] | None = None
-        self._fragments: list[bytes] = []
 
     @classmethod
     async def connect(cls, server: str, token: str) -> LeanClient:
-        import base64
-        import os
         from urllib.parse import urlsplit
 
         url = urlsplit(server)
         host, port = url.hostname or "127.0.0.1", url.port or 80
-        client = cls()
-        await asyncio.get_running_loop().create_connection(
-            lambda: _LeanProtocol(client), host, port
-        )
-        key = base64.b64encode(os.urandom(16)).decode()
-        client.transport.write(
-            (
-                f"GET /ws?token={token} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
+        request = upgrade_request(host, port, f"/ws?token={token}")
+        _, client = await asyncio.get_running_loop().create_connection(
+            lambda: cls(request), host, port
         )
         await asyncio.wait_for(client.ready, 60)
         return client
 
     def write(self, data: bytes) -> None:
-        if self.open:
+        if self.open and self.transport is not None:
             self.transport.write(data)
 
-    def data(self, data: bytes) -> None:
-        buf = self.buffer + data
-        if not self.open:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buffer = buf
-                return
-            head, buf = buf[:end], buf[end + 4 :]
-            if not head.startswith(b"HTTP/1.1 101"):
-                self.ready.set_exception(ConnectionError(head.split(b"\r\n", 1)[0].decode()))
-                return
-            self.open = True
-            self.ready.set_result(None)
-        while len(buf) >= 2:
-            n, at = buf[1] & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, at = int.from_bytes(buf[2:4], "big"), 4
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, at = int.from_bytes(buf[2:10], "big"), 10
-            if len(buf) < at + n:
-                break
-            buf_fin = bool(buf[0] & 0x80)
-            opcode, payload, buf = buf[0] & 0x0F, buf[at : at + n], buf[at + n :]
-            if opcode == 0x9:  # ping
-                self.transport.write(_masked(payload, 0xA))
-            elif opcode == 0x8:  # close
-                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-                self.open = False
-                self.transport.close()
-            elif self.on_message is not None:
-                self._fragments.append(payload)
-                if buf_fin:
-                    self.on_message(b"".join(self._fragments))
-                    self._fragments.clear()
-                    self.received += 1
-            else:
-                self.received += 1
-        self.buffer = buf
+    def on_open(self) -> None:
+        self.open = True
+        self.ready.set_result(None)
+
+    def on_payload(self, buf: bytes | bytearray, start: int, end: int, now: Any) -> None:
+        self.received += 1
+        if self.on_message is not None:
+            self.on_message(bytes(buf[start:end]))
+
+    def on_close(self, reason: str) -> None:
+        self.open = False
+        if reason.isdigit() and self.close_code is None:
+            self.close_code = int(reason) or 1005
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(reason))
 
     def close(self) -> None:
         if self.transport is not None:
             if self.open:
-                self.transport.write(_masked((1000).to_bytes(2, "big"), 0x8))
+                self.send((1000).to_bytes(2, "big"), 8)
             self.open = False
             self.transport.close()
-
-
-class _LeanProtocol(asyncio.Protocol):
-    def __init__(self, client: LeanClient) -> None:
-        self.client = client
-
-    def connection_made(self, transport: Any) -> None:
-        self.client.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.client.data(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client.open = False
-        if not self.client.ready.done():
-            self.client.ready.set_exception(exc or ConnectionError("closed"))
-
-    def eof_received(self) -> bool:
-        return False
 
 
 def _producer(
@@ -394,11 +320,11 @@ def _producer(
     n = max(1, math.ceil(rate / per_connection))
     rng = random.Random(first)
     frames = [
-        _masked(json.dumps({"type": "like", "session": session, "count": c}).encode())
+        client_frame(json.dumps({"type": "like", "session": session, "count": c}).encode())
         for c in range(1, 6)
     ] * 3
     frames += [
-        _masked(
+        client_frame(
             json.dumps({"type": "signal", "session": session, "name": name, "product": p}).encode()
         )
         for p in products
@@ -463,6 +389,22 @@ class _Go:
         self.event.set()
 
 
+def _note_pushes(
+    mine: dict[tuple[str, str], float], messages: list[dict[str, Any]], now: float
+) -> None:
+    """When each item first reached this subscriber, by push kind (`trending`, `feed`)."""
+    for message in messages:
+        kind = message.get("type")
+        if kind == "trending":
+            ids = [p["id"] for p in message.get("products", [])]
+        elif kind == "feed":
+            ids = [item["id"] for item in message.get("items", [])[:10]]
+        else:
+            continue
+        for item in ids:
+            mine.setdefault((kind, item), now)
+
+
 def _subscribers(
     server: str, secret: str, first: int, count: int, ready: Any, go: Any, out: Any
 ) -> None:
@@ -493,17 +435,7 @@ def _subscribers(
                     raw = await asyncio.wait_for(ws.recv(), timeout=min(left, 1.0))
                 except TimeoutError:
                     continue
-                now = time.time()
-                for message in json.loads(raw):
-                    kind = message.get("type")
-                    if kind == "trending":
-                        ids = [p["id"] for p in message.get("products", [])]
-                    elif kind == "feed":
-                        ids = [item["id"] for item in message.get("items", [])[:10]]
-                    else:
-                        continue
-                    for item in ids:
-                        mine.setdefault((kind, item), now)
+                _note_pushes(mine, json.loads(raw), time.time())
         except Exception:
             code = ws.close_code or 1006
             closes[code] = closes.get(code, 0) + 1
@@ -532,21 +464,11 @@ def _lean_subscribers(
     seen: list[dict[tuple[str, str], float]] = [{} for _ in range(count)]
     closes: dict[int, int] = {}
     decode = msgspec.json.Decoder(list[dict[str, Any]]).decode
-    feed_on = _masked(b'{"type": "feed", "on": true}')
+    feed_on = client_frame(b'{"type": "feed", "on": true}')
 
     def handler(mine: dict[tuple[str, str], float]) -> Callable[[bytes], None]:
         def on_message(raw: bytes) -> None:
-            now = time.time()
-            for message in decode(raw):
-                kind = message.get("type")
-                if kind == "trending":
-                    ids = [p["id"] for p in message.get("products", [])]
-                elif kind == "feed":
-                    ids = [item["id"] for item in message.get("items", [])[:10]]
-                else:
-                    continue
-                for item in ids:
-                    mine.setdefault((kind, item), now)
+            _note_pushes(mine, decode(raw), time.time())
 
         return on_message
 
@@ -755,7 +677,7 @@ def _run_load(
         sent_at = []
         for target, size in zip(target_ids, sizes, strict=True):
             frames = [
-                _masked(
+                client_frame(
                     msgspec.json.encode(
                         {"type": "signal", "session": session, "name": name, "product": target}
                     )

@@ -1,15 +1,29 @@
-"""What the benchmark scripts share: percentiles, machine facts, process CPU and memory
-from /proc, the event loop, the check that a target is on this machine, and a lean WebSocket
-client for load generators."""
+"""What the benchmark scripts share: percentiles, machine facts and the header line, process
+CPU and memory from /proc, the event loop and the bounded `main()`, the check that a target is
+on this machine, a PostgreSQL to run against (a scratch database or an embedded server), and
+a lean raw-asyncio WebSocket client (masked client frames, server frames walked in place)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import json
 import os
 import platform
 import resource
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
 import time
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 
@@ -50,6 +64,17 @@ def loadavg() -> str:
             return " ".join(f.read().split()[:3])
     except OSError:
         return "unknown"
+
+
+def machine_line(extra: str = "") -> str:
+    """The header line every benchmark prints first: cores, CPU, memory, kernel, Python and
+    the load average now (1/5/15 min; the machine may be shared with other work)."""
+    return (
+        f"machine: {os.cpu_count()} cores, {cpu_model()}, {mem_total_gib():.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+        + (f", {extra}" if extra else "")
+        + f"; load average before: {loadavg()} (1/5/15 min)"
+    )
 
 
 def process_cpu_s(pid: int) -> float:
@@ -124,6 +149,92 @@ def use_uvloop() -> str:
         return "asyncio"
 
 
+# Linux: bind() to an address without taking a port; connect() picks one for the 4-tuple.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+async def connect_from(
+    protocol_factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, source: str = ""
+) -> asyncio.BaseTransport:
+    """A TCP connection to host:port (numeric) from the local address `source` (any when
+    empty). A client that binds each socket to a source address with port 0 costs the kernel
+    a search for a port free for every destination, longer with every connection it holds
+    (tens of thousands make it most of a load generator's CPU): IP_BIND_ADDRESS_NO_PORT
+    leaves the port to connect(), which only needs one free for this destination."""
+    loop = asyncio.get_running_loop()
+    if not source:
+        transport, _ = await loop.create_connection(protocol_factory, host, port)
+        return transport
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if sys.platform == "linux":
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, port))
+        transport, _ = await loop.create_connection(protocol_factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return transport
+
+
+def raise_nofile() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (child processes inherit it); returns the new
+    soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def run_main(amain: Coroutine[Any, Any, int], script: str, max_seconds: float | None) -> int:
+    """Run a benchmark's `amain(...)` on uvloop (when installed), bounded by `max_seconds`
+    (None: unbounded); 2 when it gave up."""
+    use_uvloop()
+
+    async def bounded() -> int:
+        async with asyncio.timeout(max_seconds):
+            return await amain
+
+    try:
+        return asyncio.run(bounded())
+    except TimeoutError:
+        print(f"{script}: gave up after {max_seconds:.0f}s", file=sys.stderr)
+        return 2
+
+
+def run_generator(
+    body: Callable[[Any, dict[str, Any]], Coroutine[Any, Any, None]],
+    pipe: Any,
+    cfg: dict[str, Any],
+) -> None:
+    """A load-generator child process: Ctrl-C is the parent's to handle, `body(pipe, cfg)`
+    runs on uvloop (when installed), and a failure reaches the parent as ("failed", what)
+    instead of a child dying silently."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    use_uvloop()
+    try:
+        asyncio.run(body(pipe, cfg))
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+
+
+def recv_from(pipe: Any, timeout: float, script: str) -> Any:
+    """A load generator's next message (blocking: call it in a thread); SystemExit when it
+    does not answer within `timeout` or reports a failure."""
+    if not pipe.poll(timeout):
+        raise SystemExit(f"{script}: a load generator did not answer in time")
+    msg = pipe.recv()
+    if msg[0] == "failed":
+        raise SystemExit(f"{script}: a load generator failed: {msg[1]}")
+    return msg
+
+
 def require_local(url: str, what: str, script: str) -> None:
     if url.startswith("redis+cluster://"):
         from livecart.redisconn import cluster_nodes
@@ -186,100 +297,263 @@ async def pg_writes(database_url: str) -> tuple[int, int]:
         return -1, -1
 
 
+# ---------------------------------------------------------------- PostgreSQL to run against
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` with its database replaced by `name`."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@dataclass
+class Database:
+    url: str  # what the run connects to
+    label: str  # for the header: where it is and what becomes of it
+    pid: int | None = None  # the embedded server's postmaster (to count its CPU), else None
+
+
+@contextlib.asynccontextmanager
+async def database(url: str, *, scratch: bool = True) -> AsyncIterator[Database]:
+    """The PostgreSQL a run uses. Given `url`: with `scratch`, a fresh database created on
+    that server for this run and dropped (forcibly) afterwards (if it cannot be created, `url`
+    itself); else `url` as it is. Without `url`: an embedded PostgreSQL in a temporary data
+    directory, removed afterwards."""
+    import asyncpg
+
+    if url:
+        if not scratch:
+            yield Database(url, url)
+            return
+        name = "livecart_bench_" + secrets.token_hex(4)
+        try:
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            yield Database(url, f"{url} (no scratch database: {exc})")
+            return
+        try:
+            yield Database(
+                with_database(url, name), f"{url} (scratch database {name}, dropped after)"
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                conn = await asyncpg.connect(url)
+                try:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                finally:
+                    await conn.close()
+        return
+    from livecart.runtime.db import EmbeddedPostgres
+
+    data_dir = tempfile.mkdtemp(prefix="livecart-bench-pg-")
+    embedded = EmbeddedPostgres(data_dir)
+    try:
+        embedded_url = await embedded.astart()
+        label = f"embedded PostgreSQL in {data_dir} (temporary)"
+        yield Database(embedded_url, label, postmaster_pid(embedded.path))
+    finally:
+        await embedded.astop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- a lean WebSocket client
 
 
-def ws_request(url: str) -> bytes:
-    """The HTTP upgrade request of a WebSocket client for `ws://host:port/path?query`."""
-    parts = urlsplit(url)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
+def client_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """One final masked client frame (RFC 6455 §5.2-5.3); text unless `opcode` says else."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+    return header + mask + (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
+
+
+def upgrade_request(host: str, port: int, path: str) -> bytes:
+    """The HTTP/1.1 request that opens a WebSocket on `path` (RFC 6455 §4.1)."""
+    key = base64.b64encode(os.urandom(16)).decode()
     return (
-        f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
 
 
-def ws_client_frame(payload: bytes, opcode: int = 1) -> bytes:
-    """A client frame (RFC 6455 §5.3), masked with a zero key: the payload goes as it is, so
-    a load generator spends nothing on masking."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    return head + b"\0\0\0\0" + payload
-
-
 class RawWebSocket(asyncio.Protocol):
-    """A minimal WebSocket client on an asyncio Protocol: the upgrade, then each server
-    message handed to `on_message(payload, now)` (`now`: time.perf_counter() of the read);
-    pings answered. `opened` resolves once upgraded; `closed` holds why it ended."""
+    """A WebSocket client that costs a load generator almost nothing per frame: it writes the
+    upgrade request, then walks the server's frames in place, answers pings, echoes a close,
+    and hands each message to `on_payload(buf, start, end, now)` without copying or decoding
+    it (fragments are joined first; `now` is `clock()` when the bytes were read). Subclasses
+    override the `on_*` hooks; `send` writes a masked text frame."""
+
+    clock = staticmethod(time.perf_counter)
 
     def __init__(self, request: bytes) -> None:
         self.request = request
         self.transport: asyncio.Transport | None = None
-        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.closed: str | None = None
-        self._upgraded = False
-        self._rest = b""
+        self.upgraded = False
+        self.rest = b""
+        self.fragments: list[bytes] = []
 
-    def on_message(self, payload: bytes, now: float) -> None:
-        raise NotImplementedError
+    # hooks
 
-    def send(self, payload: bytes) -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(ws_client_frame(payload))
+    def on_open(self) -> None:
+        """The server accepted the upgrade."""
+
+    def on_payload(self, buf: bytes | bytearray, start: int, end: int, now: Any) -> None:
+        """One text or binary message: buf[start:end]."""
+
+    def on_close(self, reason: str) -> None:
+        """The connection ends: the server's close code, `http <status line>` when the
+        upgrade was refused, `eof`, or the transport's error. A close frame is followed by
+        the end of the transport, so this may come twice: the first reason is the one."""
+
+    # the transport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         transport.write(self.request)  # type: ignore[attr-defined]
 
+    def send(self, payload: bytes, opcode: int = 1) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(client_frame(payload, opcode))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
     def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
-        buf = self._rest + data if self._rest else data
+        now = self.clock()
+        buf: bytes | bytearray = self.rest + data if self.rest else data
         pos = 0
-        if not self._upgraded:
+        if not self.upgraded:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                self._rest = buf
+                self.rest = bytes(buf)
                 return
-            if b" 101 " not in buf[: buf.find(b"\r\n")]:
-                self.connection_lost(ConnectionError(buf[:200].decode("latin-1")))
+            status = bytes(buf[: buf.find(b"\r\n")])
+            if b" 101 " not in status:
+                self.rest = b""
+                self.on_close("http " + status.decode("latin-1"))
+                assert self.transport is not None
+                self.transport.close()
                 return
-            self._upgraded = True
-            if not self.opened.done():
-                self.opened.set_result(None)
+            self.upgraded = True
+            self.on_open()
             pos = end + 4
         n = len(buf)
         while n - pos >= 2:
-            length, hdr = buf[pos + 1] & 0x7F, 2
+            length = buf[pos + 1] & 0x7F
+            hdr = 2
             if length == 126:
                 if n - pos < 4:
                     break
-                length, hdr = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                hdr = 4
             elif length == 127:
                 if n - pos < 10:
                     break
-                length, hdr = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                hdr = 10
             end = pos + hdr + length
             if end > n:
                 break
-            opcode = buf[pos] & 0x0F
+            first = buf[pos]
+            opcode = first & 0x0F
             if opcode <= 2:
-                self.on_message(buf[pos + hdr : end], now)
-            elif opcode == 9 and self.transport is not None:
-                self.transport.write(ws_client_frame(buf[pos + hdr : end], 10))
-            elif opcode == 8:
-                self.closed = "close " + str(int.from_bytes(buf[pos + hdr : pos + hdr + 2], "big"))
+                if first & 0x80 and not self.fragments:
+                    self.on_payload(buf, pos + hdr, end, now)
+                else:  # a fragmented message (RFC 6455 §5.4)
+                    self.fragments.append(bytes(buf[pos + hdr : end]))
+                    if first & 0x80:
+                        whole = b"".join(self.fragments)
+                        self.fragments.clear()
+                        self.on_payload(whole, 0, len(whole), now)
+            elif opcode == 9:  # ping
+                self.send(bytes(buf[pos + hdr : end]), 10)
+            elif opcode == 8:  # close
+                code = int.from_bytes(buf[pos + hdr : pos + hdr + 2], "big") if length >= 2 else 0
+                self.send(bytes(buf[pos + hdr : pos + hdr + 2]), 8)
+                self.rest = b""
+                self.on_close(str(code))
+                assert self.transport is not None
+                self.transport.close()
+                return
             pos = end
-        self._rest = buf[pos:] if pos < n else b""
+        self.rest = bytes(buf[pos:]) if pos < n else b""
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.on_close("eof" if exc is None else type(exc).__name__)
+
+
+class Viewer(RawWebSocket):
+    """One WebSocket to a livecart node, its server frames parsed as JSON arrays: futures for
+    the answer to a ref (with the time it was read) and for the first message of a type."""
+
+    def __init__(self, request: bytes) -> None:
+        super().__init__(request)
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.waiting: dict[str, asyncio.Future[tuple[float, dict[str, Any]]]] = {}
+        self.kinds: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.closed: str | None = None
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.send(json.dumps(message).encode())
+
+    def answer(self, ref: str) -> asyncio.Future[tuple[float, dict[str, Any]]]:
+        """Resolves to (clock() when read, the message) for the next message with `ref`."""
+        fut = self.waiting[ref] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def first(self, kind: str) -> asyncio.Future[dict[str, Any]]:
+        """Resolves to the first message of type `kind` (even one already read)."""
+        fut = self.kinds.get(kind)
+        if fut is None:
+            fut = self.kinds[kind] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def on_open(self) -> None:
+        self.opened.set_result(None)
+
+    def on_payload(self, buf: bytes | bytearray, start: int, end: int, now: Any) -> None:
+        for m in json.loads(buf[start:end]):
+            ref = m.get("ref")
+            if ref is not None and ref in self.waiting:
+                fut = self.waiting.pop(ref)
+                if not fut.done():
+                    fut.set_result((now, m))
+            kind = self.first(m.get("type", ""))
+            if not kind.done():
+                kind.set_result(m)
+
+    def on_close(self, reason: str) -> None:
         if self.closed is None:
-            self.closed = "eof" if exc is None else f"{type(exc).__name__}: {exc}"
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError(self.closed))
+            self.closed = reason
+        for fut in [self.opened, *self.waiting.values()]:
+            if not fut.done():
+                fut.set_exception(ConnectionError(self.closed))
+
+
+async def connect(host: str, port: int, path: str, timeout: float = 30) -> Viewer:
+    """A `Viewer` on ws://host:port/path, once the server accepted the upgrade."""
+    loop = asyncio.get_running_loop()
+    _, viewer = await loop.create_connection(
+        lambda: Viewer(upgrade_request(host, port, path)), host, port
+    )
+    await asyncio.wait_for(viewer.opened, timeout)
+    return viewer

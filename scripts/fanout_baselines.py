@@ -29,27 +29,17 @@ import argparse
 import asyncio
 import contextlib
 import json
-import resource
 import sys
 import time
 from typing import Any
+
+from benchlib import raise_nofile
 
 READY = "fanout baseline ready on "
 SYSTEMS = ("websockets", "broadcaster", "socketio")
 # The package each baseline needs beyond the project's own dependencies.
 PACKAGES = {"websockets": "websockets", "broadcaster": "broadcaster", "socketio": "python-socketio"}
 MODULES = {"websockets": "websockets", "broadcaster": "broadcaster", "socketio": "socketio"}
-
-
-def raise_nofile() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit; returns the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = max(soft, 1 << 20)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def loop_name() -> str:

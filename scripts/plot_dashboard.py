@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import cpu_model
 from livecart.runtime.process import NodeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -794,12 +795,8 @@ class CpuMeter:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
-    )
+    python = f"Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores ({cpu_model()}), {python}, {platform.system()}"
 
 
 def style_axis(ax: Any, title: str, unit: str = "") -> None:

@@ -4,9 +4,11 @@ database per test run, and Redis when REDIS_URL (or the local default) answers."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -20,6 +22,19 @@ from livecart.runtime.db import EmbeddedPostgres, connect_pool, migrate
 from .redis_cluster import RedisCluster6
 
 T = TypeVar("T")
+
+
+class Clock:
+    """A clock a test moves by hand (seconds since the epoch, starting now)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def run_in_thread(coro: Coroutine[Any, Any, T]) -> T:
@@ -49,31 +64,34 @@ def pg_server_url() -> Iterator[str]:
         server.stop()
 
 
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str, *, migrated: bool = True) -> Iterator[str]:
+    """A fresh database on `server_url`'s server (migrated unless told otherwise), dropped
+    afterwards (forcibly: connections still open do not keep it)."""
+    name = prefix + secrets.token_hex(4)
+    url = _with_database(server_url, name)
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run_in_thread(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        if migrated:
+            run_in_thread(migrate(url))
+        yield url
+    finally:
+        run_in_thread(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, migrated database for this test run, dropped afterwards."""
-    name = "livecart_test_" + secrets.token_hex(4)
-
-    async def create() -> None:
-        conn = await asyncpg.connect(pg_server_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        await migrate(_with_database(pg_server_url, name))
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(pg_server_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    run_in_thread(create())
-    try:
-        yield _with_database(pg_server_url, name)
-    finally:
-        run_in_thread(drop())
+    with scratch_database(pg_server_url, "livecart_test_") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

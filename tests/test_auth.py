@@ -1,3 +1,5 @@
+import base64
+import hmac
 import time
 from typing import Any
 
@@ -215,3 +217,90 @@ def test_the_public_key_setting_takes_a_pem_file(tmp_path: Any) -> None:
     broken = config.load({"LIVECART_JWT_ALGORITHMS": "ES256", "LIVECART_JWT_PUBLIC_KEY": "-----x"})
     with pytest.raises(config.ConfigError, match="LIVECART_JWT_PUBLIC_KEY"):
         auth.Verifier.from_settings(broken, "")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _signed(header: bytes, payload: bytes, secret: str = SECRET) -> str:
+    signing_input = f"{_b64(header)}.{_b64(payload)}"
+    sig = hmac.digest(secret.encode(), signing_input.encode(), "sha256")
+    return f"{signing_input}.{_b64(sig)}"
+
+
+_H = b'{"alg":"HS256","typ":"JWT"}'
+_OK = b'{"sub":"u1","role":"viewer","exp":%d}' % (2**40)
+_PLAIN = auth.issue(SECRET, "u1", "viewer", name="Una", minor=True)
+# Tokens the default verifier's own HS256 check must judge exactly as PyJWT does.
+_TOKENS = [
+    _PLAIN,
+    auth.issue(SECRET, "u2", "creator"),
+    auth.issue("other" * 10, "u", "viewer"),  # forged
+    auth.issue(SECRET, "u", "viewer", ttl_s=10, now=1_000),  # expired
+    _PLAIN[:-2] + ("AA" if _PLAIN[-2:] != "AA" else "BB"),  # signature altered
+    _PLAIN.rsplit(".", 1)[0] + ".",  # no signature
+    _PLAIN + "=",  # padded
+    _PLAIN.replace(".", ". ", 1),
+    "a.b.c",
+    "a.b",
+    "",
+    _signed(b'{"alg":"HS256"}', _OK),
+    _signed(b'{"alg":"hs256"}', _OK),
+    _signed(b'{"alg":"none"}', _OK),
+    _signed(b'{"typ":"JWT"}', _OK),
+    _signed(b'{"alg":"HS256","typ":7}', _OK),
+    _signed(b'{"alg":"HS256","kid":3}', _OK),
+    _signed(b'{"alg":"HS256","crit":["b64"],"b64":false}', _OK),
+    _signed(b'["alg","HS256"]', _OK),
+    _signed(b"not json", _OK),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"aud":"shop"}' % (2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"aud":""}' % (2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"jti":5}' % (2**40)),
+    _signed(_H, b'{"sub":5,"role":"viewer","exp":%d}' % (2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":null}'),
+    _signed(_H, b'{"sub":"u1","role":null,"exp":%d}' % (2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":NaN}'),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":Infinity}'),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":"9999999999"}'),
+    _signed(_H, b'{"sub":"u1","role":"viewer","role":"admin","exp":%d}' % (2**40)),
+    _signed(_H, _OK.decode().encode("utf-16")),
+    _signed(_H, b"[1, 2]"),
+    _signed(_H, b'"claims"'),
+    _signed(_H, _OK + b" "),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"nbf":%d}' % (2**40, 2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"nbf":1,"iat":1}' % (2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"iat":"1"}' % (2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"iss":5}' % (2**40)),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":true}'),
+    _signed(_H, b'{"sub":"u1","role":"viewer","exp":%d,"minor":1}' % (2**40)),
+    _signed(b'{"alg":"HS256","typ":"at+jwt"}', _OK),
+]
+
+
+@pytest.mark.parametrize("token", _TOKENS)
+def test_the_own_hs256_check_judges_as_pyjwt_does(token: str) -> None:
+    fast = auth.Verifier(SECRET)
+    assert fast._hs256 is not None
+    general = auth.Verifier(SECRET)
+    general._hs256 = None  # PyJWT's decode only
+
+    def verdict(v: auth.Verifier) -> Any:
+        try:
+            return v.identify(token)
+        except auth.AuthError as exc:
+            return ("refused", str(exc))
+
+    assert verdict(fast) == verdict(general)
+
+
+def test_a_plain_hs256_token_takes_the_own_check() -> None:
+    v = auth.Verifier(SECRET)
+    claims = v._hs256_claims(_PLAIN)
+    assert claims is not None and claims["sub"] == "u1"
+    assert v.identify(_PLAIN)[0] == Identity("u1", "Una", "viewer", minor=True)
+    assert v._hs256_claims(auth.issue("other" * 10, "u1", "viewer")) is None
+    # An issuer or audience to check, or another algorithm: PyJWT's decode every time.
+    assert auth.Verifier(SECRET, issuer="https://id")._hs256 is None
+    assert auth.Verifier(SECRET, audience="shop")._hs256 is None
+    assert auth.Verifier(SECRET, algorithms=("HS256", "RS256"))._hs256 is None

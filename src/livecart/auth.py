@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import enum
+import hmac
 import logging
 import re
 import time
@@ -90,6 +93,23 @@ class KeyMissing(AuthError):
     """The token names a `kid` the cached key set does not hold (yet)."""
 
 
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def _plain_hs256_header(segment: str) -> bool:
+    """A JOSE header of exactly `alg: HS256` and optionally a string `typ`."""
+    try:
+        header = msgspec.json.decode(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        return False
+    return (
+        isinstance(header, dict)
+        and header.get("alg") == "HS256"
+        and isinstance(header.get("typ", ""), str)
+        and header.keys() <= {"alg", "typ"}
+    )
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -127,6 +147,16 @@ class Verifier:
         self._fetching: asyncio.Lock | None = None
         if jwks_url:
             self._jwks = jwt.PyJWKClient(jwks_url, cache_jwk_set=False, timeout=5)
+        # The default rule (HS256 only, no issuer or audience) verifies a plain token itself
+        # (`_hs256_claims`): most of PyJWT's time per token is its generality. Header
+        # segments already found plain are remembered (tokens of one issuer share theirs).
+        self._hs256: bytes | None = None
+        self._headers: set[str] = set()
+        if self.algorithms == ["HS256"] and secret and not self.issuer and not self.audience:
+            try:  # the key PyJWT would use; it refuses a secret that looks like a PEM key
+                self._hs256 = jwt.get_algorithm_by_name("HS256").prepare_key(secret)
+            except jwt.PyJWTError:
+                self._hs256 = None
 
     @classmethod
     def from_settings(cls, settings: Any, secret: str) -> Verifier:
@@ -181,6 +211,10 @@ class Verifier:
 
     def identify(self, token: str) -> tuple[Identity, float]:
         """The identity and the expiry (epoch seconds) of a valid token, else AuthError."""
+        if self._hs256 is not None:
+            claims = self._hs256_claims(token)
+            if claims is not None:
+                return _claims(claims)
         key, algorithms = self._key(token)
         try:
             claims = jwt.decode(
@@ -202,6 +236,44 @@ class Verifier:
         except jwt.PyJWTError as exc:
             raise AuthError(str(exc)) from None
         return _claims(claims)
+
+    def _hs256_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a plain HS256 token whose signature holds, checked as PyJWT would
+        (`identify`'s options), without PyJWT's general machinery; None for anything else (a
+        bad signature, another header, an `aud` or `jti` claim, malformed base64 or JSON):
+        PyJWT then gives the verdict and its message."""
+        if not _COMPACT.fullmatch(token):
+            return None
+        header, payload, signature = token.split(".")
+        if header not in self._headers:
+            if not _plain_hs256_header(header):
+                return None
+            if len(self._headers) >= 64:
+                self._headers.clear()
+            self._headers.add(header)
+        try:
+            sig = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+            body = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        signed = token[: len(header) + 1 + len(payload)].encode()
+        assert self._hs256 is not None
+        if not hmac.compare_digest(hmac.digest(self._hs256, signed, "sha256"), sig):
+            return None
+        try:
+            claims = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return None
+        if (
+            not isinstance(claims, dict)
+            or claims.get("exp") is None
+            or not isinstance(claims.get("sub"), str)
+            or claims.get("role") is None
+            or "aud" in claims
+            or "jti" in claims
+        ):
+            return None
+        return claims
 
     def verify(self, token: str) -> Identity:
         return self.identify(token)[0]

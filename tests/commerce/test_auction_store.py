@@ -4,6 +4,7 @@ auctions and pre-bids, video-time judging and the settle grace, bad input."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator
@@ -42,6 +43,25 @@ async def no_auction_left_running(pool: asyncpg.Pool) -> AsyncIterator[None]:
         "WHERE s.id = a.session AND a.status = 'open' AND s.created_at >= $1",
         started,
     )
+
+
+@contextlib.asynccontextmanager
+async def personal_notices(pool: asyncpg.Pool, user: str) -> AsyncIterator[list[Any]]:
+    """The personal messages for `user` that commits NOTIFY to every node (in order)."""
+    got: list[Any] = []
+
+    def heard(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        notice = msgspec.json.decode(payload)
+        if notice["user"] == user:
+            got.append(notice["message"])
+
+    async with pool.acquire() as conn:
+        await conn.add_listener(store.PERSONAL, heard)
+        try:
+            yield got
+            await conn.execute("SELECT 1")  # notices committed before this are in
+        finally:
+            await conn.remove_listener(store.PERSONAL, heard)
 
 
 def ts(iso: str) -> float:
@@ -140,7 +160,11 @@ async def test_buy_now_ends_the_auction_once(pool: asyncpg.Pool) -> None:
     assert auction.buy_now_cents == 5000
     ann, bob, cat = w.viewer("ann"), w.viewer("bob"), w.viewer("cat")
     await svc.bid(ann, auction.id, 1000, "a1", max_cents=3000)
-    order = await svc.buy_now(bob, auction.id, "bn1", session_id=w.session)
+    async with personal_notices(pool, ann.sub) as told:
+        order = await svc.buy_now(bob, auction.id, "bn1", session_id=w.session)
+    # The leader it took the lot from is told, on every node (not only where the room is).
+    outbid = {"type": "outbid", "session": w.session, "auction": auction.id, "amount_cents": 5000}
+    assert told == [outbid]
     assert (order.user, order.unit_cents, order.status, order.qty) == (bob.sub, 5000, "reserved", 1)
     # Idempotent per (user, ref); anyone else, or any bid, finds it closed.
     assert (await svc.buy_now(bob, auction.id, "bn1")).id == order.id
@@ -348,7 +372,7 @@ async def test_a_batch_of_bids_is_applied_in_order_in_one_transaction(
         store.BidRequest(bob, 1100, "r2", w.session, max_cents=2000),
         store.BidRequest(cat, 1300, "r2", w.session),  # bob's proxy answers
     ]
-    async with pool.acquire() as conn:
+    async with personal_notices(pool, ann) as told, pool.acquire() as conn:
         out = await store.bid_many(conn, auction.id, requests, time.time())
     codes = [o.code if isinstance(o, Failure) else (o.bid.amount_cents, o.bid.leader) for o in out]
     assert codes == [
@@ -361,6 +385,10 @@ async def test_a_batch_of_bids_is_applied_in_order_in_one_transaction(
     ]
     assert [getattr(o, "replay", None) for o in out] == [False, None, True, None, False, False]
     assert [getattr(o, "outbid", None) for o in out] == [None, None, None, None, ann, None]
+    # With the batch's commit, the one who lost the lead is told (on every node), once.
+    assert told == [
+        {"type": "outbid", "session": w.session, "auction": auction.id, "amount_cents": 1100}
+    ]
     rows = await bid_rows(pool, auction.id)
     assert [(r["seq"], r["user_id"], r["price_cents"]) for r in rows] == [
         (1, ann, 1000),

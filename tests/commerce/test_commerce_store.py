@@ -24,16 +24,7 @@ from livecart.commerce.rules import Offer, Order
 from livecart.protocol import Failure, RoomEvent
 from livecart.runtime.db import connect_pool
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from ..conftest import Clock as Clock  # imported from here by the other commerce tests
 
 
 class Room:

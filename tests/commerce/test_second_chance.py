@@ -69,9 +69,11 @@ class Inbox:
     def tell(self, user: str, data: bytes) -> None:
         self.told.append((user, json.loads(data)))
 
-    async def wait_for(self, user: str, count: int) -> list[dict[str, Any]]:
+    async def wait_for(
+        self, user: str, count: int, kind: str = "second_chance"
+    ) -> list[dict[str, Any]]:
         for _ in range(200):
-            mine = [m for u, m in self.told if u == user]
+            mine = [m for u, m in self.told if u == user and m["type"] == kind]
             if len(mine) >= count:
                 return mine
             await asyncio.sleep(0.01)
@@ -180,7 +182,12 @@ async def test_chain_down_the_bidders_then_back_to_stock(pool: asyncpg.Pool) -> 
         offered = await hooks(pool, "auction.second_chance", auction)
         assert [h["user"] for h in offered] == [b.sub, c.sub, a.sub]
         # Nobody was told twice, and the winner never.
-        assert sorted(u for u, _ in inbox.told) == sorted([a.sub, b.sub, c.sub])
+        ours = [(u, m) for u, m in inbox.told if u in {a.sub, b.sub, c.sub, d.sub}]
+        chances = [u for u, m in ours if m["type"] == "second_chance"]
+        assert sorted(chances) == sorted([a.sub, b.sub, c.sub])
+        # Each lead lost in the bidding was told too: a to b, b to c, c to b, b to d.
+        outbids = [(u, m["amount_cents"]) for u, m in ours if m["type"] == "outbid"]
+        assert sorted(outbids) == sorted([(a.sub, 600), (b.sub, 700), (c.sub, 750), (b.sub, 800)])
     finally:
         await listener.remove_listener(store.PERSONAL, svc._personal_message)
         await pool.release(listener)

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from ..conftest import redis_url_or_skip
-from .harness import ServerProcess
+from .harness import ServerProcess, cluster
 
 
 @pytest.fixture(scope="session")
@@ -23,17 +23,6 @@ def nodes(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[ServerProcess]]:
     """Three nodes on one PostgreSQL and one Redis (a cluster per test module)."""
-    redis_url = redis_url_or_skip()
-    procs = [
-        ServerProcess(
-            database_url,
-            str(tmp_path_factory.mktemp(f"node{i}")),
-            env={"REDIS_URL": redis_url, "LIVECART_NODE_ID": f"n{i}"},
-        ).start()
-        for i in range(3)
-    ]
-    try:
+    env = {"REDIS_URL": redis_url_or_skip()}
+    with cluster(database_url, tmp_path_factory, 3, name="n", env=env) as procs:
         yield procs
-    finally:
-        for p in procs:
-            p.kill()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 
 from livecart import auth
@@ -38,6 +41,33 @@ class ServerProcess(NodeProcess):
     def start(self, port: int = 0, timeout: float = 30) -> ServerProcess:
         super().start(port, timeout)
         return self
+
+
+@contextlib.contextmanager
+def cluster(
+    database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    count: int,
+    *,
+    name: str,
+    env: dict[str, str],
+) -> Iterator[list[ServerProcess]]:
+    """`count` nodes on one database with `env` (node ids `name0`, `name1`…), killed
+    afterwards; one that does not start takes down those already started."""
+    procs: list[ServerProcess] = []
+    try:
+        for i in range(count):
+            procs.append(
+                ServerProcess(
+                    database_url,
+                    str(tmp_path_factory.mktemp(f"{name}{i}")),
+                    env={**env, "LIVECART_NODE_ID": f"{name}{i}"},
+                ).start()
+            )
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
 
 
 def token(sub: str, role: str = "viewer", **kw: Any) -> str:
@@ -143,9 +173,11 @@ async def open_offer(
     price_cents: int,
     quantity: int,
     per_user_limit: int,
-    duration_s: int = 60,
+    duration_s: float = 60,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """A flash offer on `live`'s product (from `live_session`), opened over REST."""
+    """A flash offer on `live`'s product (from `live_session`), opened over REST (`extra`:
+    more fields of the offer, e.g. `claim_word`)."""
     async with httpx.AsyncClient(base_url=base) as http:
         r = await http.post(
             f"/api/sessions/{live['session']['id']}/offers",
@@ -156,6 +188,7 @@ async def open_offer(
                 "quantity": quantity,
                 "per_user_limit": per_user_limit,
                 "duration_s": duration_s,
+                **extra,
             },
         )
         assert r.status_code == 201, r.text

@@ -20,8 +20,8 @@ import pytest
 import websockets
 
 from ..commerce.auction_reference import RefBid, RefState, run_reference
-from ..conftest import _with_database, redis_url_or_skip, run_in_thread
-from .harness import Client, ServerProcess, headers, live_session, token
+from ..conftest import redis_url_or_skip, scratch_database
+from .harness import Client, ServerProcess, cluster, headers, live_session, token
 from .test_flash_sale import bounded
 
 ANN_MAX = 987_653  # distinctive: never a price, never part of an id or a time
@@ -182,32 +182,10 @@ def auction_cluster(
     """Three nodes on one Redis and a PostgreSQL database of their own: no node outside the
     cluster (the suite's single `server`, without Redis) sweeps, and so settles, its
     auctions."""
-    name = "livecart_auc_" + secrets.token_hex(4)
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    run_in_thread(admin(f'CREATE DATABASE "{name}"'))
-    url = _with_database(pg_server_url, name)
-    procs: list[ServerProcess] = []
-    try:
-        for i in range(3):
-            procs.append(
-                ServerProcess(
-                    url,
-                    str(tmp_path_factory.mktemp(f"auc-node{i}")),
-                    env={"REDIS_URL": redis_url_or_skip(), "LIVECART_NODE_ID": f"a{i}"},
-                ).start()
-            )
-        yield procs, url
-    finally:
-        for p in procs:
-            p.kill()
-        run_in_thread(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(pg_server_url, "livecart_auc_", migrated=False) as url:
+        env = {"REDIS_URL": redis_url_or_skip()}
+        with cluster(url, tmp_path_factory, 3, name="auc-node", env=env) as procs:
+            yield procs, url
 
 
 class Bidder:
@@ -419,3 +397,49 @@ async def _thousand_bidders(nodes: list[ServerProcess], pool: asyncpg.Pool) -> N
     await bounded([b.close for b in bidders], 64)
     for w in watchers:
         await w.close()
+
+
+async def test_outbid_reaches_the_leader_on_another_node(
+    auction_cluster: tuple[list[ServerProcess], str],
+) -> None:
+    """Ann bids on node A and leaves it; she is connected on node B (joined to the session)
+    and on node C (joined to nothing): a rival's bid on A tells her `outbid` on B and C,
+    once on each; the rival, who leads, is told nothing."""
+    nodes, _ = auction_cluster
+    a, b, c = nodes
+    run = secrets.token_hex(3)
+    s = await live_session(a.url, creator=f"auc-far-{run}")
+    sid = s["session"]["id"]
+    async with httpx.AsyncClient(base_url=a.url, timeout=30) as http:
+        r = await create_auction(http, s)
+        assert r.status_code == 201, r.text
+        aid = r.json()["id"]
+    ann, bob = f"far-ann-{run}", f"far-bob-{run}"
+    on_a = await Client.connect(a, token(ann))
+    bid = {"type": "bid", "session": sid, "auction": aid}
+    await on_a.send({**bid, "amount_cents": 1000, "ref": "a1"})
+    assert (await on_a.expect(("ack", "error"), ref="a1"))["type"] == "ack"
+    await on_a.close()
+    on_b = await Client.connect(b, token(ann))
+    await on_b.send({"type": "join", "session": sid})
+    await on_b.expect("joined")
+    on_c = await Client.connect(c, token(ann))
+    await on_c.send({"type": "ping", "ref": "p"})
+    await on_c.expect("pong")  # connected, and joined to nothing
+    rival = await Client.connect(a, token(bob))
+    await rival.send({**bid, "amount_cents": 1100, "ref": "b1"})
+    ack = await rival.expect(("ack", "error"), ref="b1")
+    assert ack["type"] == "ack" and ack["leading"] is True, ack
+    notice = {"session": sid, "auction": aid, "amount_cents": ack["amount_cents"]}
+    for name, where in (("B, joined", on_b), ("C, not joined", on_c)):
+        try:
+            got = await where.expect("outbid", timeout=10)
+        except TimeoutError:
+            raise AssertionError(f"no outbid on {name}: {where.inbox[-5:]}") from None
+        assert {k: got[k] for k in notice} == notice
+    await asyncio.sleep(0.5)
+    for where in (on_b, on_c):
+        assert not [m for m in await where.drain(0.3) if m["type"] == "outbid"], "told once"
+    assert not [m for m in await rival.drain(0.3) if m["type"] == "outbid"]
+    for client in (on_b, on_c, rival):
+        await client.close()

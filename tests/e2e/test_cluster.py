@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from ..conftest import redis_url_or_skip
-from .harness import Client, ServerProcess, live_session, token
+from .harness import Client, ServerProcess, live_session, open_offer, token
 
 
 async def test_every_node_sees_one_order_of_offsets(nodes: list[ServerProcess]) -> None:
@@ -78,21 +78,8 @@ async def test_flash_sale_split_across_nodes_sells_exactly_the_stock(
     nodes: list[ServerProcess],
 ) -> None:
     s = await live_session(nodes[0].url, creator="cluster-seller")
-    sid, pid = s["session"]["id"], s["product"]["id"]
-    async with httpx.AsyncClient(base_url=nodes[0].url) as http:
-        offer = (
-            await http.post(
-                f"/api/sessions/{sid}/offers",
-                headers=s["headers"],
-                json={
-                    "product_id": pid,
-                    "price_cents": 100,
-                    "quantity": 10,
-                    "per_user_limit": 1,
-                    "duration_s": 60,
-                },
-            )
-        ).json()
+    sid = s["session"]["id"]
+    offer = await open_offer(nodes[0].url, s, price_cents=100, quantity=10, per_user_limit=1)
     watcher = await Client.connect(nodes[2], token("cb-watch"))
     await watcher.send({"type": "join", "session": sid})
     await watcher.expect("joined")

@@ -160,41 +160,59 @@ def _stream(n: int, seed: int, landmark_every: float) -> list[Signal]:
     return out
 
 
-async def test_the_redis_script_does_what_the_reference_does() -> None:
-    url = redis_url_or_skip()
-    config = RankingConfig(half_life_s=30.0, landmark_period_s=200.0, cap_memory_s=150.0)
-    # Three "nodes": each its own index (own per-node caps), all sharing one store.
+CONFIG = RankingConfig(half_life_s=30.0, landmark_period_s=200.0, cap_memory_s=150.0)
+LIVE = (["p0", "p1", "p2", "p3"], ["s0", "s1"], ["cr0", "cr1"])
+
+
+def three_indexes() -> list[TrendingIndex]:
+    """Three "nodes": each its own index (own per-node caps), the same catalogue."""
     indexes = []
     for _ in range(3):
-        index = TrendingIndex(config, landmark=0.0)
+        index = TrendingIndex(CONFIG, landmark=0.0)
         for i in range(4):
             index.put_product(ProductInfo(f"p{i}", f"cr{i % 2}", "c"))
         index.start_session(SessionInfo("s0", "cr0", "c"), ["p0", "p2"])
         index.start_session(SessionInfo("s1", "cr1", "c"), ["p1", "p3"])
         indexes.append(index)
+    return indexes
+
+
+async def replay_against_reference(
+    indexes: list[TrendingIndex], shared: list[SharedTrending], signals: int, seed: int
+) -> tuple[SharedStore, int]:
+    """A signal stream spread over the nodes (mostly in turn), each node syncing its deltas
+    to the shared store: every sync's landmark and values must be the pure reference's.
+    Returns the reference and how many values were compared."""
+    period = ledger_period(CONFIG.cap_memory_s, indexes[0].landmark_period)
+    reference = SharedStore(indexes[0].decay.rate, period, CONFIG.forget_below)
+    rng = random.Random(seed)
+    checked = 0
+    for chunk_no, signal in enumerate(_stream(signals, 5, CONFIG.landmark_period)):
+        i = chunk_no % 3 if rng.random() < 0.8 else rng.randrange(3)
+        deltas: list[Delta] = []
+        indexes[i].ingest(signal, deltas)
+        if not deltas:
+            continue
+        landmark, values, _, _ = await shared[i].sync(deltas, LIVE)
+        assert landmark == reference.apply(batch_deltas(deltas, indexes[i].decay.rate))
+        for scope, members in zip(("product", "session", "host"), LIVE, strict=True):
+            want = reference.read(scope, members)  # type: ignore[arg-type]
+            got = values[scope]  # type: ignore[index]
+            for g, w in zip(got, want, strict=True):
+                assert (g is None) == (w is None)
+                if g is not None and w is not None:
+                    assert math.isclose(g, w, rel_tol=1e-9), (scope, g, w)
+                    checked += 1
+    return reference, checked
+
+
+async def test_the_redis_script_does_what_the_reference_does() -> None:
+    url = redis_url_or_skip()
+    indexes = three_indexes()
     prefix = f"lc-test-{secrets.token_hex(4)}:{{rank}}"
     shared = [SharedTrending(url, index, prefix=prefix) for index in indexes]
-    period = ledger_period(config.cap_memory_s, indexes[0].landmark_period)
-    reference = SharedStore(indexes[0].decay.rate, period, config.forget_below)
-    live = (["p0", "p1", "p2", "p3"], ["s0", "s1"], ["cr0", "cr1"])
-    rng = random.Random(3)
     try:
-        for chunk_no, signal in enumerate(_stream(600, 5, config.landmark_period)):
-            i = chunk_no % 3 if rng.random() < 0.8 else rng.randrange(3)
-            deltas: list[Delta] = []
-            indexes[i].ingest(signal, deltas)
-            if not deltas:
-                continue
-            landmark, values, _, _ = await shared[i].sync(deltas, live)
-            expected_landmark = reference.apply(batch_deltas(deltas, indexes[i].decay.rate))
-            assert landmark == expected_landmark
-            for scope, members in zip(("product", "session", "host"), live, strict=True):
-                want = reference.read(scope, members)  # type: ignore[arg-type]
-                got = values[scope]  # type: ignore[index]
-                for g, w in zip(got, want, strict=True):
-                    assert (g is None) == (w is None)
-                    if g is not None and w is not None:
-                        assert math.isclose(g, w, rel_tol=1e-9), (scope, g, w)
+        reference, _ = await replay_against_reference(indexes, shared, 600, seed=3)
         assert reference.landmark is not None and reference.landmark > 1_000_000.0, (
             "the landmark moved during the stream"
         )

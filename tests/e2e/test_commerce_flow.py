@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import httpx
 
-from .harness import Client, ServerProcess, headers, live_session, token
+from .harness import Client, ServerProcess, headers, live_session, open_offer, token
 
 
 async def test_offer_buy_sold_and_stock_reach_viewers(server: ServerProcess) -> None:
     s = await live_session(server.url, creator="seller")
-    sid, pid = s["session"]["id"], s["product"]["id"]
+    sid = s["session"]["id"]
     buyer = await Client.connect(server, token("buyer1"))
     watcher = await Client.connect(server, token("watcher1"))
     for c in (buyer, watcher):
         await c.send({"type": "join", "session": sid})
         await c.expect("joined")
+    offer = await open_offer(server.url, s, price_cents=999, quantity=3, per_user_limit=2)
     async with httpx.AsyncClient(base_url=server.url) as http:
-        r = await http.post(
-            f"/api/sessions/{sid}/offers",
-            headers=s["headers"],
-            json={
-                "product_id": pid,
-                "price_cents": 999,
-                "quantity": 3,
-                "per_user_limit": 2,
-                "duration_s": 60,
-            },
-        )
-        assert r.status_code == 201, r.text
-        offer = r.json()
         assert offer["remaining"] == 3
         event = await watcher.expect("offer")
         assert event["id"] == offer["id"] and "offset" in event

@@ -14,7 +14,7 @@ import pytest
 from livecart.runtime.db import EmbeddedPostgres, migrate
 
 from ..conftest import redis_url_or_skip
-from .harness import Client, ServerProcess, live_session, token
+from .harness import Client, ServerProcess, live_session, open_offer, token
 
 
 async def test_clients_of_a_killed_node_resume_on_another_without_losing_acked_chat(
@@ -76,21 +76,10 @@ async def test_purchases_answer_unavailable_while_the_database_is_down_then_succ
     node = ServerProcess(url, str(tmp_path / "node")).start()
     try:
         s = await live_session(node.url, creator="db-fault-host")
-        sid, pid = s["session"]["id"], s["product"]["id"]
-        async with httpx.AsyncClient(base_url=node.url) as http:
-            offer = (
-                await http.post(
-                    f"/api/sessions/{sid}/offers",
-                    headers=s["headers"],
-                    json={
-                        "product_id": pid,
-                        "price_cents": 100,
-                        "quantity": 5,
-                        "per_user_limit": 1,
-                        "duration_s": 600,
-                    },
-                )
-            ).json()
+        sid = s["session"]["id"]
+        offer = await open_offer(
+            node.url, s, price_cents=100, quantity=5, per_user_limit=1, duration_s=600
+        )
         buyer = await Client.connect(node, token("db-fault-buyer"))
         await pg.astop()
         await buyer.send(

@@ -6,22 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import secrets
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
 
-from livecart.runtime.db import migrate
-
-from ..conftest import run_in_thread
+from ..conftest import scratch_database
 from .harness import ServerProcess, headers, token
 
 MAX_BODY = 64 * 1024
@@ -38,23 +34,8 @@ def _status_kb(pid: int, field: str) -> int:
 @pytest.fixture(scope="module")
 def own_database(pg_server_url: str) -> Iterator[str]:
     """A database for this module's node alone, so a test may break its schema."""
-    name = "livecart_hostile_" + secrets.token_hex(4)
-    parts = urlsplit(pg_server_url)
-    url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    run_in_thread(admin(f'CREATE DATABASE "{name}"'))
-    run_in_thread(migrate(url))
-    try:
+    with scratch_database(pg_server_url, "livecart_hostile_") as url:
         yield url
-    finally:
-        run_in_thread(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

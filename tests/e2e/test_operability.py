@@ -14,7 +14,7 @@ import websockets
 
 from livecart.runtime.db import EmbeddedPostgres, migrate
 
-from .harness import Client, ServerProcess, headers, live_session, token
+from .harness import Client, ServerProcess, headers, live_session, open_offer, token
 
 _SAMPLE = re.compile(r"^(livecart_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$")
 
@@ -38,21 +38,8 @@ async def test_metrics_move_by_exactly_the_scripted_amounts(database_url: str, t
     node = ServerProcess(database_url, str(tmp_path)).start()
     try:
         s = await live_session(node.url, creator="ops-creator")
-        sid, pid = s["session"]["id"], s["product"]["id"]
-        async with httpx.AsyncClient(base_url=node.url) as http:
-            offer = (
-                await http.post(
-                    f"/api/sessions/{sid}/offers",
-                    headers=s["headers"],
-                    json={
-                        "product_id": pid,
-                        "price_cents": 500,
-                        "quantity": 1,
-                        "per_user_limit": 1,
-                        "duration_s": 60,
-                    },
-                )
-            ).json()
+        sid = s["session"]["id"]
+        offer = await open_offer(node.url, s, price_cents=500, quantity=1, per_user_limit=1)
         before = await scrape(node.url)
         viewer = await Client.connect(node, token("ops-viewer"))
         buyer2 = await Client.connect(node, token("ops-viewer2"))

@@ -17,26 +17,16 @@ import httpx
 import pytest
 
 from ..redis_cluster import RedisCluster6
-from .harness import Client, ServerProcess, live_session, open_offer, token
+from .harness import Client, ServerProcess, cluster, live_session, open_offer, token
 
 
 @pytest.fixture(scope="module")
 def cluster_nodes(
     database_url: str, redis_cluster: RedisCluster6, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[ServerProcess]]:
-    procs = [
-        ServerProcess(
-            database_url,
-            str(tmp_path_factory.mktemp(f"cnode{i}")),
-            env={"REDIS_URL": redis_cluster.url, "LIVECART_NODE_ID": f"c{i}"},
-        ).start()
-        for i in range(2)
-    ]
-    try:
+    env = {"REDIS_URL": redis_cluster.url}
+    with cluster(database_url, tmp_path_factory, 2, name="cnode", env=env) as procs:
         yield procs
-    finally:
-        for p in procs:
-            p.kill()
 
 
 async def test_one_room_log_over_two_nodes_on_a_cluster(

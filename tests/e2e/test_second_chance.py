@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ..conftest import redis_url_or_skip
-from .harness import Client, ServerProcess, headers, live_session, token
+from .harness import Client, ServerProcess, cluster, headers, live_session, token
 
 RESERVATION_TTL_S = 2.0
 CHANCE_TTL_S = 4.0  # long enough for a loaded machine to answer in time
@@ -32,19 +32,8 @@ def pair(
         # Settling waits for the slowest picture: 1 s keeps the chain quick here.
         "LIVECART_MAX_VIEWER_DELAY_MS": "1000",
     }
-    procs = [
-        ServerProcess(
-            database_url,
-            str(tmp_path_factory.mktemp(f"chance{i}")),
-            env={**env, "LIVECART_NODE_ID": f"c{i}"},
-        ).start()
-        for i in range(2)
-    ]
-    try:
+    with cluster(database_url, tmp_path_factory, 2, name="chance", env=env) as procs:
         yield procs
-    finally:
-        for p in procs:
-            p.kill()
 
 
 async def bidders(pair: list[ServerProcess], sid: str, names: str, tag: str) -> dict[str, Client]:

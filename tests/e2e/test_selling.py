@@ -10,28 +10,21 @@ from typing import Any
 
 import httpx
 
-from .harness import Client, ServerProcess, headers, live_session, token
+from .harness import Client, ServerProcess, headers, live_session, open_offer, token
 
 
 async def claim_offer(
     base: str, live: dict[str, Any], word: str, *, quantity: int = 1, limit: int = 1
 ) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=base) as http:
-        r = await http.post(
-            f"/api/sessions/{live['session']['id']}/offers",
-            headers=live["headers"],
-            json={
-                "product_id": live["product"]["id"],
-                "price_cents": 1200,
-                "quantity": quantity,
-                "per_user_limit": limit,
-                "duration_s": 120,
-                "claim_word": word,
-            },
-        )
-        assert r.status_code == 201, r.text
-        offer: dict[str, Any] = r.json()
-        return offer
+    return await open_offer(
+        base,
+        live,
+        price_cents=1200,
+        quantity=quantity,
+        per_user_limit=limit,
+        duration_s=120,
+        claim_word=word,
+    )
 
 
 async def joined(server: ServerProcess, sub: str, sid: str, **kw: Any) -> Client:

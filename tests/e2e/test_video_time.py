@@ -16,7 +16,7 @@ import websockets
 
 from tests.client.proxy import Proxy
 
-from .harness import Client, ServerProcess, live_session, token
+from .harness import Client, ServerProcess, live_session, open_offer, token
 
 TOLERANCE_S = 0.75  # bucket rounding (125 ms) + fan-out tick + a loaded shared machine
 
@@ -96,19 +96,9 @@ async def test_viewers_at_0_3_and_8_seconds(server: ServerProcess) -> None:
                 f"/api/sessions/{sid}/pin", headers=s["headers"], json={"product_id": pid}
             )
             assert r.status_code == 200, r.text
-            r = await http.post(
-                f"/api/sessions/{sid}/offers",
-                headers=s["headers"],
-                json={
-                    "product_id": pid,
-                    "price_cents": 700,
-                    "quantity": 5,
-                    "per_user_limit": 2,
-                    "duration_s": 2,
-                },
+            offer = await open_offer(
+                server.url, s, price_cents=700, quantity=5, per_user_limit=2, duration_s=2
             )
-            assert r.status_code == 201, r.text
-            offer = r.json()
             opened_at = time.monotonic()
         close_at = opened_at + 2  # wall T, as this client sees it (the REST answer came later)
 

@@ -16,16 +16,7 @@ from livecart.catalog import store as catalog
 from livecart.catalog.models import ProductCreate, SessionCreate
 from livecart.ranking import RankingService
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from ..conftest import Clock as Clock
 
 
 class World:

@@ -4,59 +4,27 @@ to the core's single-store reference (`SharedStore`)."""
 
 from __future__ import annotations
 
-import math
-import random
 import secrets
 
 from livecart.ranking import SharedTrending
 from livecart.ranking.core import ProductInfo, RankingConfig, SessionInfo, TrendingIndex
-from livecart.ranking.core.shared import SharedStore, batch_deltas, ledger_period
 from livecart.ranking.core.trending import Delta
 from livecart.ranking.sync import CLUSTER_SHARDS
 
-from ..e2e.test_cluster_ranking import _stream
+from ..e2e.test_cluster_ranking import _stream, replay_against_reference, three_indexes
 from ..redis_cluster import RedisCluster6
 
 
 async def test_sharded_store_merges_to_the_reference(redis_cluster: RedisCluster6) -> None:
-    config = RankingConfig(half_life_s=30.0, landmark_period_s=200.0, cap_memory_s=150.0)
-    indexes = []
-    for _ in range(3):
-        index = TrendingIndex(config, landmark=0.0)
-        for i in range(4):
-            index.put_product(ProductInfo(f"p{i}", f"cr{i % 2}", "c"))
-        index.start_session(SessionInfo("s0", "cr0", "c"), ["p0", "p2"])
-        index.start_session(SessionInfo("s1", "cr1", "c"), ["p1", "p3"])
-        indexes.append(index)
+    indexes = three_indexes()
     prefix = f"lc-test-{secrets.token_hex(4)}:{{rank}}"
     shared = [SharedTrending(redis_cluster.url, index, prefix=prefix) for index in indexes]
     assert len(shared[0].shard_prefixes) == CLUSTER_SHARDS
     # The shards spread over more than one master.
     owners = {redis_cluster.master_of(f"{p}:landmark") for p in shared[0].shard_prefixes}
     assert len(owners) > 1
-    period = ledger_period(config.cap_memory_s, indexes[0].landmark_period)
-    reference = SharedStore(indexes[0].decay.rate, period, config.forget_below)
-    live = (["p0", "p1", "p2", "p3"], ["s0", "s1"], ["cr0", "cr1"])
-    rng = random.Random(5)
-    checked = 0
     try:
-        for chunk_no, signal in enumerate(_stream(400, 5, config.landmark_period)):
-            i = chunk_no % 3 if rng.random() < 0.8 else rng.randrange(3)
-            deltas: list[Delta] = []
-            indexes[i].ingest(signal, deltas)
-            if not deltas:
-                continue
-            landmark, values, _, _ = await shared[i].sync(deltas, live)
-            expected_landmark = reference.apply(batch_deltas(deltas, indexes[i].decay.rate))
-            assert landmark == expected_landmark
-            for scope, members in zip(("product", "session", "host"), live, strict=True):
-                want = reference.read(scope, members)  # type: ignore[arg-type]
-                got = values[scope]  # type: ignore[index]
-                for g, w in zip(got, want, strict=True):
-                    assert (g is None) == (w is None)
-                    if g is not None and w is not None:
-                        assert math.isclose(g, w, rel_tol=1e-9), (scope, g, w)
-                        checked += 1
+        _, checked = await replay_against_reference(indexes, shared, 400, seed=5)
         assert checked > 100
     finally:
         for s in shared:

@@ -466,25 +466,3 @@ async def test_room_events_still_reach_viewers_while_the_cache_is_kept() -> None
     await settle(0.1)
     assert [(m["type"], m["offset"]) for m in rec.messages()] == [("chat", 6), ("offer", 7)]
     assert rec.messages()[1]["id"] == "o1"
-
-
-async def test_a_lead_lost_on_any_node_is_handed_to_on_outbid() -> None:
-    """`bid` and `auction_ended` events naming who lost the lead (from whatever node, through
-    the bus) become one `on_outbid` call each; events without `outbid` none."""
-    hub = make_hub()
-    told: list[tuple[str, str, str, int]] = []
-    hub.on_outbid = lambda *args: told.append(args)
-    common = {"auction": "a1", "seq": 1, "ends_at": "2026-12-06T02:05:00+00:00"}
-    hub.on_publication(SID, event(1, "bid", amount_cents=100, user="u1", reserve_met=True, **common))
-    hub.on_publication(
-        SID, event(2, "bid", amount_cents=150, user="u2", reserve_met=True, outbid="u1", **common)
-    )
-    hub.on_publication(
-        SID,
-        event(3, "auction_ended", auction="a1", winner="u3", amount_cents=900, reason="buy_now",
-              outbid="u2"),
-    )  # fmt: skip
-    hub.on_publication(
-        SID, event(4, "auction_ended", auction="a1", winner=None, amount_cents=None, reason="no_bids")
-    )
-    assert told == [(SID, "u1", "a1", 150), (SID, "u2", "a1", 900)]

@@ -5,6 +5,7 @@ RFC 6455 requires; what the protocol writes is walked as unmasked server frames.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 import time
@@ -1169,17 +1170,33 @@ class RecordingParser:
 
 
 class Http:
-    """The node's HTTP protocol over a recording transport, serving a one-line ASGI app."""
+    """The node's HTTP protocol over a recording transport, serving a one-line ASGI app.
+    `parser` records what httptools is fed once the connection reaches `HttpProtocol`
+    (None while it has not: nothing read yet, or a plain upgrade that never needs it).
+    `fast=False`: the connection starts on `HttpProtocol` itself, as before `FastUpgrade`."""
 
-    def __init__(self, *, max_head: int = 1024, head_timeout: float = 10.0) -> None:
+    def __init__(
+        self, *, max_head: int = 1024, head_timeout: float = 10.0, fast: bool = True
+    ) -> None:
         async def app(scope: Any, receive: Any, send: Any) -> None:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
 
+        harness = self
+        self.parser: RecordingParser | None = None
+        start = livecart_http.protocol_class(max_head=max_head, head_timeout=head_timeout)
+
+        class Recording(start.http_class):  # type: ignore[name-defined,misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.parser = harness.parser = RecordingParser(self.parser)
+
         self.gateway = FakeGateway()
         config = uvicorn.Config(
             app,
-            http=livecart_http.protocol_class(max_head=max_head, head_timeout=head_timeout),
+            http=type("Start", (start,), {"http_class": Recording, "__slots__": ()})
+            if fast
+            else Recording,
             ws=handshake.protocol_class(self.gateway),
             lifespan="off",
             log_level="critical",
@@ -1188,8 +1205,6 @@ class Http:
         self.proto = config.http_protocol_class(  # type: ignore[call-arg]
             config=config, server_state=uvicorn.server.ServerState(), app_state={}
         )
-        self.parser = RecordingParser(self.proto.parser)  # type: ignore[attr-defined]
-        self.proto.parser = self.parser  # type: ignore[attr-defined]
         self.transport = FakeTransport()
         self.transport.protocol = self.proto
         self.proto.connection_made(self.transport)  # type: ignore[arg-type]
@@ -1233,7 +1248,7 @@ async def test_a_head_over_the_limit_gets_431_and_the_parser_never_more_than_the
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer
     assert b"connection: close\r\n" in answer
     assert h.transport.closed
-    assert h.parser.fed <= 1024
+    assert h.parser is not None and h.parser.fed <= 1024
 
 
 async def test_a_head_that_ends_in_the_read_crossing_the_limit_is_served_with_its_body() -> None:
@@ -1241,7 +1256,7 @@ async def test_a_head_that_ends_in_the_read_crossing_the_limit_is_served_with_it
     head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
     h.feed(head + b"x" * 5000)
     assert (await h.answer()).startswith(b"HTTP/1.1 200 OK\r\n")
-    assert h.parser.fed == len(head) + 5000
+    assert h.parser is not None and h.parser.fed == len(head) + 5000
 
 
 async def test_an_upgrade_in_the_read_crossing_the_limit_is_served() -> None:
@@ -1313,3 +1328,102 @@ async def test_a_connection_handed_to_uvicorns_protocol_gets_the_close_deadline_
     other.connection_lost(None)
     await asyncio.sleep(0.1)
     assert not h.transport.aborted
+
+
+# ---------------------------------------------------------------- the first read (FastUpgrade)
+
+_CLIENT = (
+    "GET /ws?token=eyJ.a-b_c.d HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUpgrade: websocket\r\n"
+    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def _variant(old: str, new: str) -> bytes:
+    assert old in _CLIENT
+    return _CLIENT.replace(old, new, 1).encode()
+
+
+# A WebSocket client's request as it sends it, and variants at the edges of what the first
+# read's own check takes: each must be answered exactly as uvicorn's HTTP protocol answers it.
+_FIRST_READS = {
+    "client": _CLIENT.encode(),
+    "lowercase names, no OWS": _variant("Upgrade: websocket", "upgrade:websocket"),
+    "upgrade list": _variant("Upgrade: websocket", "Upgrade: websocket, h2c"),
+    "two upgrades": _variant("Upgrade: websocket", "Upgrade: websocket\r\nUpgrade: h2c"),
+    "connection list": _variant("Connection: Upgrade", "Connection: keep-alive, Upgrade"),
+    "no connection upgrade": _variant("Connection: Upgrade", "Connection: keep-alive"),
+    "two connections": _variant("Connection: Upgrade", "Connection: Upgrade\r\nConnection: x"),
+    "space before colon": _variant("Upgrade: websocket", "Upgrade : websocket"),
+    "folded header": _variant("Connection: Upgrade", "Connection: Upgrade\r\n  , close"),
+    "content-length": _variant("Connection: Upgrade", "Connection: Upgrade\r\nContent-Length: 0"),
+    "chunked": _variant("Connection: Upgrade", "Connection: Upgrade\r\nTransfer-Encoding: chunked"),
+    "http/1.0": _variant("HTTP/1.1", "HTTP/1.0"),
+    "other path": _variant("/ws?", "/other?"),
+    "path /ws/": _variant("/ws?", "/ws/?"),
+    "path /wsx": _variant("/ws?", "/wsx?"),
+    "encoded path": _variant("/ws?", "/w%73?"),
+    "lowercase method": _variant("GET ", "get "),
+    "post": _variant("GET ", "POST "),
+    "control byte": _variant("Host: 127.0.0.1:8000", "Host: 127.0.0.1\x01:8000"),
+    "quote in query": _variant("token=", 'x="&token='),
+    "version 8": _variant("Version: 13", "Version: 8"),
+    "no key": _variant("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+    "deflate offered": _variant("Connection: Upgrade", "Connection: Upgrade\r\n"
+                                "Sec-WebSocket-Extensions: permessage-deflate"),
+    "no host": _variant("Host: 127.0.0.1:8000\r\n", ""),
+    "bytes after the head": _CLIENT.encode() + text("early"),
+    "two requests": _CLIENT.encode() * 2,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_FIRST_READS))
+async def test_a_first_read_is_answered_as_uvicorns_http_protocol_answers_it(name: str) -> None:
+    request = _FIRST_READS[name]
+    seen = []
+    for fast in (True, False):
+        h = Http(max_head=4096, fast=fast)
+        h.feed(request)
+        await asyncio.sleep(0.02)
+        seen.append(
+            (
+                re.sub(rb"(?i)\r\ndate: [^\r]*", b"", bytes(h.transport.take())),
+                type(h.transport.get_protocol()).__mro__[1].__name__,
+                len(h.gateway.connects),
+                h.transport.closed,
+            )
+        )
+    assert seen[0] == seen[1]
+
+
+def test_only_a_whole_plain_upgrade_skips_the_http_protocol() -> None:
+    plain = {"client", "lowercase names, no OWS", "connection list", "no host", "version 8"}
+    plain |= {"no key", "deflate offered"}  # refused or handed on by the `ws` protocol
+    for name, request in _FIRST_READS.items():
+        assert livecart_http.plain_upgrade(request) == (name in plain), name
+
+
+async def test_a_plain_upgrade_goes_straight_to_the_wire() -> None:
+    h = Http()
+    h.feed(_CLIENT.encode())
+    assert h.transport.take().startswith(b"HTTP/1.1 101 ")
+    assert isinstance(h.transport.get_protocol(), WireProtocol)
+    assert h.parser is None  # httptools never saw it
+    assert len(h.gateway.connects) == 1
+    h.feed(text("on time"))
+    assert h.gateway.payloads() == [b"on time"]
+    # The same request in two reads takes uvicorn's HTTP protocol, and the same answer.
+    h = Http()
+    h.feed(_CLIENT.encode()[:40], _CLIENT.encode()[40:])
+    assert h.transport.take().startswith(b"HTTP/1.1 101 ")
+    assert isinstance(h.transport.get_protocol(), WireProtocol)
+    assert h.parser is not None and h.parser.fed == len(_CLIENT)
+
+
+async def test_the_head_timeout_counts_from_the_connection_across_the_hand_over() -> None:
+    h = Http(head_timeout=0.1)
+    await asyncio.sleep(0.06)
+    h.feed(b"GET / HTTP/1.1\r\n")  # HttpProtocol from here, with 0.04 s left, not 0.1
+    await asyncio.sleep(0.06)
+    assert h.transport.take().startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert h.transport.closed

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from starlette.websockets import WebSocket
@@ -344,3 +344,52 @@ class Connection:
     def info(self) -> dict[str, Any]:
         """Log context of this connection."""
         return {"conn": self.id, "user": self.identity.sub, "role": self.identity.role}
+
+
+class Connections:
+    """A node's open connections, also by user: a personal message (`order`, `outbid`,
+    `muted`, …) goes to the user's own connections without a pass over every connection."""
+
+    __slots__ = ("_all", "_by_user")
+
+    def __init__(self) -> None:
+        self._all: set[Connection] = set()
+        self._by_user: dict[str, set[Connection]] = {}
+
+    def add(self, conn: Connection) -> None:
+        self._all.add(conn)
+        self._by_user.setdefault(conn.identity.sub, set()).add(conn)
+
+    def discard(self, conn: Connection) -> None:
+        self._all.discard(conn)
+        self._drop(conn, conn.identity.sub)
+
+    def signed_in(self, conn: Connection, identity: Identity) -> None:
+        """`conn` now acts as `identity` (an `auth` frame): it moves under that user."""
+        if conn in self._all and conn.identity.sub != identity.sub:
+            self._drop(conn, conn.identity.sub)
+            self._by_user.setdefault(identity.sub, set()).add(conn)
+        conn.identity = identity
+
+    def of(self, user: str) -> list[Connection]:
+        """The user's connections (a copy: a send may close and drop one)."""
+        return list(self._by_user.get(user, ()))
+
+    def users(self) -> set[str]:
+        return set(self._by_user)
+
+    def _drop(self, conn: Connection, user: str) -> None:
+        mine = self._by_user.get(user)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self._by_user[user]
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._all

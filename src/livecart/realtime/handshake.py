@@ -124,6 +124,7 @@ class Upgrading(WireProtocol):
             return self._hand_over(request)
         self.last_read = time.monotonic()
         self.gateway.connect(self, hs)
+        self.flush_head()  # the gateway had nothing to send with it
         if not self.opened and not self.close_sent:  # the gateway answers later
             self._deadline(self.handshake_timeout)
 
@@ -138,7 +139,8 @@ class Upgrading(WireProtocol):
         other.data_received(request)
 
     def accept(self, hs: Handshake) -> None:
-        """Answer 101; messages go to `self.conn` once the gateway sets it."""
+        """Answer 101; messages go to `self.conn` once the gateway sets it. The answer leaves
+        with the first frame the gateway sends in this step (one write), or after it."""
         head = [
             b"HTTP/1.1 101 Switching Protocols",
             b"Upgrade: websocket",
@@ -146,7 +148,7 @@ class Upgrading(WireProtocol):
             b"Sec-WebSocket-Accept: " + accept_key(hs.key),
         ]
         head += [name + b": " + value for name, value in self._state.default_headers]
-        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n")
+        self._head_out = b"\r\n".join(head) + b"\r\n\r\n"
         self.opened = True
         if self._close_timer is not None:  # the handshake deadline
             self._close_timer.cancel()

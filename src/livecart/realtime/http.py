@@ -22,6 +22,7 @@ for the slower h11 protocol. So this subclass counts the bytes of each head as t
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -112,6 +113,12 @@ class HttpProtocol(HttpToolsProtocol):
         else:
             transport.abort()
 
+    def head_deadline(self, deadline: float) -> None:
+        """The head must be complete by `deadline` (loop time), counted from the connection
+        (`FastUpgrade` got it first)."""
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_at(deadline, self._head_expired)
+
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -140,10 +147,124 @@ class HttpProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
 
+# A request line and headers httptools parses as written, and uvicorn hands to its `ws`
+# protocol: `GET /ws…` with a plain target, `name: value` header lines of token names and
+# visible-ASCII values.
+_REQUEST_LINE = re.compile(rb"GET (/ws(?:\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*)?) HTTP/1\.1")
+_HEADER = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?[ \t]*"
+)
+
+
+def plain_upgrade(data: bytes) -> bool:
+    """Whether `data` is exactly one whole WebSocket upgrade request for `/ws` that uvicorn's
+    httptools protocol would hand, as it is, to the `ws` protocol: the request line and
+    headers above, one `Upgrade: websocket`, one `Connection` naming `upgrade`, no body
+    (no Content-Length or Transfer-Encoding) and nothing after the head."""
+    if not data.endswith(b"\r\n\r\n") or data.find(b"\r\n\r\n") != len(data) - 4:
+        return False
+    lines = data[:-4].split(b"\r\n")
+    if not _REQUEST_LINE.fullmatch(lines[0]):
+        return False
+    upgrade: list[bytes] = []
+    connection: list[bytes] = []
+    for line in lines[1:]:
+        m = _HEADER.fullmatch(line)
+        if m is None:
+            return False
+        name = m.group(1).lower()
+        if name == b"upgrade":
+            upgrade.append(m.group(2) or b"")
+        elif name == b"connection":
+            connection.append(m.group(2) or b"")
+        elif name in (b"content-length", b"transfer-encoding"):
+            return False
+    return (
+        len(upgrade) == 1
+        and upgrade[0].lower() == b"websocket"
+        and len(connection) == 1
+        and b"upgrade" in [t.strip().lower() for t in connection[0].split(b",")]
+    )
+
+
+class FastUpgrade(asyncio.Protocol):
+    """Where every connection starts. A first read that is a whole plain `/ws` upgrade
+    request (`plain_upgrade`, what a WebSocket client sends) goes straight to the `ws`
+    protocol, as uvicorn's HTTP protocol would hand it over, without that protocol's
+    per-connection and per-request objects; anything else (REST, a head in pieces or with
+    anything `plain_upgrade` does not vouch for) goes to `http_class`, fed the same bytes,
+    with what is left of the head's time. Before the first byte the same deadline holds."""
+
+    http_class: type[HttpProtocol] = HttpProtocol
+
+    __slots__ = ("_app_state", "_config", "_deadline", "_loop", "_state", "_timer", "transport")
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._config = config
+        self._state = server_state
+        self._app_state = app_state
+        self._loop = _loop or asyncio.get_running_loop()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._state.connections.add(self)
+        timeout = self.http_class.head_timeout
+        self._deadline = self._loop.time() + timeout
+        self._timer = self._loop.call_later(timeout, self._expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state.connections.discard(self)
+        self._stop_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self._stop_timer()
+        self._state.connections.discard(self)
+        transport = self.transport
+        ws_class = self._config.ws_protocol_class
+        if ws_class is not None and len(data) <= self.http_class.max_head and plain_upgrade(data):
+            ws = ws_class(config=self._config, server_state=self._state, app_state=self._app_state)
+            ws.connection_made(transport)
+            transport.set_protocol(ws)
+            ws.data_received(data)
+            return
+        http = self.http_class(self._config, self._state, self._app_state, self._loop)
+        http.connection_made(transport)
+        transport.set_protocol(http)
+        http.head_deadline(self._deadline)
+        http.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def shutdown(self) -> None:
+        """The server is stopping: nothing was asked on this connection yet."""
+        self.transport.close()
+
+    def _expired(self) -> None:
+        """Nothing arrived within the head's time: dropped, as `HttpProtocol` does."""
+        self._timer = None
+        self.transport.abort()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 def protocol_class(
     *, max_head: int = MAX_HEAD, head_timeout: float = HEAD_TIMEOUT_S
-) -> type[HttpProtocol]:
+) -> type[FastUpgrade]:
     """The `http` protocol class for uvicorn with the node's limits."""
-    return type(
+    http = type(
         "LivecartHTTP", (HttpProtocol,), {"max_head": max_head, "head_timeout": head_timeout}
     )
+    return type("LivecartConnection", (FastUpgrade,), {"http_class": http, "__slots__": ()})

@@ -67,23 +67,11 @@ class _ChatSeen(msgspec.Struct):
     at: int | None = None
 
 
-class _LeadLost(msgspec.Struct):
-    """What the hub reads of `bid` and `auction_ended`: who lost the lead, at what price."""
-
-    auction: str
-    amount_cents: int | None = None
-    outbid: str | None = None
-
-
 # Room events read back from the bus, typed (the offset a delivery carries is ignored).
 _state = msgspec.json.Decoder(StatusEvent | Pinned | SlowEvent)
 _sold = msgspec.json.Decoder(Sold)
 _drawn = msgspec.json.Decoder(GiveawayEnded)
 _chat = msgspec.json.Decoder(_ChatSeen)
-_lead_lost = msgspec.json.Decoder(_LeadLost)
-
-# (session, user who lost the lead, auction, the price now): this node tells that user.
-OnOutbid = Callable[[str, str, str, int], None]
 
 RoomLoader = Callable[[str], Awaitable[Room | None]]
 
@@ -121,8 +109,6 @@ class Hub:
         self.on_bus_lag: Callable[[float], None] | None = None
         # A sale on any node: this node's viewers get the offer's new `stock`.
         self.on_sold: Callable[[str, str], None] | None = None
-        # A bid (or buy-now) on any node took the lead from a user: `outbid` to them here.
-        self.on_outbid: OnOutbid | None = None
         # An offer opened or ended in the session (any node): claim words may have changed.
         self.on_offers: Callable[[str], None] | None = None
         # A giveaway drawn on any node: this node's winners get their `order`.
@@ -284,13 +270,6 @@ class Hub:
                 self.on_offers(session_id)
             elif pub.kind == "sold" and self.on_sold is not None:
                 self.on_sold(session_id, _sold.decode(pub.data).offer)
-            elif pub.kind in ("bid", "auction_ended") and self.on_outbid is not None:
-                lost = _lead_lost.decode(pub.data)
-                if lost.outbid is not None and lost.amount_cents is not None:
-                    try:
-                        self.on_outbid(session_id, lost.outbid, lost.auction, lost.amount_cents)
-                    except Exception:  # a notice lost must not hold the event back
-                        log.exception("outbid notice failed", extra={"session": session_id})
             elif pub.kind == "giveaway_ended" and self.on_drawn is not None:
                 self.on_drawn(_drawn.decode(pub.data))
             elif pub.kind == "chat" and self.on_bus_lag is not None and pub.offset % 16 == 0:

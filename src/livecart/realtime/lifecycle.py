@@ -59,6 +59,7 @@ class Lifecycle:
         conn = self._open(socket, f"{node.id}-{next(_ids)}", hs.query.get("token"))
         if conn is not None:
             socket.conn = conn
+            conn.flush()  # `hello` now, in one write with the 101
 
     async def handle(self, ws: WebSocket) -> None:
         """A `/ws` connection through ASGI (permessage-deflate, or another ASGI server)."""
@@ -169,7 +170,7 @@ class Lifecycle:
         if conn.identity.role != identity.role:
             node.metrics.connections.labels(conn.identity.role).dec()
             node.metrics.connections.labels(identity.role).inc()
-        conn.identity = identity
+        node.connections.signed_in(conn, identity)
         conn.expires = expires
         conn.grace_until = None
         heapq.heappush(self._expiries, (expires, next(_ids), conn))

@@ -123,6 +123,7 @@ class WireProtocol(asyncio.Protocol):
         "_buf",
         "_close_timer",
         "_config",
+        "_head_out",
         "_need",
         "_parts",
         "_parts_count",
@@ -154,7 +155,9 @@ class WireProtocol(asyncio.Protocol):
         self._app_state = app_state
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.conn: Client | None = None  # set once the gateway has accepted a client
-        self.opened = False  # the 101 has been sent
+        self.opened = False  # the 101 has been sent (or is in `_head_out`)
+        # The 101 response, held back to leave in one write with the first frame (`hello`).
+        self._head_out: bytes | None = None
         self.max_size: int = config.ws_max_size
         self._requested = False  # the upgrade request has been read
         self._buf: bytearray | None = None  # the start of a frame not yet complete
@@ -365,14 +368,25 @@ class WireProtocol(asyncio.Protocol):
         if self.close_sent or self.gone:
             return -1
         transport = self.transport
-        transport.write(ws_text_frame(payload) if framed is None else framed)
+        data = ws_text_frame(payload) if framed is None else framed
+        if self._head_out is not None:
+            data = self._head_out + data
+            self._head_out = None
+        transport.write(data)
         size: int = transport.get_write_buffer_size()
         return size
+
+    def flush_head(self) -> None:
+        """Write the 101 response if it is still held back."""
+        if self._head_out is not None:
+            self.transport.write(self._head_out)
+            self._head_out = None
 
     def close(self, code: int, reason: str = "") -> None:
         """Send a close frame and wait (at most CLOSE_TIMEOUT_S) for the client's reply."""
         if self.close_sent or self.gone:
             return
+        self.flush_head()
         self.close_sent = True
         self.close_code = code
         self.transport.write(close_frame(code, reason))
@@ -382,6 +396,7 @@ class WireProtocol(asyncio.Protocol):
     def fail(self, code: int, reason: str) -> None:
         """A protocol error: close frame, then the connection, at once."""
         if not self.close_sent and not self.gone:
+            self.flush_head()
             self.close_sent = True
             self.close_code = code
             self.transport.write(close_frame(code, reason))

@@ -30,7 +30,6 @@ from ..protocol import (
     Failure,
     GiveawayEnded,
     OrderMsg,
-    Outbid,
     RoomEvent,
     encode,
     kind_of,
@@ -40,7 +39,7 @@ from ..realtime import archive as rooms
 from ..realtime.bus.base import Bus
 from ..realtime.bus.memory import MemoryBus
 from ..realtime.bus.redis import RedisBus
-from ..realtime.connection import Connection
+from ..realtime.connection import Connections
 from ..realtime.hub import Hub
 from ..realtime.presence import RedisPresence
 from ..realtime.room import Room
@@ -71,7 +70,7 @@ class Node:
         self.shared_replies: SharedReplies | None = None
         """Answers to chat frames by (user, ref) in Redis, for retries on any node."""
         self.ranking: RankingService
-        self.connections: set[Connection] = set()
+        self.connections = Connections()
         self.metrics = Metrics()
         self._sold_out: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,9 +154,6 @@ class Node:
         )
         await self.commerce.start()
         self.hub.on_sold = self.commerce.stock_changed
-        self.hub.on_outbid = lambda session, user, auction, cents: self.tell(
-            user, Outbid(session, auction, cents)
-        )
         self.hub.on_offers = self.commerce.claims_changed
         self.commerce.on_served = self._waitlist_served
         self.hub.on_drawn = self._drawn
@@ -310,7 +306,7 @@ class Node:
     def _drawn(self, event: GiveawayEnded) -> None:
         """A giveaway was drawn (on any node): winners connected here get `order {ref,
         order}` with ref `giveaway:<id>`, read from the database."""
-        here = {c.identity.sub for c in self.connections} & set(event.winners)
+        here = self.connections.users() & set(event.winners)
         if here:
             task = asyncio.create_task(self._tell_prizes(event.giveaway, sorted(here)))
             self._telling.add(task)
@@ -331,9 +327,8 @@ class Node:
 
     def tell_encoded(self, user: str, data: bytes) -> None:
         """Send one encoded personal message to every connection of `user` on this node."""
-        for conn in list(self.connections):  # a send may close (and drop) a connection
-            if conn.identity.sub == user:
-                conn.send(data)
+        for conn in self.connections.of(user):
+            conn.send(data)
 
     # ------------------------------------------------------------ room log
 

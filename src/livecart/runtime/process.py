@@ -32,8 +32,11 @@ class NodeProcess:
         self.url = ""
         self.output: list[str] = []
 
-    def start(self, port: int = 0, timeout: float = 60) -> NodeProcess:
-        """Start and wait for the ready line; RuntimeError with the output if none comes."""
+    # The line the child prints once it serves; its last word is its URL.
+    ready_line = READY
+
+    def command(self, port: int) -> tuple[list[str], dict[str, str]]:
+        """The child's arguments and environment."""
         env = {**os.environ, **self.env}
         args = [sys.executable, "-m", "livecart", "serve", "--host", self.host]
         args += ["--port", str(port), "--data-dir", self.data_dir, *self.extra_args]
@@ -41,6 +44,11 @@ class NodeProcess:
             args += ["--database-url", self.database_url]
         else:  # the embedded default
             env.pop("DATABASE_URL", None)
+        return args, env
+
+    def start(self, port: int = 0, timeout: float = 60) -> NodeProcess:
+        """Start and wait for the ready line; RuntimeError with the output if none comes."""
+        args, env = self.command(port)
         self.proc = subprocess.Popen(
             args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -51,13 +59,13 @@ class NodeProcess:
             if not line:
                 break
             self.output.append(line)
-            if line.startswith(READY):
+            if line.startswith(self.ready_line):
                 self.url = line.split()[-1]
                 # Keep reading so the child never blocks on a full pipe.
                 threading.Thread(target=self._drain, daemon=True).start()
                 return self
         self.kill()
-        raise RuntimeError("the node did not become ready:\n" + "".join(self.output))
+        raise RuntimeError("the process did not become ready:\n" + "".join(self.output))
 
     def _drain(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

@@ -10,6 +10,7 @@
 
 from . import messages
 from .client import (
+    Gap,
     LivecartClient,
     Message,
     Offline,
@@ -23,6 +24,7 @@ from .client import (
 from .errors import LivecartError
 
 __all__ = [
+    "Gap",
     "LivecartClient",
     "LivecartError",
     "Message",

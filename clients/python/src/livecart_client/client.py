@@ -29,6 +29,7 @@ import logging
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -57,7 +58,7 @@ class Position(msgspec.Struct, frozen=True):
     offset: int
 
 
-class Resync(msgspec.Struct, kw_only=True):
+class Resync(msgspec.Struct, kw_only=True, tag_field="type", tag="resync"):
     """A room's `resync` event: the server could not resume from `previous` (a new epoch, or
     outside the history window); `state` is the fresh snapshot to use instead of what was
     built from earlier events, and events go on from `offset`."""
@@ -71,7 +72,65 @@ class Resync(msgspec.Struct, kw_only=True):
     joined: m.Joined
 
 
-class Offline(msgspec.Struct, kw_only=True):
+class Gap(msgspec.Struct, kw_only=True, tag_field="type", tag="gap"):
+    """The `gap` event of a room's async iterator: its reader fell `max_queue` messages
+    behind, so the `dropped` oldest messages it had not read yet were dropped. It comes where
+    they were, before the newer ones still queued. Handlers got every message, and the room
+    (`position`, `state`, `viewers`, `likes`, `stock`) is up to date; the log events missed
+    are in `/api/sessions/{id}/timeline`."""
+
+    session: str
+    dropped: int
+
+
+class _Inbox:
+    """What one async iterator of a room has not read yet: at most `max_queue` messages;
+    when full, the oldest is dropped and counted, and the reader gets a `Gap` for them."""
+
+    __slots__ = ("dropped", "ended", "items", "max_queue", "session", "waiter")
+
+    def __init__(self, session: str, max_queue: int) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.session = session
+        self.max_queue = max_queue
+        self.items: deque[Message] = deque()
+        self.dropped = 0
+        self.ended = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, msg: Message) -> None:
+        if len(self.items) >= self.max_queue:
+            self.items.popleft()
+            self.dropped += 1
+        self.items.append(msg)
+        self._wake()
+
+    def end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def get(self) -> Message | None:
+        """The next message (a `Gap` first when some were dropped); None once ended."""
+        while not (self.items or self.dropped or self.ended):
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            return Gap(session=self.session, dropped=dropped)
+        if self.items:
+            return self.items.popleft()
+        return None
+
+
+class Offline(msgspec.Struct, kw_only=True, tag_field="type", tag="offline"):
     """The client's `offline` event: the connection closed (`code`, `reason`); the next
     attempt is in `retry_in_ms`."""
 
@@ -188,7 +247,8 @@ class Room:
     (`viewers`, `likes`, `stock`), `resync` (a `Joined` with the fresh snapshot, after a new
     epoch or a position outside the history window), and every other message that names
     this session (`muted`, `chat_sampled`, `outbid`, …). `async for event in room` yields
-    them too (from the moment iteration starts)."""
+    them too (from the moment iteration starts; a reader more than `max_queue` behind gets
+    a `Gap` in place of the oldest it missed, see `events`)."""
 
     def __init__(self, client: LivecartClient, session: str) -> None:
         self.client = client
@@ -203,7 +263,7 @@ class Room:
         # The viewer's video delay as last reported with `delay()` (None: never reported).
         self.delay_ms: int | None = None
         self._handlers = _Handlers(client._tasks)
-        self._queues: list[asyncio.Queue[Message | None]] = []
+        self._inboxes: list[_Inbox] = []
         self._waiter: asyncio.Future[Room] | None = None
         self._resyncing = False
 
@@ -220,25 +280,28 @@ class Room:
     def __aiter__(self) -> AsyncIterator[Message]:
         return self.events()
 
-    async def events(self) -> AsyncIterator[Message]:
-        """This room's messages from now on, until it is left or the client closes."""
-        queue: asyncio.Queue[Message | None] = asyncio.Queue()
-        self._queues.append(queue)
+    async def events(self, max_queue: int = 10_000) -> AsyncIterator[Message]:
+        """This room's messages from now on, until it is left or the client closes. At most
+        `max_queue` of them wait for the reader: past that the oldest are dropped and the
+        reader gets a `Gap` (how many) in their place, so a reader that falls behind costs
+        bounded memory and learns that it did."""
+        inbox = _Inbox(self.id, max_queue)
+        self._inboxes.append(inbox)
         try:
-            while (msg := await queue.get()) is not None:
+            while (msg := await inbox.get()) is not None:
                 yield msg
         finally:
             with contextlib.suppress(ValueError):
-                self._queues.remove(queue)
+                self._inboxes.remove(inbox)
 
     def _emit(self, type_: str, msg: Message) -> None:
         self._handlers.emit(type_, msg)
-        for queue in self._queues:
-            queue.put_nowait(msg)
+        for inbox in self._inboxes:
+            inbox.put(msg)
 
     def _end(self) -> None:
-        for queue in self._queues:
-            queue.put_nowait(None)
+        for inbox in self._inboxes:
+            inbox.end()
 
     # ------------------------------------------------------------ actions
 

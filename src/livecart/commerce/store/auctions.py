@@ -11,11 +11,12 @@ import msgspec
 from ...auth import Identity
 from ...failure import Failure
 from ...ids import new_id
+from ...protocol import Outbid
 from ...runtime.db import Connection, Executor, iso
 from .. import rules as rules
 from ..rules import Auction, BidAccepted, EndReason, Order
 from .offers import check_listing
-from .outbox import enqueue_webhook
+from .outbox import enqueue_webhook, notify_user, notify_users
 from .rows import AUCTION_COLS, ORDER_SELECT, at, auction_from_row, auction_state, order_from_row
 
 # Namespace of the two-key advisory lock per session (a key space of its own in PostgreSQL).
@@ -278,7 +279,62 @@ async def bid_many(
                 state.leader_max_cents,
                 state.leader_at,
             )
+            # Whoever lost the lead hears it on every node they are connected to.
+            await notify_users(
+                conn,
+                [
+                    (o.outbid, Outbid(o.session, auction_id, o.bid.amount_cents))
+                    for o in out
+                    if isinstance(o, BidOutcome) and o.outbid is not None
+                ],
+            )
     return out
+
+
+async def reserve_unit(
+    conn: Executor,
+    *,
+    user: str,
+    offer: str,
+    session: str,
+    product: str,
+    price: int,
+    currency: str,
+    key: str,
+    now: float,
+    reservation_ttl_s: float,
+) -> Order:
+    """Write `user`'s reserved order for the one unit of `offer` at `price` (an auction's
+    winner, or a second chance taken), idempotent under `key`."""
+    order = Order(
+        id=new_id("ord"),
+        user=user,
+        offer=offer,
+        session=session,
+        product=product,
+        qty=1,
+        unit_cents=price,
+        total_cents=price,
+        currency=currency,
+        status="reserved",
+        expires_at=iso(at(now + reservation_ttl_s)),
+        created_at=iso(at(now)),
+        updated_at=iso(at(now)),
+    )
+    await conn.execute(
+        "INSERT INTO orders (id, user_id, offer, qty, unit_cents, total_cents, currency, "
+        "status, idempotency_key, created_at, expires_at, updated_at) "
+        "VALUES ($1, $2, $3, 1, $4, $4, $5, 'reserved', $6, $7, $8, $7)",
+        order.id,
+        user,
+        offer,
+        price,
+        currency,
+        key,
+        at(now),
+        at(now + reservation_ttl_s),
+    )
+    return order
 
 
 async def _award(
@@ -307,33 +363,17 @@ async def _award(
         at(now),
         r["id"],
     )
-    order = Order(
-        id=new_id("ord"),
+    order = await reserve_unit(
+        conn,
         user=winner,
         offer=offer_id,
         session=str(r["session"]),
         product=str(r["product"]),
-        qty=1,
-        unit_cents=price,
-        total_cents=price,
+        price=price,
         currency=str(r["currency"]),
-        status="reserved",
-        expires_at=iso(at(now + reservation_ttl_s)),
-        created_at=iso(at(now)),
-        updated_at=iso(at(now)),
-    )
-    await conn.execute(
-        "INSERT INTO orders (id, user_id, offer, qty, unit_cents, total_cents, currency, "
-        "status, idempotency_key, created_at, expires_at, updated_at) "
-        "VALUES ($1, $2, $3, 1, $4, $4, $5, 'reserved', $6, $7, $8, $7)",
-        order.id,
-        winner,
-        offer_id,
-        price,
-        r["currency"],
-        key,
-        at(now),
-        at(now + reservation_ttl_s),
+        key=key,
+        now=now,
+        reservation_ttl_s=reservation_ttl_s,
     )
     await enqueue_webhook(
         conn, "order.reserved", {**msgspec.to_builtins(order), "auction": r["id"]}, now
@@ -405,7 +445,9 @@ async def buy_now(
             price,
             user,
         )
-    outbid = state.leader if state.leader not in (None, user) else None
+        outbid = state.leader if state.leader not in (None, user) else None
+        if outbid is not None:
+            await notify_user(conn, outbid, Outbid(row["session"], auction_id, price))
     return Closed(auction_from_row(closed, bids, now), order, "buy_now", outbid), False
 
 

@@ -16,11 +16,10 @@ from typing import Any
 import msgspec
 
 from ...failure import Failure
-from ...ids import new_id
 from ...protocol import SecondChance
 from ...runtime.db import Connection, Executor, from_row, iso
 from ..rules import Order, SecondChanceView
-from .auctions import return_unit
+from .auctions import reserve_unit, return_unit
 from .outbox import enqueue_webhook, notify_user
 from .rows import ORDER_SELECT, at, order_from_row
 
@@ -155,34 +154,17 @@ async def accept(
         )
         if offer is None:  # the books say the unit is not here: refuse, change nothing
             raise Failure("auction_closed", "this second chance is no longer available")
-        price = int(chance["amount_cents"])
-        order = Order(
-            id=new_id("ord"),
+        order = await reserve_unit(
+            conn,
             user=user,
             offer=chance["offer"],
             session=auction["session"],
             product=auction["product"],
-            qty=1,
-            unit_cents=price,
-            total_cents=price,
+            price=int(chance["amount_cents"]),
             currency=offer["currency"],
-            status="reserved",
-            expires_at=iso(at(now + reservation_ttl_s)),
-            created_at=iso(at(now)),
-            updated_at=iso(at(now)),
-        )
-        await conn.execute(
-            "INSERT INTO orders (id, user_id, offer, qty, unit_cents, total_cents, currency, "
-            "status, idempotency_key, created_at, expires_at, updated_at) "
-            "VALUES ($1, $2, $3, 1, $4, $4, $5, 'reserved', $6, $7, $8, $7)",
-            order.id,
-            user,
-            order.offer,
-            price,
-            order.currency,
-            "chance:" + auction_id,
-            at(now),
-            at(now + reservation_ttl_s),
+            key="chance:" + auction_id,
+            now=now,
+            reservation_ttl_s=reservation_ttl_s,
         )
         await conn.execute(
             "UPDATE second_chances SET status = 'accepted', order_id = $3 "

@@ -35,10 +35,24 @@ PERSONAL = "livecart_personal"
 
 async def notify_user(conn: Executor, user: str, message: Any) -> None:
     """Within the transaction whose change the message reports: delivered only if it commits,
-    to every node (each sends it to the user's connections there). Messages are small
-    (PostgreSQL caps a payload at 8000 bytes)."""
-    payload = msgspec.json.encode({"user": user, "message": message}).decode()
-    await conn.execute("SELECT pg_notify($1, $2)", PERSONAL, payload)
+    to every node (each sends it to the user's connections there, whatever they joined).
+    Messages are small (PostgreSQL caps a payload at 8000 bytes)."""
+    await notify_users(conn, [(user, message)])
+
+
+async def notify_users(conn: Executor, notices: list[tuple[str, Any]]) -> None:
+    """`notify_user` for several (user, message) notices, in one statement and in order."""
+    if not notices:
+        return
+    payloads = [
+        msgspec.json.encode({"user": user, "message": message}).decode()
+        for user, message in notices
+    ]
+    await conn.execute(
+        "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS n(p, i) ORDER BY i",
+        PERSONAL,
+        payloads,
+    )
 
 
 ENQUEUE = "INSERT INTO webhook_outbox (event_id, topic, payload) VALUES ($1, $2, $3::jsonb)"
