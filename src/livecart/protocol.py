@@ -418,6 +418,19 @@ class WaitlistAck(Struct, tag="ack", tag_field="type"):
     position: int
 
 
+class WaitlistPlace(Struct, tag="waitlist_place", tag_field="type"):
+    """Personal (SPEC §13): the user's place on an offer's waitlist, pushed whenever it
+    changes: on joining, when a waiter ahead is served or dropped, and when the place itself
+    ends. `status` is `waiting` (then `position`, 1 = served next), `served` (the `order`
+    with the waitlist ref comes with it) or `dropped` (the offer ended, or the waiter could
+    not be served: the per-user limit, a ref used meanwhile); `position` is null then."""
+
+    session: str
+    offer: str
+    status: str
+    position: int | None = None
+
+
 class Viewers(Struct, tag="viewers", tag_field="type"):
     session: str
     count: int

@@ -45,7 +45,8 @@ def test_claim_word_waitlist_and_bundle(server: ServerProcess, pages: Pages) -> 
 
     alice = pages.open(watch_url(server, sid, "sell-alice", "Alice"))
     bob = pages.open(watch_url(server, sid, "sell-bob", "Bob"))
-    for page in (alice, bob):
+    carol = pages.open(watch_url(server, sid, "sell-carol", "Carol"))
+    for page in (alice, bob, carol):
         expect(page.locator("#pinned .claim-hint")).to_have_text("Type MINE in chat to claim one")
 
     # Alice claims by typing the word (in her own spelling); the message shows in chat.
@@ -55,12 +56,16 @@ def test_claim_word_waitlist_and_bundle(server: ServerProcess, pages: Pages) -> 
     expect(bob.locator("#pinned .stock-left")).to_have_text("Sold out")
     expect(bob.locator("#pinned .claim-hint")).to_have_count(0)
 
-    # Bob waits; Alice's order is cancelled; the unit goes to Bob, first in line.
+    # Bob waits, then Carol; Alice's order is cancelled; the unit goes to Bob, first in line,
+    # and Carol's page moves her up without a reload (the pushed `waitlist_place`).
     bob.locator("#pinned").get_by_role("button", name="Join waitlist").click()
     expect(bob.locator("#pinned .order-status")).to_have_text("You are #1 on the waitlist")
+    carol.locator("#pinned").get_by_role("button", name="Join waitlist").click()
+    expect(carol.locator("#pinned .order-status")).to_have_text("You are #2 on the waitlist")
     (order,) = rest(server, "GET", "/api/me/orders", token("sell-alice"))
     rest(server, "POST", f"/api/orders/{order['id']}/cancel", ctok)
     expect(bob.locator("#pinned .order-status")).to_contain_text("Reserved 1 × $25.00")
+    expect(carol.locator("#pinned .order-status")).to_have_text("You are #1 on the waitlist")
     expect(bob.locator("#bundle")).to_have_text(
         re.compile(r"Your bundle: 1 order · \$25\.00 · open until the show ends")
     )

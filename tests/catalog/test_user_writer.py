@@ -134,3 +134,38 @@ async def test_a_failed_batch_fails_its_adds_and_the_writer_goes_on(pool: asyncp
         assert await rows(pool, p) == {f"{p}good": ("good", "viewer", False)}
     finally:
         await writer.close()
+
+
+async def test_add_user_answers_when_the_platform_first_saw_the_user(pool: asyncpg.Pool) -> None:
+    """Moderation's first-seen time comes back with the write (no query of its own): the
+    stored `first_seen`, kept from the first visit, for each row of a batch (even one user
+    named twice in it)."""
+    p = prefix()
+    old = f"{p}old"
+    await pool.execute(
+        "INSERT INTO users (id, name, role, first_seen) "
+        "VALUES ($1, 'old', 'viewer', now() - interval '3 days')",
+        old,
+    )
+    writer = UserWriter(pool)
+    writer.start()
+    try:
+        new = UserRow(f"{p}new", "new", "viewer", False)
+        again = UserRow(old, "old again", "viewer", False)
+        seen = await asyncio.gather(
+            writer.add_user(new),
+            writer.add_user(UserRow(old, "old", "viewer", False)),
+            writer.add_user(again),
+        )
+        stored = {
+            r["id"]: r["s"]
+            for r in await pool.fetch(
+                "SELECT id, extract(epoch FROM first_seen)::float8 AS s FROM users "
+                "WHERE id LIKE $1 || '%'",
+                p,
+            )
+        }
+        assert seen == [stored[new.id], stored[old], stored[old]]
+        assert stored[new.id] - stored[old] > 2 * 86400  # the old visit is kept
+    finally:
+        await writer.close()

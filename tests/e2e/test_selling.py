@@ -1,6 +1,6 @@
 """Selling in a show (SPEC §13) over real sockets: a claim by comment racing a buy and a
-waitlist on the last unit, a cancel serving the waitlist first, bad input, bundles, and the
-same across three nodes."""
+waitlist on the last unit, a cancel serving the waitlist first, waitlist places pushed as
+they move, bad input, bundles, and the same across three nodes."""
 
 from __future__ import annotations
 
@@ -236,5 +236,65 @@ async def test_claims_and_waitlists_across_nodes(nodes: list[ServerProcess]) -> 
         assert r.status_code == 200, r.text
     served = (await waiter.expect("order", ref="w1", timeout=10))["order"]
     assert served["user"] == "sc-waiter" and served["offer"] == offer["id"]
+    # Its place, pushed on its node: joined at 1, then served.
+    for status, position in (("waiting", 1), ("served", None)):
+        got = await waiter.expect("waitlist_place", timeout=10)
+        assert (got["status"], got["position"]) == (status, position)
     await claimer.close()
     await waiter.close()
+
+
+async def test_a_waiter_hears_its_place_move_in_order_as_units_return(
+    server: ServerProcess,
+) -> None:
+    """SPEC §13 positions, pushed: each waiter gets `waitlist_place` when it joins, whenever
+    a waiter ahead is served, and when its own place ends (served, or dropped when the offer
+    ends), in that order; buyers and viewers who do not wait get none."""
+    live = await live_session(server.url, creator="place-host")
+    sid = live["session"]["id"]
+    offer = await open_offer(
+        server.url, live, price_cents=900, quantity=2, per_user_limit=1, duration_s=120
+    )
+    oid = offer["id"]
+    buyers = [await joined(server, f"place-buyer{i}", sid) for i in range(2)]
+    waiters = [await joined(server, f"place-waiter{i}", sid) for i in range(3)]
+    watcher = await joined(server, "place-watcher", sid)
+    orders = []
+    for i, b in enumerate(buyers):
+        await b.send({"type": "buy", "session": sid, "offer": oid, "qty": 1, "ref": f"b{i}"})
+        orders.append((await b.expect("order", ref=f"b{i}"))["order"])
+    for i, w in enumerate(waiters):
+        await w.send({"type": "waitlist", "session": sid, "offer": oid, "ref": f"w{i}"})
+        assert (await w.expect("ack", ref=f"w{i}"))["position"] == i + 1
+
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for i, order in enumerate(orders):  # each cancel returns a unit: the next waiter's
+            r = await http.post(
+                f"/api/orders/{order['id']}/cancel", headers=headers(token(f"place-buyer{i}"))
+            )
+            assert r.status_code == 200, r.text
+            await waiters[i].expect("order", ref=f"w{i}")
+        r = await http.post(f"/api/offers/{oid}/end", headers=live["headers"])
+        assert r.status_code == 200, r.text
+
+    def place(status: str, position: int | None = None) -> dict[str, Any]:
+        return {
+            "type": "waitlist_place",
+            "session": sid,
+            "offer": oid,
+            "status": status,
+            "position": position,
+        }
+
+    expected = [
+        [place("waiting", 1), place("served")],
+        [place("waiting", 2), place("waiting", 1), place("served")],
+        [place("waiting", 3), place("waiting", 2), place("waiting", 1), place("dropped")],
+    ]
+    for w, want in zip(waiters, expected, strict=True):
+        got = [await w.expect("waitlist_place") for _ in want]
+        assert got == want
+    await asyncio.sleep(0.3)
+    for c in (*waiters, *buyers, watcher):
+        assert [m for m in await c.drain() if m["type"] == "waitlist_place"] == []
+        await c.close()

@@ -272,6 +272,15 @@ export interface WaitlistAck {
   position: number;
 }
 
+/** Personal (SPEC §13): the user's place on an offer's waitlist, pushed whenever it changes: on joining, when a waiter ahead is served or dropped, and when the place itself ends. `status` is `waiting` (then `position`, 1 = served next), `served` (the `order` with the waitlist ref comes with it) or `dropped` (the offer ended, or the waiter could not be served: the per-user limit, a ref used meanwhile); `position` is null then. */
+export interface WaitlistPlace {
+  type: "waitlist_place";
+  session: string;
+  offer: string;
+  status: string;
+  position: number | null;
+}
+
 export interface Viewers {
   type: "viewers";
   session: string;
@@ -529,6 +538,7 @@ export interface ServerMessageMap {
   "held": Held;
   "order": OrderMsg;
   "outbid": Outbid;
+  "waitlist_place": WaitlistPlace;
   "viewers": Viewers;
   "likes": Likes;
   "stock": Stock;

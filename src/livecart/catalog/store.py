@@ -191,27 +191,36 @@ INSERT INTO users (id, name, role, minor)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[])
 ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role,
     minor = excluded.minor, last_seen = now()
+RETURNING id, extract(epoch FROM first_seen)::float8 AS first_seen
 """
 
 
 class UserWriter(GroupWriter[UserRow]):
     """Who connected, group-committed: thousands joining at the start of a show cost one
-    statement per batch, not one each."""
+    statement per batch, not one each. `add` answers when the platform first saw the user
+    (epoch seconds), which moderation needs for a first chat message: read here, it costs
+    no query of its own."""
 
     def __init__(self, db: Executor) -> None:
         super().__init__(self._write, name="user-writer")
         self._db = db
 
-    async def _write(self, rows: list[UserRow]) -> None:
+    async def add_user(self, row: UserRow) -> float:
+        seen: float = await self.add(row)
+        return seen
+
+    async def _write(self, rows: list[UserRow]) -> list[float]:
         latest = {r.id: r for r in rows}  # one row per user per statement
         users = list(latest.values())
-        await self._db.execute(
+        written = await self._db.fetch(
             _UPSERT_USERS,
             [u.id for u in users],
             [u.name for u in users],
             [u.role for u in users],
             [u.minor for u in users],
         )
+        first_seen = {r["id"]: float(r["first_seen"]) for r in written}
+        return [first_seen[r.id] for r in rows]
 
 
 async def user_role(db: Executor, sub: str) -> str | None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..redisconn import Pipeliner
 from .rules.limits import _RecentMap
 
 log = logging.getLogger("livecart.gateway")
@@ -37,9 +38,7 @@ class ReplyBook:
         horizon_s: float = HORIZON_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._items: _RecentMap[Key, asyncio.Future[bytes | None]] = _RecentMap(
-            max_keys, horizon_s
-        )
+        self._items: _RecentMap[Key, asyncio.Future[bytes | None]] = _RecentMap(max_keys, horizon_s)
         self._horizon = horizon_s
         self._clock = clock
 
@@ -80,9 +79,17 @@ class SharedReplies:
     """
 
     def __init__(
-        self, redis: Any, prefix: str, *, horizon_s: float = HORIZON_S, wait_s: float = 10.0
+        self,
+        redis: Any,
+        prefix: str,
+        *,
+        pipeline: Pipeliner | None = None,
+        horizon_s: float = HORIZON_S,
+        wait_s: float = 10.0,
     ) -> None:
         self._redis = redis
+        # The first claim and the answer of each ref, many at once in one pipeline.
+        self._pipeline = Pipeliner(redis) if pipeline is None else pipeline
         self._prefix = prefix
         self._ttl_ms = max(1, round(horizon_s * 1000))
         self._wait_s = wait_s
@@ -100,8 +107,9 @@ class SharedReplies:
         another node gave. An attempt that stays pending past `wait_s` is answered with
         `unavailable` by the caller (raised as TimeoutError)."""
         name = self.key(key)
+        px = self._pending_ms
         try:
-            if await self._redis.set(name, _PENDING, nx=True, px=self._pending_ms):
+            if await self._pipeline.call(lambda pipe: pipe.set(name, _PENDING, nx=True, px=px)):
                 return None
             deadline = time.monotonic() + self._wait_s
             delay = 0.01
@@ -127,9 +135,10 @@ class SharedReplies:
         name = self.key(key)
         try:
             if reply is None:
-                await self._redis.delete(name)
+                await self._pipeline.call(lambda pipe: pipe.delete(name))
             else:
-                await self._redis.set(name, reply, px=self._ttl_ms)
+                ttl = self._ttl_ms
+                await self._pipeline.call(lambda pipe: pipe.set(name, reply, px=ttl))
         except Exception as exc:
             log.warning("could not store a chat answer: %s", exc)
 

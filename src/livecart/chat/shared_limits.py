@@ -8,7 +8,7 @@ import logging
 import math
 
 from ..lua import script
-from ..redisconn import connect
+from ..redisconn import Pipeliner, connect
 from .rules.chat import ChatCandidate, ChatDecision, duplicate_digest
 from .rules.limits import RatePolicy
 
@@ -45,6 +45,9 @@ class SharedChatLimits:
     ) -> None:
         self.redis = connect(url, socket_connect_timeout=2.0, socket_timeout=2.0)
         """The connection, which others of the user's keys may share (`prefix`)."""
+        self.pipeline = Pipeliner(self.redis)
+        """Checks asked for at once (a burst of chat) go to Redis in one pipeline; the
+        reply book shares it."""
         self._script = self.redis.register_script(script("chat_limits"))
         self._policy = policy
         self.prefix = f"lc:{namespace}:"
@@ -65,9 +68,10 @@ class SharedChatLimits:
         caller then falls back on this node's own state)."""
         mode = 0 if c.exempt else 1 if c.charges else 2
         try:
-            code, wait_ms = await self._script(
-                keys=self.keys(c.user, c.session, c.normalized),
-                args=[
+            code, wait_ms = await self.pipeline.script(
+                self._script,
+                self.keys(c.user, c.session, c.normalized),
+                [
                     self._policy.rate_per_s,
                     self._policy.burst,
                     max(0, math.ceil(c.slow_seconds * 1000)),
@@ -107,4 +111,5 @@ class SharedChatLimits:
     async def close(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+        await self.pipeline.close()
         await self.redis.aclose()

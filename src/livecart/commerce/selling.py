@@ -34,8 +34,10 @@ class SellingService(CommerceBase):
         normaliser), or None. Most messages are answered without I/O: too long to be one,
         or the session's claim words are known (one shared read, refreshed on offer events)."""
         key = rules.claim_candidate(text)
-        if key is None:
-            return None
+        return None if key is None else await self.claimed_offer(session_id, key)
+
+    async def claimed_offer(self, session_id: str, key: str) -> str | None:
+        """`claim_offer` for a message already in its claim form (`rules.claim_candidate`)."""
         claims = await asyncio.shield(self.claims_in(session_id))
         return claims.get(key)
 

@@ -380,21 +380,22 @@ class Handlers:
     ) -> asyncio.Task[None] | None:
         """SPEC §13 claim by comment, started once moderation accepted the message and run
         alongside its publishing; None (no task) for a message too long to be a claim word."""
-        if claim_candidate(text) is None:
+        key = claim_candidate(text)
+        if key is None:
             return None
-        task = asyncio.get_running_loop().create_task(self._claim(conn, frame, text))
+        task = asyncio.get_running_loop().create_task(self._claim(conn, frame, key))
         _running.add(task)
         task.add_done_callback(_running.discard)
         return task
 
-    async def _claim(self, conn: Connection, frame: protocol.Chat, text: str) -> None:
+    async def _claim(self, conn: Connection, frame: protocol.Chat, key: str) -> None:
         """A message equal to an open offer's claim word (both normalised) buys one unit
         through the purchase path, ref `claim:<offer>`; the author hears `order {ref, order}`
         or `error {ref, code}` with the chat's ref, as soon as it is decided (before or after
         the chat's `ack`). The message is published either way (viewers see the "+1"s)."""
         node = self.node
         try:
-            offer = await node.commerce.claim_offer(frame.session, text)
+            offer = await node.commerce.claimed_offer(frame.session, key)
             if offer is None:
                 return
             order = await node.start_buy(
@@ -437,8 +438,8 @@ class Handlers:
         room = await node.room(frame.session)
         if room.status != LIVE:
             raise Failure("not_live", "chat opens when the session is live")
-        if conn.first_seen is None:
-            conn.first_seen = await node.moderation.first_seen(who.sub)
+        if conn.first_seen is None:  # known from sign-in (`Lifecycle._record_user`) unless
+            conn.first_seen = await node.moderation.first_seen(who.sub)  # that write failed
         try:
             held = await node.moderation.check_chat(
                 who, room, text, frame.ref, connection=conn.id, first_seen=conn.first_seen

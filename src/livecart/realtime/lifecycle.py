@@ -165,7 +165,8 @@ class Lifecycle:
 
     def _sign_in(self, conn: Connection, identity: Identity, expires: float) -> Awaitable[None]:
         """`identity` is now the connection's, until `expires`: `hello` says so, and the
-        user writer records the user (the returned work)."""
+        user writer records the user (the returned work), learning when the platform first
+        saw them (for moderation: the connection's first chat message asks no query)."""
         node = self.node
         if conn.identity.role != identity.role:
             node.metrics.connections.labels(conn.identity.role).dec()
@@ -175,9 +176,11 @@ class Lifecycle:
         conn.grace_until = None
         heapq.heappush(self._expiries, (expires, next(_ids), conn))
         self._hello(conn)
-        return node.users.add(
-            catalog.UserRow(identity.sub, identity.name, identity.role, identity.minor)
-        )
+        return self._record_user(conn, identity)
+
+    async def _record_user(self, conn: Connection, identity: Identity) -> None:
+        row = catalog.UserRow(identity.sub, identity.name, identity.role, identity.minor)
+        conn.first_seen = await self.node.users.add_user(row)
 
     async def _open_later(self, conn: Connection, token: str) -> None:
         """`?token=` signed with a key not cached yet: fetch the key set, then greet or

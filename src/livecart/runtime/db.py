@@ -111,11 +111,12 @@ def row_error(exc: BaseException) -> bool:
 
 class GroupWriter(Generic[T]):
     """Writes items in batches: every `add` waits for the commit of its batch, and one batch
-    is in flight at a time, so many writers at once cost one round trip per batch."""
+    is in flight at a time, so many writers at once cost one round trip per batch. A `write`
+    that returns a list (one value per item, in order) gives each `add` its item's value."""
 
     def __init__(
         self,
-        write: Callable[[list[T]], Awaitable[None]],
+        write: Callable[[list[T]], Awaitable[list[Any] | None]],
         *,
         name: str,
         max_batch: int = 2000,
@@ -123,7 +124,7 @@ class GroupWriter(Generic[T]):
         self._write_batch = write
         self._name = name
         self._max_batch = max_batch
-        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._pending: list[tuple[T, asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -131,13 +132,13 @@ class GroupWriter(Generic[T]):
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self._name)
 
-    async def add(self, item: T) -> None:
+    async def add(self, item: T) -> Any:
         if self._closing:
             raise RuntimeError(f"{self._name} is closed")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((item, fut))
         self._wakeup.set()
-        await fut
+        return await fut
 
     async def _run(self) -> None:
         while True:
@@ -150,14 +151,14 @@ class GroupWriter(Generic[T]):
             if self._closing:
                 return
 
-    async def _commit(self, batch: list[tuple[T, asyncio.Future[None]]]) -> None:
+    async def _commit(self, batch: list[tuple[T, asyncio.Future[Any]]]) -> None:
         """Write `batch` in one statement. When a row of it may be what failed (PostgreSQL
         refused a value, a constraint, or the value could not be encoded), the batch is split
         in halves and each written on its own, down to the failing row: the other rows commit
         and only the failing row's `add` raises (a few more round trips, only on failure).
         Other failures (the database unreachable) fail the whole batch at once."""
         try:
-            await self._write_batch([item for item, _ in batch])
+            values = await self._write_batch([item for item, _ in batch])
         except Exception as exc:
             if len(batch) > 1 and row_error(exc):
                 log.warning(
@@ -175,9 +176,9 @@ class GroupWriter(Generic[T]):
                 if not fut.done():
                     fut.set_exception(exc)
         else:
-            for _, fut in batch:
+            for i, (_, fut) in enumerate(batch):
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(None if values is None else values[i])
 
     async def close(self) -> None:
         """Flush what is queued, then stop."""

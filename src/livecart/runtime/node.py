@@ -175,7 +175,7 @@ class Node:
         shared = self.moderation.shared
         if shared is not None:
             self.shared_replies = SharedReplies(
-                shared.redis, shared.prefix, horizon_s=s.history_ttl_s
+                shared.redis, shared.prefix, pipeline=shared.pipeline, horizon_s=s.history_ttl_s
             )
         # Trending in Redis belongs to this deployment (one PostgreSQL database), like the
         # chat limits: two deployments sharing a Redis never see each other's items.

@@ -47,6 +47,7 @@ __all__ = [
     "Stock",
     "Viewers",
     "WaitlistAck",
+    "WaitlistPlace",
 ]
 
 
@@ -141,6 +142,13 @@ class Outbid(Struct, tag="outbid", tag_field="type", kw_only=True):
 class WaitlistAck(Struct, tag="ack", tag_field="type", kw_only=True):
     ref: str
     position: int
+
+
+class WaitlistPlace(Struct, tag="waitlist_place", tag_field="type", kw_only=True):
+    session: str
+    offer: str
+    status: str
+    position: int | None = None
 
 
 class Viewers(Struct, tag="viewers", tag_field="type", kw_only=True):
@@ -321,6 +329,7 @@ SERVER_MESSAGES: tuple[type[Struct], ...] = (
     BidAck,
     Outbid,
     WaitlistAck,
+    WaitlistPlace,
     Viewers,
     Likes,
     Stock,

@@ -17,6 +17,7 @@ from .. import rules as rules
 from ..rules import Offer
 from .outbox import enqueue_webhook
 from .rows import OFFER_COLS, at, offer_from_row
+from .selling import tell_moved
 
 
 async def _session_for_listing(conn: Executor, session_id: str, product_id: str) -> Any:
@@ -158,10 +159,15 @@ async def _end_locked(conn: Executor, offer_id: str, now: float, reason: str) ->
     )
     if row is None:
         return None
-    # Nobody waits for an ended offer (SPEC §13): its waiters' places show `dropped`.
-    await conn.execute(
-        "UPDATE waitlist SET status = 'dropped' WHERE offer = $1 AND status = 'waiting'",
+    # Nobody waits for an ended offer (SPEC §13): its waiters' places show `dropped`, and
+    # each waiter is told so.
+    dropped = await conn.fetch(
+        "UPDATE waitlist SET status = 'dropped' WHERE offer = $1 AND status = 'waiting' "
+        "RETURNING user_id, seq",
         offer_id,
+    )
+    await tell_moved(
+        conn, offer_id, row["session"], [(r["user_id"], "dropped", r["seq"]) for r in dropped]
     )
     if row["returned"]:
         await conn.execute(

@@ -17,10 +17,11 @@ import msgspec
 
 from ...failure import Failure
 from ...ids import new_id
+from ...protocol import WaitlistPlace
 from ...runtime.db import Connection, Executor, iso
 from .. import rules as rules
 from ..rules import Order
-from .outbox import enqueue_webhook, notify_returned
+from .outbox import enqueue_webhook, notify_returned, notify_users
 from .rows import ORDER_SELECT, at, offer_state, order_from_row
 
 # NOTIFY channel: an order a waitlist was served, for whichever node the waiter is on
@@ -136,7 +137,10 @@ async def join_waitlist(
             at(now),
         )
         place = await _place(conn, offer_id, user)
-    assert place is not None
+        assert place is not None
+        await notify_users(
+            conn, [(user, WaitlistPlace(row["session"], offer_id, "waiting", place.position))]
+        )
     return place
 
 
@@ -229,6 +233,7 @@ async def serve_waitlist(conn: Executor, offer_id: str, now: float, ttl: float) 
     if not rules.may_serve_waiter(state, user_holds=0, session_live=live, now=now):
         return []
     served: list[Served] = []
+    gone: list[tuple[str, str, int]] = []
     left = state.remaining
     after = -1  # waiters are read in pages, in `seq` order, while units are left
     while left > 0:
@@ -242,12 +247,41 @@ async def serve_waitlist(conn: Executor, offer_id: str, now: float, ttl: float) 
         if not page:
             break
         after = page[-1]["seq"]
-        left = await _serve_page(conn, offer, state, live, page, left, now, ttl, served)
+        left = await _serve_page(conn, offer, state, live, page, left, now, ttl, served, gone)
     if served:
         await conn.execute(
             "UPDATE offers SET remaining = remaining - $2 WHERE id = $1", offer_id, len(served)
         )
+    await tell_moved(conn, offer_id, offer["session"], gone)
     return served
+
+
+async def tell_moved(
+    conn: Executor, offer_id: str, session_id: str, gone: list[tuple[str, str, int]]
+) -> None:
+    """Within the transaction that took waiters `gone` (user, `served` or `dropped`, seq)
+    off the offer's waitlist: each of them, then every waiter behind the first of them (their
+    positions moved up), hears its place (`WaitlistPlace`, via `notify_users`: on commit, in
+    order, on the node holding the user's connections). Waiters ahead hear nothing."""
+    if not gone:
+        return
+    first = min(seq for _, _, seq in gone)
+    behind = await conn.fetch(
+        "SELECT user_id, position FROM (SELECT user_id, seq, "
+        "row_number() OVER (ORDER BY seq) AS position FROM waitlist "
+        "WHERE offer = $1 AND status = 'waiting') w WHERE seq > $2 ORDER BY seq",
+        offer_id,
+        first,
+    )
+    messages: list[tuple[str, Any]] = [
+        (user, WaitlistPlace(session_id, offer_id, status))
+        for user, status, _ in sorted(gone, key=lambda g: g[2])
+    ]
+    messages += [
+        (r["user_id"], WaitlistPlace(session_id, offer_id, "waiting", r["position"]))
+        for r in behind
+    ]
+    await notify_users(conn, messages)
 
 
 async def _serve_page(
@@ -260,8 +294,10 @@ async def _serve_page(
     now: float,
     ttl: float,
     served: list[Served],
+    gone: list[tuple[str, str, int]],
 ) -> int:
-    """Serve `waiters` (in order) while units are `left`; returns the units still left."""
+    """Serve `waiters` (in order) while units are `left`; returns the units still left.
+    Each waiter served or dropped is added to `gone` (user, status, seq)."""
     offer_id = offer["id"]
     for w in waiters:
         if left == 0:
@@ -305,6 +341,7 @@ async def _serve_page(
             "dropped" if order_id is None else "served",
             order_id,
         )
+        gone.append((user, "dropped" if order_id is None else "served", w["seq"]))
         if order_id is None:
             continue
         left -= 1
@@ -467,5 +504,6 @@ __all__ = [
     "give_back",
     "join_waitlist",
     "serve_waitlist",
+    "tell_moved",
     "waitlist_place",
 ]

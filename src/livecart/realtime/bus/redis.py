@@ -35,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 
 from ...lua import script
-from ...redisconn import cluster_nodes, connect, is_cluster
+from ...redisconn import Pipeliner, cluster_nodes, connect, is_cluster
 from .base import Bus, History, OffsetFloor, OnPublication, Publication, StreamPosition
 from .cluster import RETRYABLE, ClusterLink, ShardSubscriber
 
@@ -174,6 +174,8 @@ class RedisBus(Bus):
             )
             self._publish_command = "PUBLISH"
         self._publish_script = self._client.register_script(_PUBLISH)
+        # Publications asked for at once (a burst of chat) go out in one pipeline.
+        self._pipeline = Pipeliner(self._client)
         self._history_script = self._client.register_script(_HISTORY)
         self._follow_script = self._client.register_script(_FOLLOW)
         self._redact_script = self._client.register_script(_REDACT)
@@ -241,6 +243,7 @@ class RedisBus(Bus):
         if self._link is not None:
             await self._link.close()
             return
+        await self._pipeline.close()
         await self._client.aclose()
         if self._pool is not None:
             await self._pool.disconnect()  # a pool passed in is not closed by the client
@@ -284,7 +287,7 @@ class RedisBus(Bus):
                     async with self._gate:
                         reply = await self._link.eval_acked(self._publish_script, keys, args)
                 else:
-                    reply = await self._publish_script(keys=keys, args=args)
+                    reply = await self._pipeline.script(self._publish_script, keys, args)
             except _CONNECTION_ERRORS:
                 if self._link is None:
                     if dedupe:

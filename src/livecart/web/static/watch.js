@@ -439,6 +439,17 @@ function joinWaitlist(offer) {
   renderOffers();
 }
 
+/** The viewer's place on a waitlist, pushed whenever it moves (SPEC §13): its position while
+ * waiting; a served place says nothing here (its `order` shows the reservation). */
+function onWaitlistPlace(msg) {
+  if (msg.session !== sessionId || msg.status === "served") return;
+  state.offerStatus.set(msg.offer, msg.status === "waiting"
+    ? { kind: "ok", text: `You are #${msg.position} on the waitlist` }
+    : { kind: "error", text: "You left the waitlist: no unit came back in time" });
+  renderPinned();
+  renderOffers();
+}
+
 /** A refusal for a waitlist ref, or for a claim (a chat ref whose message was a claim word). */
 function onSellingError(msg) {
   let offer = state.waits.get(msg.ref);
@@ -875,6 +886,7 @@ const giveaway = watchGiveaway({ socket, sessionId, auth, api, products, openSig
 socket.on("ack", onAck);
 socket.on("held", onHeld);
 socket.on("order", onOrder);
+socket.on("waitlist_place", onWaitlistPlace);
 socket.on("muted", (m) => {
   if (m.session && m.session !== sessionId) return;
   state.mutedUntil = m.until ? (m.until < 1e12 ? m.until * 1000 : m.until) : Infinity;
