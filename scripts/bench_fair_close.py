@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -41,7 +40,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -52,7 +50,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import cpu_model, loadavg, percentile, process_cpu_s, require_local, use_uvloop
+import msgspec
+
+from benchlib import (
+    RawWebSocket,
+    cpu_model,
+    loadavg,
+    percentile,
+    process_cpu_s,
+    require_local,
+    run_generator,
+    upgrade_request,
+    use_uvloop,
+)
 
 TARGET_LOST = 0
 TARGET_P99_MS = 100.0
@@ -150,75 +160,57 @@ async def settled(base: str, ids: list[str], timeout: float = 60) -> dict[str, s
 # ---------------------------------------------------------------- bidders (child processes)
 
 
-class Bidder:
-    def __init__(self, user: str, delay_s: float, cfg: dict[str, Any], stats: dict[str, Any]):
+class Bidder(RawWebSocket):
+    """One bidder on a lean WebSocket (benchlib.RawWebSocket): what it has seen of each
+    auction, its bids waiting for their answers."""
+
+    def __init__(self, request: bytes, user: str, delay_s: float, stats: dict[str, Any]):
+        super().__init__(request)
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: str | None = None
         self.user = user
         self.delay_s = delay_s
-        self.cfg = cfg
         self.stats = stats
-        self.ws: Any = None
+        self.hold = 0.0  # the baseline's client holds room events for its delay itself
+        self.says_pressed = False  # bids carry `video_at` (the video-time run)
         # What this bidder has seen, per session: auction id, ends_at (epoch s), price, ended.
         self.view: dict[str, dict[str, Any]] = {}
-        # ref -> (when sent, how long before the end in this bidder's view, ms)
-        self.pending: dict[str, tuple[float, float]] = {}
+        # ref -> (when sent: perf_counter, how long before the end in this bidder's view in
+        # ms, epoch s)
+        self.pending: dict[str, tuple[float, float, float]] = {}
         self.refs = 0
 
-    async def connect(self) -> None:
-        import jwt
-        from websockets.asyncio.client import connect
+    def on_open(self) -> None:
+        self.opened.set_result(None)
 
-        now = int(time.time())
-        token = jwt.encode(
-            {"sub": self.user, "name": self.user, "role": "viewer", "iat": now, "exp": now + 86400},
-            self.cfg["secret"],
-            algorithm="HS256",
-        )
-        self.ws = await connect(
-            f"{self.cfg['ws']}?token={token}",
-            compression=None,
-            max_queue=None,
-            max_size=None,
-            ping_interval=None,
-            open_timeout=120,
-            proxy=None,
-        )
-        for session in self.cfg["sessions"]:
-            await self.ws.send(json.dumps({"type": "join", "session": session}))
-            if self.cfg["report"]:
-                ms = round(self.delay_s * 1000)
-                await self.ws.send(json.dumps({"type": "delay", "session": session, "ms": ms}))
+    def on_close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(reason))
 
-    async def read(self) -> None:
-        import msgspec
-
-        loop = asyncio.get_running_loop()
-        # The baseline's client holds room events for its delay; with delays reported the
-        # server has held them already.
-        hold = 0.0 if self.cfg["report"] else self.delay_s
-        async for raw in self.ws:
-            data = raw if isinstance(raw, bytes) else raw.encode()
-            now = time.monotonic()
-            if any(p in data for p in PERSONAL):
-                for m in msgspec.json.decode(data):
-                    ref = m.get("ref")
-                    if m.get("type") in ("ack", "error") and ref in self.pending:
-                        sent, margin = self.pending.pop(ref)
-                        self.stats["lat_ms"].append((now - sent) * 1000)
-                        code = "accepted" if m["type"] == "ack" else m.get("code", "?")
-                        if code == "auction_closed":
-                            self.stats["lost_margin_ms"].append(margin)
-                        self.stats["codes"][code] += 1
-                        if code == "accepted":
-                            self.stats["accepted_by_user"][self.user] += 1
-            if b'"type":"auction' in data or b'"type":"bid"' in data:
-                if hold:
-                    loop.call_later(hold, self.see, data)
-                else:
-                    self.see(data)
+    def on_payload(self, buf: bytes | bytearray, start: int, end: int, now: Any) -> None:
+        payload = bytes(buf[start:end])
+        if b'"ref":"b' in payload and any(p in payload for p in PERSONAL):
+            st = self.stats
+            for m in msgspec.json.decode(payload):
+                ref = m.get("ref")
+                if m.get("type") in ("ack", "error") and ref in self.pending:
+                    sent, margin, wall = self.pending.pop(ref)
+                    st["lat"].append((wall, (now - sent) * 1000))
+                    code = "accepted" if m["type"] == "ack" else m.get("code", "?")
+                    if code == "auction_closed":
+                        st["lost_margin_ms"].append(margin)
+                    st["codes"][code] += 1
+                    if code == "accepted":
+                        st["accepted_by_user"][self.user] += 1
+        if b'"type":"auction' in payload or b'"type":"bid"' in payload:
+            if self.hold:
+                asyncio.get_running_loop().call_later(self.hold, self.see, payload)
+            else:
+                self.see(payload)
 
     def see(self, data: bytes) -> None:
-        import msgspec
-
         if b'"type":"auction' in data:
             for m in msgspec.json.decode(data):
                 kind = m.get("type")
@@ -243,73 +235,108 @@ class Bidder:
             if v is not None:
                 v["price"] = max(v["price"], int(prices[-1]))
 
-    async def bid(self, rate: float, until: float) -> None:
-        rng = random.Random(self.user)
-        while time.monotonic() < until:
-            await asyncio.sleep(rng.expovariate(rate))
-            video_now = time.time() - self.delay_s
-            for session, v in self.view.items():
-                if v["ended"] or video_now >= v["ends_at"]:
-                    continue
-                self.refs += 1
-                ref = f"b{self.refs}"
-                amount = v["price"] + 10 * rng.randint(1, 3)
-                self.pending[ref] = (time.monotonic(), (v["ends_at"] - video_now) * 1000)
-                self.stats["sent"] += 1
-                bid = {"type": "bid", "session": session, "auction": v["id"], "ref": ref}
-                await self.ws.send(json.dumps({**bid, "amount_cents": amount}))
-                break
+    def bid(self, rng: random.Random) -> bool:
+        """A bid on the auction open in this bidder's view, if any: the price it saw plus one
+        to three increments; with `says_pressed`, the picture time it was made at."""
+        video_now = time.time() - self.delay_s
+        for session, v in self.view.items():
+            if v["ended"] or video_now >= v["ends_at"]:
+                continue
+            self.refs += 1
+            ref = f"b{self.refs}"
+            amount = v["price"] + 10 * rng.randint(1, 3)
+            frame = (
+                f'{{"type":"bid","session":"{session}","auction":"{v["id"]}",'
+                f'"amount_cents":{amount},"ref":"{ref}"'
+            )
+            if self.says_pressed:
+                frame += f',"video_at":{int(video_now * 1000)}'
+            wall = time.time()
+            self.pending[ref] = (time.perf_counter(), (v["ends_at"] - video_now) * 1000, wall)
+            self.stats["sent_at"].append(wall)
+            self.send((frame + "}").encode())
+            return True
+        return False
 
 
 def worker_main(pipe: Any, cfg: dict[str, Any]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    use_uvloop()
-    try:
-        asyncio.run(_worker(pipe, cfg))
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+    run_generator(_worker, pipe, cfg)
 
 
 async def _worker(pipe: Any, cfg: dict[str, Any]) -> None:
+    import jwt
+
     loop = asyncio.get_running_loop()
     stats: dict[str, Any] = {
-        "sent": 0,
+        "sent_at": [],
         "codes": Counter(),
-        "lat_ms": [],
+        "lat": [],
         "lost_margin_ms": [],
         "accepted_by_user": Counter(),
+        "late_ms": [],
     }
-    bidders = [Bidder(u, d, cfg, stats) for u, d in zip(cfg["users"], cfg["delays"], strict=True)]
+    host, port = cfg["host"], cfg["port"]
+    now = int(time.time())
+    bidders: list[Bidder] = []
     gate = asyncio.Semaphore(50)
 
-    async def connect(b: Bidder) -> None:
+    async def connect(user: str, delay_s: float) -> None:
+        claims = {"sub": user, "name": user, "role": "viewer", "iat": now, "exp": now + 86400}
+        token = jwt.encode(claims, cfg["secret"], algorithm="HS256")
+        request = upgrade_request(host, port, f"/ws?token={token}")
         async with gate:
-            await b.connect()
+            _, b = await loop.create_connection(
+                lambda: Bidder(request, user, delay_s, stats), host, port
+            )
+            await asyncio.wait_for(b.opened, 60)
+        b.says_pressed = cfg["report"]
+        b.hold = 0.0 if cfg["report"] else delay_s
+        for session in cfg["sessions"]:
+            b.send(json.dumps({"type": "join", "session": session}).encode())
+            if cfg["report"]:
+                ms = round(delay_s * 1000)
+                b.send(json.dumps({"type": "delay", "session": session, "ms": ms}).encode())
+        bidders.append(b)
 
-    await asyncio.gather(*(connect(b) for b in bidders))
-    readers = [loop.create_task(b.read()) for b in bidders]
+    await asyncio.gather(*(connect(u, d) for u, d in zip(cfg["users"], cfg["delays"], strict=True)))
     pipe.send(("ready", len(bidders)))
     cmd = await loop.run_in_executor(None, pipe.recv)
     assert cmd[0] == "bid"
-    until = time.monotonic() + cmd[1]
-    await asyncio.gather(*(b.bid(cfg["rate_each"], until) for b in bidders))
+    # Each bidder bids as a Poisson process of `rate_each` while the auction is open in its
+    # own view: together, one Poisson process of rate_each x bidders picking a bidder at
+    # random, on a fixed schedule (a busy loop sends late, never fewer), its lateness noted.
+    rng = random.Random(cfg["seed"])
+    rate = cfg["rate_each"] * len(bidders)
+    at = loop.time()
+    until = at + cmd[1]
+    sent = 0
+    while True:
+        at += rng.expovariate(rate)
+        if at >= until:
+            break
+        wait = at - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        elif sent % 16 == 0:
+            await asyncio.sleep(0)  # behind schedule: still let the answers in
+        stats["late_ms"].append(max(0.0, loop.time() - at) * 1000)
+        sent += rng.choice(bidders).bid(rng)
     await asyncio.sleep(2.0)  # the last answers
-    for task in readers:
-        task.cancel()
     for b in bidders:
-        with contextlib.suppress(Exception):
-            b.ws.transport.abort()
+        if b.transport is not None:
+            b.transport.abort()
     pipe.send(
         (
             "done",
             {
-                "sent": stats["sent"],
+                "sent_at": stats["sent_at"],
                 "codes": dict(stats["codes"]),
-                "lat_ms": stats["lat_ms"],
+                "lat": stats["lat"],
                 "lost_margin_ms": stats["lost_margin_ms"],
                 "accepted_by_user": dict(stats["accepted_by_user"]),
+                "late_ms": stats["late_ms"],
                 "unanswered": sum(len(b.pending) for b in bidders),
+                "closed": sum(1 for b in bidders if b.closed),
             },
         )
     )
@@ -331,7 +358,9 @@ async def one_run(
         idx = list(range(g, args.bidders, args.generators))
         ours, theirs = ctx.Pipe()
         cfg = {
-            "ws": node.ws_url,
+            "host": "127.0.0.1",
+            "port": node.port,
+            "seed": args.seed * 1000 + g + (1 if report else 0),
             "secret": secret,
             "users": [users[i] for i in idx],
             "delays": [delays[i] for i in idx],
@@ -353,7 +382,9 @@ async def one_run(
         for _, pipe in workers:
             pipe.send(("bid", total))
         cpu0 = process_cpu_s(node.proc.pid)
+        gen0 = sum(process_cpu_s(proc.pid) for proc, _ in workers)
         started = time.monotonic()
+        t0 = time.time()
         auctions = []
         for session, product in lots:  # one after the other, each open `duration` seconds
             auctions.append(await open_auction(node.url, h, session, product, args.duration))
@@ -361,6 +392,7 @@ async def one_run(
         results = [await asyncio.to_thread(pipe.recv) for _, pipe in workers]
         span = time.monotonic() - started
         cpu = process_cpu_s(node.proc.pid) - cpu0
+        gen_cpu = sum(process_cpu_s(proc.pid) for proc, _ in workers) - gen0
         bad = [r for r in results if r[0] != "done"]
         if bad:
             raise SystemExit(f"bench_fair_close: a bidder process failed: {bad[0][1]}")
@@ -371,28 +403,44 @@ async def one_run(
             if proc.is_alive():
                 proc.kill()
     codes: Counter[str] = Counter()
-    lat: list[float] = []
+    lat: list[tuple[float, float]] = []
     margins: list[float] = []
     accepted: Counter[str] = Counter()
-    sent = unanswered = 0
+    sent_at: list[float] = []
+    late: list[float] = []
+    unanswered = closed = 0
     for _, r in results:
-        sent += r["sent"]
+        sent_at.extend(r["sent_at"])
         codes.update(r["codes"])
-        lat.extend(r["lat_ms"])
+        lat.extend(r["lat"])
         margins.extend(r["lost_margin_ms"])
         accepted.update(r["accepted_by_user"])
+        late.extend(r["late_ms"])
         unanswered += r["unanswered"]
+        closed += r["closed"]
     delay_of = dict(zip(users, delays, strict=True))
     winners = [ended[a["id"]] for a in auctions if ended.get(a["id"])]
+    # Every bidder has an auction open in its own view from the largest delay on until the
+    # last auction ends (wall clock): the full-rate span, where `--rate` is asked in full.
+    full = (t0 + args.max_delay, t0 + args.auctions * args.duration)
+    if full[1] - full[0] < 1:
+        full = (t0, t0 + args.auctions * args.duration + args.max_delay)
+    in_full = [ms for at, ms in lat if full[0] <= at < full[1]]
     return {
-        "sent": sent,
+        "sent": len(sent_at),
+        "sent_full": sum(1 for at in sent_at if full[0] <= at < full[1]),
+        "full_s": full[1] - full[0],
         "codes": codes,
         "lost": codes.get("auction_closed", 0),
-        "lat": sorted(lat),
+        "lat": sorted(ms for _, ms in lat),
+        "lat_full": sorted(in_full),
+        "late": sorted(late),
         "margins": sorted(margins),
         "span": span,
         "cpu": cpu,
+        "gen_cpu": gen_cpu,
         "unanswered": unanswered,
+        "closed": closed,
         "winner_delays": [delay_of[w] for w in winners if w in delay_of],
         "no_winner": len(auctions) - len(winners),
         "accepted_by_quartile": quartiles(accepted, delay_of, args.max_delay),
@@ -407,14 +455,18 @@ def quartiles(accepted: Counter[str], delay_of: dict[str, float], top: float) ->
     return out
 
 
-def report(name: str, r: dict[str, Any], top: float) -> None:
-    lat = r["lat"]
-    rate = r["sent"] / r["bid_window_s"]
+def report(name: str, r: dict[str, Any], top: float, generators: int) -> None:
+    lat, full = r["lat"], r["lat_full"]
     q = top / 4
     print(f"\n### {name}\n")
-    print(f"- bids sent: {r['sent']:,} (≈{rate:,.0f} bids/s over the bidding window)")
+    print(
+        f"- bids sent: {r['sent']:,}; **{r['sent_full'] / r['full_s']:,.0f} bids/s** over the "
+        f"{r['full_s']:.0f} s when every bidder's view has an auction open (the asked rate "
+        f"applies there), {r['sent'] / r['bid_window_s']:,.0f} bids/s over the whole "
+        f"{r['bid_window_s']:g} s window (ramps at both ends)"
+    )
     print("- answers: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r["codes"].items())))
-    print(f"- unanswered: {r['unanswered']:,}")
+    print(f"- unanswered: {r['unanswered']:,}; connections lost: {r['closed']:,}")
     print(
         f"- **bids lost to latency** (auction_closed while open in the bidder's view): "
         f"**{r['lost']:,}**"
@@ -429,9 +481,16 @@ def report(name: str, r: dict[str, Any], top: float) -> None:
         )
     print(
         f"- bid → answer: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
-        f"max {lat[-1] if lat else float('nan'):.1f} ms ({len(lat):,} answers)"
+        f"max {lat[-1] if lat else float('nan'):.1f} ms ({len(lat):,} answers); in the "
+        f"full-rate span: p50 {percentile(full, 50):.1f} ms, p99 {percentile(full, 99):.1f} ms "
+        f"({len(full):,})"
     )
-    print(f"- server CPU {r['cpu']:.1f} s over {r['span']:.1f} s")
+    per_bid = r["cpu"] / r["sent"] * 1000 if r["sent"] else float("nan")
+    print(
+        f"- server CPU {r['cpu']:.1f} s over {r['span']:.1f} s ({per_bid:.2f} ms per bid); "
+        f"bidders' CPU {r['gen_cpu']:.1f} s in {generators} processes; their schedule's "
+        f"lateness p50 {percentile(r['late'], 50):.1f} ms, p99 {percentile(r['late'], 99):.1f} ms"
+    )
     wd = ", ".join(f"{d:.1f}" for d in sorted(r["winner_delays"]))
     print(
         f"- winners' delays (s): [{wd}]"
@@ -469,10 +528,26 @@ async def amain(args: argparse.Namespace) -> int:
     finally:
         node.stop()
         shutil.rmtree(node.data_dir, ignore_errors=True)
-    report("baseline: no delay reported (wall-clock close)", base, args.max_delay)
-    report("video time: every bidder reports its delay", fair, args.max_delay)
+    report("baseline: no delay reported (wall-clock close)", base, args.max_delay, args.generators)
+    report("video time: every bidder reports its delay", fair, args.max_delay, args.generators)
     p99 = percentile(fair["lat"], 99)
+    base_p99 = percentile(base["lat"], 99)
     print(f"\nload average after: {loadavg()}")
+    print(
+        "\n| run | bids/s (full-rate span) | lost | p50 ms | p99 ms | server CPU ms/bid |\n"
+        "|---|---|---|---|---|---|"
+    )
+    for name, r in (("baseline (no delay)", base), ("video time", fair)):
+        print(
+            f"| {name} | {r['sent_full'] / r['full_s']:,.0f} | {r['lost']:,} | "
+            f"{percentile(r['lat'], 50):.1f} | {percentile(r['lat'], 99):.1f} | "
+            f"{r['cpu'] / max(1, r['sent']) * 1000:.2f} |"
+        )
+    print(
+        f"\nvideo time / baseline: p99 ×{p99 / base_p99:.2f}, p50 "
+        f"×{percentile(fair['lat'], 50) / percentile(base['lat'], 50):.2f}, server CPU per bid "
+        f"×{(fair['cpu'] / max(1, fair['sent'])) / (base['cpu'] / max(1, base['sent'])):.2f}"
+    )
     print(
         f"\ntarget 0 bids lost to latency: {'met' if fair['lost'] <= TARGET_LOST else 'NOT met'} "
         f"({fair['lost']:,} with video time vs {base['lost']:,} in the baseline)"

@@ -33,6 +33,10 @@ CLOSE_TOO_SLOW = 4009
 Ref = Annotated[str, line_meta(1, ID_MAX_CHARS)]
 Id = Annotated[str, line_meta(1, ID_MAX_CHARS)]
 Offset = Annotated[int, Meta(ge=0, le=MAX_OFFSET)]
+# The picture time a viewer acted at (SPEC §12 and docs/commerce.md, "Trip allowance"): epoch
+# milliseconds on the studio's clock, from the player's program-date-time (up to year 9999).
+VIDEO_AT_MS_LIMIT = 253_402_300_799_999
+VideoAt = Annotated[int, Meta(ge=0, le=VIDEO_AT_MS_LIMIT)]
 
 
 class Position(Struct, frozen=True):
@@ -65,6 +69,7 @@ class Buy(Struct, tag="buy", tag_field="type", frozen=True):
     offer: Id
     qty: Annotated[int, Meta(ge=1, le=MAX_BUY_QTY)]
     ref: Ref
+    video_at: VideoAt | None = None  # when the viewer pressed, in its picture (epoch ms)
 
 
 class Bid(Struct, tag="bid", tag_field="type", frozen=True):
@@ -76,6 +81,7 @@ class Bid(Struct, tag="bid", tag_field="type", frozen=True):
     amount_cents: Annotated[int, Meta(ge=1, le=MAX_CENTS)]
     ref: Ref
     max_cents: Annotated[int, Meta(ge=1, le=MAX_CENTS)] | None = None
+    video_at: VideoAt | None = None  # when the viewer pressed, in its picture (epoch ms)
 
 
 class BuyNow(Struct, tag="buy_now", tag_field="type", frozen=True):
@@ -84,6 +90,7 @@ class BuyNow(Struct, tag="buy_now", tag_field="type", frozen=True):
     session: Id
     auction: Id
     ref: Ref
+    video_at: VideoAt | None = None  # when the viewer pressed, in its picture (epoch ms)
 
 
 class Signal(Struct, tag="signal", tag_field="type", frozen=True):
@@ -314,6 +321,8 @@ class Limits(Struct, frozen=True):
     chat_rate_per_s: float
     chat_burst: int
     max_viewer_delay_ms: int = 0  # the largest `delay` a client may report (SPEC §12)
+    # How much earlier than arrival minus delay a frame's `video_at` may be judged (ms).
+    trip_allowance_ms: int = 0
 
 
 class Hello(Struct, tag="hello", tag_field="type"):

@@ -1,6 +1,6 @@
 """A TCP proxy on 127.0.0.1 for client tests: it forwards bytes both ways to a node and can
 cut every connection mid-stream (a reset, as a dropped mobile network does), refuse new ones
-for a while, or point at another node (a restart on another port)."""
+for a while, point at another node (a restart on another port), or slow the way up."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ class Proxy:
         self.upstream_port = upstream_port
         self.blocked = False  # new connections are closed at once while True
         self.mute_down = False  # what the node sends is dropped while True (lost answers)
+        self.up_delay_s = 0.0  # what the client sends reaches the node this much later
         self.accepted = 0
         self.errors: list[str] = []  # why connections to the node failed
         self.cuts = 0
@@ -69,6 +70,8 @@ class Proxy:
             while data := await src.read(65536):
                 if down and self.mute_down:
                     continue  # lost on the way (the socket is cut before anything else)
+                if not down and self.up_delay_s:
+                    await asyncio.sleep(self.up_delay_s)  # a slow uplink (in order)
                 dst.write(data)
                 await dst.drain()
 

@@ -1,6 +1,7 @@
 """Purchases and bids through the client: an order comes back as the order, a refusal raises
 `LivecartError` with the SPEC §5 code, a ref given twice is one order, and `unavailable` is
-retried with the same ref until the store is back."""
+retried with the same ref until the store is back; once a delay is reported, a bid says when
+its viewer pressed, so one made just before the end in the picture counts over a slow link."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -17,6 +20,7 @@ from livecart.runtime.db import EmbeddedPostgres, migrate
 from livecart_client import LivecartClient, LivecartError
 
 from ..e2e.harness import ServerProcess, live_session, open_offer, token
+from .proxy import Proxy
 
 
 async def test_orders_and_refusals_with_their_codes(node: ServerProcess) -> None:
@@ -131,3 +135,46 @@ async def test_unavailable_is_retried_with_the_same_ref_until_the_store_is_back(
         node.kill()
         await pg.astop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_a_bid_says_when_its_viewer_pressed_once_a_delay_is_reported(
+    node: ServerProcess,
+) -> None:
+    """2 s behind, over a link that takes 400 ms up: a bid 150 ms before the end in the
+    picture arrives 250 ms after it by arrival minus delay, and still counts, because the
+    client fills `video_at` (the server gives back up to `trip_allowance_ms` of trip)."""
+    live = await live_session(node.url, creator="sdk-pressed-host")
+    sid = live["session"]["id"]
+    proxy = await Proxy(node.port).start()
+    proxy.up_delay_s = 0.4
+    client = LivecartClient(proxy.ws_url, token=token("sdk-pressed-viewer"))
+    try:
+        await client.connect()
+        room = await client.join(sid)
+        assert room.video_at() is None  # no delay reported: bids say nothing
+        await room.delay(2_000)
+        pressed = room.video_at()
+        assert pressed is not None and abs(pressed - (time.time() - 2.0) * 1000) < 1_000
+        await asyncio.sleep(2.6)  # the delay in force climbs to 2 s
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            r = await http.post(
+                f"/api/sessions/{sid}/auctions",
+                headers=live["headers"],
+                json={
+                    "product_id": live["product"]["id"],
+                    "start_cents": 500,
+                    "min_increment_cents": 10,
+                    "duration_s": 2,
+                    "mode": "sudden_death",
+                },
+            )
+            assert r.status_code == 201, r.text
+            auction = r.json()
+        ends = datetime.fromisoformat(auction["ends_at"]).timestamp()
+        await asyncio.sleep(ends + 2.0 - 0.15 - time.time())
+        ack = await room.bid(auction["id"], 500)
+        assert ack.ref  # an ack: taken (a refusal raises auction_closed)
+        assert time.time() - 2.0 > ends, "by arrival minus delay it came after the end"
+    finally:
+        await client.close()
+        await proxy.close()

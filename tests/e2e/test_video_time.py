@@ -1,15 +1,20 @@
 """Video time end to end (SPEC §12), over real sockets: viewers 0, 3 and 8 s behind get the
 pin and the offer when their picture shows them, in offset order; personal answers are not
 delayed; an offer that closed at wall T still takes the buy of a viewer whose video is before
-T, and refuses a viewer whose video is past it."""
+T, and refuses a viewer whose video is past it; a bid that says when its viewer pressed gets
+its trip over a slow link back (the trip allowance)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
+import websockets
+
+from tests.client.proxy import Proxy
 
 from .harness import Client, ServerProcess, live_session, open_offer, token
 
@@ -134,3 +139,70 @@ async def test_viewers_at_0_3_and_8_seconds(server: ServerProcess) -> None:
             v.task.cancel()
         for c, _ in clients.values():
             await c.close()
+
+
+async def test_a_bid_sent_just_before_the_end_in_its_picture_over_a_slow_link_is_taken(
+    server: ServerProcess,
+) -> None:
+    """Two bidders 2 s behind, each on a link that takes 400 ms to carry a frame up, bid
+    150 ms before the end as their pictures show it: by arrival minus delay both bids are
+    250 ms late. The one that says when its viewer pressed (`video_at`) is taken (the trip is
+    within the allowance, 1 s by default); the one that does not is refused."""
+    s = await live_session(server.url, creator="vt-auctioneer")
+    sid, pid = s["session"]["id"], s["product"]["id"]
+    proxy = await Proxy(server.port).start()
+    proxy.up_delay_s = 0.4
+    bidders: dict[str, Client] = {}
+    try:
+        for name in ("says", "silent"):
+            ws = await websockets.connect(f"{proxy.ws_url}?token={token(f'vt-b-{name}')}")
+            c = bidders[name] = Client(ws)
+            hello = await c.expect("hello")
+            assert hello["limits"]["trip_allowance_ms"] == 1_000
+            await c.send({"type": "join", "session": sid})
+            await c.expect("joined")
+            await c.send({"type": "delay", "session": sid, "ms": 2_000})
+        await asyncio.sleep(2.6)  # the delays in force climb to 2 s
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post(
+                f"/api/sessions/{sid}/auctions",
+                headers=s["headers"],
+                json={
+                    "product_id": pid,
+                    "start_cents": 1000,
+                    "min_increment_cents": 10,
+                    "duration_s": 2,
+                    "mode": "sudden_death",
+                },
+            )
+            assert r.status_code == 201, r.text
+            auction = r.json()
+        # Each sees the auction 2 s late; in its picture it ends at `ends_at`.
+        ends = datetime.fromisoformat(auction["ends_at"]).timestamp()
+        shown = await bidders["says"].expect("auction", timeout=5)
+        assert shown["id"] == auction["id"]
+        await asyncio.sleep(ends + 2.0 - 0.15 - time.time())  # video time: 150 ms before the end
+        pressed = round((time.time() - 2.0) * 1000)
+        assert pressed < ends * 1000
+        bid = {"type": "bid", "session": sid, "auction": auction["id"], "amount_cents": 1000}
+        await bidders["says"].send({**bid, "ref": "s1", "video_at": pressed})
+        await bidders["silent"].send({**bid, "amount_cents": 1010, "ref": "q1"})
+        taken = await bidders["says"].expect(("ack", "error"), ref="s1", timeout=5)
+        refused = await bidders["silent"].expect(("ack", "error"), ref="q1", timeout=5)
+        assert taken["type"] == "ack" and taken["leading"], taken
+        assert refused["type"] == "error" and refused["code"] == "auction_closed", refused
+        # Settled `max_viewer_delay_ms` + the allowance after the end: the bid that came in
+        # its viewer's time wins.
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                body = (await http.get(f"/api/auctions/{auction['id']}")).json()
+                if body["status"] == "ended":
+                    break
+                await asyncio.sleep(0.5)
+        assert body["status"] == "ended" and body["leader"] == "vt-b-says", body
+        assert time.time() >= ends + 15 + 1, "settled after the delay maximum plus the allowance"
+    finally:
+        for c in bidders.values():
+            await c.close()
+        await proxy.close()

@@ -42,7 +42,7 @@ def slow_gateway(monkeypatch: pytest.MonkeyPatch, per_frame_s: float) -> tuple[G
     gw = Gateway(None)  # type: ignore[arg-type]
     handled: list[tuple[Any, bytes]] = []
 
-    def turn(conn: Any, message: bytes) -> None:
+    def turn(conn: Any, message: bytes, arrived: float) -> None:
         started = time.perf_counter()
         while time.perf_counter() - started < per_frame_s:
             pass

@@ -13,7 +13,7 @@ import pytest
 from livecart import protocol
 from livecart.failure import Failure
 from livecart.realtime.connection import Connection
-from livecart.realtime.delay import ViewerDelay, bucket_of
+from livecart.realtime.delay import ViewerDelay, bucket_of, judged_video_at
 from livecart.realtime.hub import Hub
 from tests.realtime.test_fanout import SID, Recorder, chat, settle, viewer
 from tests.realtime.test_fanout import make_hub as fanout_hub
@@ -234,3 +234,71 @@ async def test_leaving_drops_the_viewer_from_its_bucket() -> None:
     await settle(0.4)
     assert rec.frames == []
     assert hub.rooms[SID].lag is None
+
+
+# ---------------------------------------------------------------- judging (trip allowance)
+
+
+def test_judged_video_at_takes_the_pressed_time_within_the_allowance_only() -> None:
+    latest = 1_000.0  # arrival minus delay
+    # Said nothing, or a time at or after what the server vouches for: arrival minus delay.
+    assert judged_video_at(latest, None, 1.0) == latest
+    assert judged_video_at(latest, latest + 5.0, 1.0) == latest
+    # Within the allowance: taken as said (the trip given back).
+    assert judged_video_at(latest, latest - 0.153, 1.0) == latest - 0.153
+    assert judged_video_at(latest, latest - 1.0, 1.0) == latest - 1.0
+    # Earlier than that: bounded by the allowance, whatever the client claims.
+    assert judged_video_at(latest, latest - 3.0, 1.0) == latest - 1.0
+    assert judged_video_at(latest, 0.0, 1.0) == latest - 1.0
+    # No allowance: arrival minus delay, always.
+    assert judged_video_at(latest, latest - 0.5, 0.0) == latest
+
+
+async def test_a_bid_is_judged_from_when_it_was_read_minus_the_delay_in_force_then() -> None:
+    hub = make_hub()
+    hub._trip_allowance_s = 1.0
+    conn, _ = viewer(hub, "bidder")
+    arrived = time.time() - 0.4  # read 400 ms ago, its turn only now
+    # Never reported a delay: judged at its arrival, not at its turn.
+    assert hub.video_at(conn, SID, arrived) == arrived
+    steady(hub, conn, 1_500)
+    assert hub.video_at(conn, SID, arrived) == pytest.approx(arrived - 1.5)
+    # It says when the viewer pressed: 200 ms earlier (its trip) counts as said...
+    pressed_ms = round((arrived - 1.5 - 0.2) * 1000)
+    assert hub.video_at(conn, SID, arrived, pressed_ms) == pytest.approx(pressed_ms / 1000)
+    # ... a claim 10 s earlier gains only the allowance; a later one counts as arrival - delay.
+    early_ms = round((arrived - 11.5) * 1000)
+    assert hub.video_at(conn, SID, arrived, early_ms) == pytest.approx(arrived - 2.5)
+    late_ms = round(arrived * 1000)
+    assert hub.video_at(conn, SID, arrived, late_ms) == pytest.approx(arrived - 1.5)
+    # The server's allowance set to 0: `video_at` is ignored.
+    hub._trip_allowance_s = 0.0
+    assert hub.video_at(conn, SID, arrived, early_ms) == pytest.approx(arrived - 1.5)
+
+
+async def test_a_rising_delay_counts_as_it_was_in_force_when_the_frame_was_read() -> None:
+    hub = make_hub()
+    conn, _ = viewer(hub, "climber")
+    cursor = conn.rooms[SID]
+    hub.set_delay(conn, hub.rooms[SID], cursor, 2_000)  # climbs from 0 at 1 s per s
+    await asyncio.sleep(0.3)
+    arrived = time.time() - 0.2  # read when ~100 ms of delay was in force, handled now
+    judged = hub.video_at(conn, SID, arrived)
+    assert arrived - 0.2 < judged < arrived - 0.05, arrived - judged
+
+
+@pytest.mark.parametrize(
+    "field", ['"video_at":-1', '"video_at":1.5', '"video_at":"1"', '"video_at":true']
+)
+@pytest.mark.parametrize("kind", ["bid", "buy", "buy_now"])
+def test_a_bad_video_at_is_bad_frame(kind: str, field: str) -> None:
+    body = {
+        "bid": '{"type":"bid","session":"s","auction":"a","amount_cents":10,"ref":"r",%s}',
+        "buy": '{"type":"buy","session":"s","offer":"o","qty":1,"ref":"r",%s}',
+        "buy_now": '{"type":"buy_now","session":"s","auction":"a","ref":"r",%s}',
+    }[kind]
+    with pytest.raises(Failure) as err:
+        protocol.decode_frame((body % field).encode())
+    assert err.value.code == "bad_frame"
+    good = protocol.decode_frame((body % '"video_at":1765000000123').encode())
+    assert getattr(good, "video_at", None) == 1_765_000_000_123

@@ -215,7 +215,8 @@ class FakeGateway:
         socket.accept(hs)
         socket.conn = self.conn
 
-    def received(self, conn: Any, message: bytes) -> None:
+    def received(self, conn: Any, message: bytes, arrived: float) -> None:
+        assert abs(time.time() - arrived) < 5, "stamped when its bytes were read"
         self.messages.append((conn, message))
 
     def fragment(self, conn: Any) -> None:

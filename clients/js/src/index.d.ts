@@ -124,8 +124,15 @@ export declare class Room extends Emitter<RoomEvents> {
   report(offset: number, reason: string, options?: RequestOptions): Promise<AnyMessage>;
   /** Any frame with a ref for this session (`buy_now`, `accept`, `enter`…): the reply. */
   send(type: string, fields?: Record<string, unknown>, options?: RequestOptions): Promise<AnyMessage>;
-  /** Any frame for this session without a reply (`delay`…); false when offline. */
+  /** Any frame for this session without a reply (`like`…); false when offline. */
   post(type: string, fields?: Record<string, unknown>): boolean;
+  /** The video delay last reported with `delay()` (null: never). */
+  readonly delayMs: number | null;
+  /** Reports the picture's delay behind the studio (ms; SPEC §12), again after every
+   * re-join; bids and buys then carry `video_at`, the picture time they were made at. */
+  delay(ms: number): boolean;
+  /** The picture time now (epoch ms on the server's clock), null without a delay. */
+  videoAt(): number | null;
   leave(): void;
 }
 
@@ -135,6 +142,10 @@ export declare class LivecartClient extends Emitter<ClientEvents> {
   /** The WebSocket URL it connects to (no token in it). */
   readonly endpoint: string;
   readonly hello: Hello | null;
+  /** The server's clock minus this one (ms), from the last `hello`'s `server_time`. */
+  readonly clockOffsetMs: number;
+  /** The time on the server's clock (epoch ms). */
+  now(): number;
   readonly ready: boolean;
   readonly rooms: Map<string, Room>;
   /** Resolves with the first `hello`; reconnects by itself until `close()`. */

@@ -50,6 +50,8 @@ export interface Buy {
   qty: number;
   /** 1–64 characters */
   ref: string;
+  /** ≥ 0 and ≤ 253402300799999 */
+  video_at?: number | null;
 }
 
 /** A bid; with `max_cents` a proxy bid: the server bids for the user up to that max (SPEC §11). The max is shown to nobody but its owner. */
@@ -65,6 +67,8 @@ export interface Bid {
   ref: string;
   /** ≥ 1 and ≤ 1000000000000 */
   max_cents?: number | null;
+  /** ≥ 0 and ≤ 253402300799999 */
+  video_at?: number | null;
 }
 
 /** Take the auction's lot at its buy-now price (SPEC §11): answered `order {ref, order}`. */
@@ -76,6 +80,8 @@ export interface BuyNow {
   auction: string;
   /** 1–64 characters */
   ref: string;
+  /** ≥ 0 and ≤ 253402300799999 */
+  video_at?: number | null;
 }
 
 export interface Signal {
@@ -165,6 +171,7 @@ export interface Limits {
   chat_rate_per_s: number;
   chat_burst: number;
   max_viewer_delay_ms: number;
+  trip_allowance_ms: number;
 }
 
 export interface Hello {

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { LivecartClient, LivecartError } from "../src/index.js";
-import { CHATTY, Node, Proxy, liveSession, openOffer, sleep, token, until } from "./helpers.js";
+import { CHATTY, Node, Proxy, liveSession, openOffer, rest, sleep, token, until } from "./helpers.js";
 
 const FAST = { backoff: { minMs: 20, maxMs: 200 } };
 
@@ -113,6 +113,37 @@ describe("against one node", () => {
     const unknown = await room.send("teleport", { to: "mars" }).then(() => null, (e) => e);
     assert.equal(unknown && unknown.code, "unknown_type");
     assert.ok(unknown.ref.startsWith("teleport-"));
+  });
+
+  test("once a delay is reported, a bid says when its viewer pressed: taken over a slow link", async () => {
+    const live = await liveSession(node, "sdk-host-pressed");
+    const sid = live.session.id;
+    const proxy = await new Proxy(node.port).listen();
+    proxy.upDelayMs = 400; // each frame reaches the node 400 ms after it was sent
+    const c = client(`ws://127.0.0.1:${proxy.port}/ws`, { token: token("sdk-pressed") });
+    try {
+      await c.connect();
+      assert.ok(Math.abs(c.now() - Date.now()) < 1000, "the server's clock, from hello");
+      const room = c.join(sid);
+      await new Promise((resolve) => room.on("joined", resolve));
+      assert.equal(room.videoAt(), null, "no delay reported: bids say nothing");
+      room.delay(2000);
+      assert.ok(Math.abs(room.videoAt() - (c.now() - 2000)) < 50);
+      await sleep(2600); // the delay in force climbs to 2 s
+      const r = await rest(node, "POST", `/api/sessions/${sid}/auctions`, live.creatorToken, {
+        product_id: live.product.id, start_cents: 500, min_increment_cents: 10, duration_s: 2,
+        mode: "sudden_death",
+      });
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+      const ends = Date.parse(r.body.ends_at);
+      await sleep(ends + 2000 - 150 - Date.now()); // 150 ms before the end in the picture
+      const ack = await room.bid(r.body.id, 500);
+      assert.equal(ack.type, "ack");
+      assert.ok(ack.leading && ack.amount_cents === 500, JSON.stringify(ack));
+      assert.ok(Date.now() - 2000 > ends, "by arrival minus delay it came after the end");
+    } finally {
+      await proxy.close();
+    }
   });
 
   test("the token is refreshed before it expires; without a provider, expiry closes with 4001", async () => {

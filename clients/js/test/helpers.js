@@ -130,7 +130,8 @@ export async function openOffer(node, live, { quantity, perUserLimit = 1, priceC
 
 /**
  * A TCP proxy to `port`: `cut()` destroys every connection going through it (both ends, no
- * close frame: what a dropped network looks like); `down()` also refuses new ones until `up()`.
+ * close frame: what a dropped network looks like); `down()` also refuses new ones until `up()`;
+ * `upDelayMs` holds what the client sends that long (a slow way up, in order).
  */
 export class Proxy {
   constructor(targetPort, targetHost = "127.0.0.1") {
@@ -139,6 +140,7 @@ export class Proxy {
     this.sockets = new Set();
     this.refusing = false;
     this.cuts = 0;
+    this.upDelayMs = 0;
     this.server = net.createServer((client) => {
       if (this.refusing) {
         client.destroy();
@@ -152,7 +154,14 @@ export class Proxy {
           this.sockets.delete(a);
           b.destroy();
         });
-        a.pipe(b);
+        if (a === client) {
+          a.on("data", (chunk) => {
+            if (this.upDelayMs) setTimeout(() => b.write(chunk), this.upDelayMs);
+            else b.write(chunk);
+          });
+        } else {
+          a.pipe(b);
+        }
       }
     });
   }

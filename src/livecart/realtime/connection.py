@@ -191,7 +191,7 @@ class Connection:
         self.closed = False
         self.close_code: int | None = None
         # Frames read while an earlier one is still being handled (None: nothing is).
-        self.backlog: deque[bytes] | None = None
+        self.backlog: deque[tuple[bytes, float]] | None = None  # (message, when read)
         self.paused = False  # reading stopped until the backlog is done
         self._queue: list[bytes] = []
         self._queued_bytes = 0

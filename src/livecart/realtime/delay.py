@@ -15,6 +15,18 @@ from collections import deque
 REPORTS_KEPT = 3  # the smoothed target is the median of this many last reports
 
 
+def judged_video_at(latest: float, pressed: float | None, allowance_s: float) -> float:
+    """The video time a buy or bid is judged at (epoch seconds). `latest` is its arrival
+    (when its bytes were read) minus the viewer's delay in force: what the server can vouch
+    for. `pressed` is the picture time the frame says the viewer acted at (`video_at`), None
+    when it says nothing. It is taken, but never more than `allowance_s` before `latest` (the
+    trip from the player to the node, at most) nor after it: a client gains at most the
+    allowance, and never an earlier time than its reported delay allows."""
+    if pressed is None or pressed >= latest:
+        return latest
+    return max(pressed, latest - allowance_s)
+
+
 def bucket_of(delay_ms: float, bucket_ms: int) -> int:
     """The bucket a delay rounds to (half up): with 250 ms buckets, 0-124 ms is bucket 0
     (no delay), 125-374 ms bucket 1 (250 ms), ..."""

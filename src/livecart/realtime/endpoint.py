@@ -31,7 +31,7 @@ class Gateway(Lifecycle, Inbox, Handlers):
     def __init__(self, node: Node) -> None:
         self.node = node
         self._keepalive: asyncio.Task[None] | None = None
-        self._inbox: deque[tuple[Connection, bytes]] = deque()
+        self._inbox: deque[tuple[Connection, bytes, float]] = deque()
         self._inbox_paused: list[Connection] = []
         self._taking = False
         # A chat's answer is kept as long as the room's history window: a retry within it

@@ -101,7 +101,8 @@ class Handlers:
             raise Failure("not_found", "join the session before reporting its delay")
         node.hub.set_delay(conn, room, cursor, ms)
 
-    async def dispatch(self, conn: Connection, frame: protocol.ClientFrame) -> None:
+    async def dispatch(self, conn: Connection, frame: protocol.ClientFrame, arrived: float) -> None:
+        """Handle a frame that waits (read at `arrived`, epoch seconds)."""
         match frame:
             case protocol.Join():
                 await self.join(conn, frame.session, frame.since)
@@ -126,12 +127,10 @@ class Handlers:
                     frame.ref,
                     session_id=frame.session,
                     max_cents=frame.max_cents,
-                    video_at=self.node.hub.video_at(conn, frame.session),
+                    video_at=self.node.hub.video_at(conn, frame.session, arrived, frame.video_at),
                 )
                 conn.send(
-                    encode(
-                        BidAck(frame.ref, placed.amount_cents, placed.leading, placed.max_cents)
-                    )
+                    encode(BidAck(frame.ref, placed.amount_cents, placed.leading, placed.max_cents))
                 )
             case protocol.BuyNow():
                 order = await self.node.commerce.buy_now(
@@ -139,7 +138,7 @@ class Handlers:
                     frame.auction,
                     frame.ref,
                     session_id=frame.session,
-                    video_at=self.node.hub.video_at(conn, frame.session),
+                    video_at=self.node.hub.video_at(conn, frame.session, arrived, frame.video_at),
                 )
                 conn.send(encode(OrderMsg(frame.ref, msgspec.to_builtins(order))))
             case protocol.Accept():

@@ -32,7 +32,7 @@ from ..protocol import (
 from ..runtime.metrics import Metrics
 from .bus.base import Bus, Publication, StreamPosition
 from .connection import Connection, RoomCursor
-from .delay import ViewerDelay, bucket_of
+from .delay import ViewerDelay, bucket_of, judged_video_at
 from .lag import Frame, Lag, deliver_each, deliver_sampled
 from .room import Entry, Room
 
@@ -88,6 +88,7 @@ class Hub:
         chat_budget: float = 30.0,
         delay_bucket_ms: int = 250,
         max_delay_ms: int = 15_000,
+        trip_allowance_ms: int = 0,
         metrics: Metrics | None = None,
     ) -> None:
         self.bus = bus
@@ -98,6 +99,7 @@ class Hub:
         self._chat_budget = chat_budget
         self._bucket_ms = delay_bucket_ms
         self._max_delay_ms = max_delay_ms
+        self._trip_allowance_s = trip_allowance_ms / 1000
         self._metrics = metrics
         self._random = random.Random()
         self.rooms: dict[str, Room] = {}
@@ -192,13 +194,23 @@ class Hub:
             return 0.0
         return cursor.delay.in_force(asyncio.get_running_loop().time())
 
-    def video_at(self, conn: Connection, session_id: str) -> float | None:
-        """The viewer's video time now (epoch seconds), for judging a buy or a bid; None when
-        it never reported a delay (judged at "now", exactly as before)."""
+    def video_at(
+        self, conn: Connection, session_id: str, arrived: float, pressed_ms: int | None = None
+    ) -> float:
+        """The video time a buy or bid of this viewer is judged at (epoch seconds): its
+        arrival (`arrived`, epoch seconds when its bytes were read) minus the delay in force
+        then (0 when never reported), or the picture time it says it was made at
+        (`pressed_ms`, `video_at` of the frame) within the trip allowance before that
+        (`delay.judged_video_at`)."""
         cursor = conn.rooms.get(session_id)
-        if cursor is None or cursor.delay is None:
-            return None
-        return time.time() - cursor.delay.in_force(asyncio.get_running_loop().time()) / 1000
+        latest = arrived
+        if cursor is not None and cursor.delay is not None:
+            ago = max(0.0, time.time() - arrived)
+            then = asyncio.get_running_loop().time() - ago
+            latest -= cursor.delay.in_force(then) / 1000
+        if pressed_ms is None or not self._trip_allowance_s:
+            return latest
+        return judged_video_at(latest, pressed_ms / 1000, self._trip_allowance_s)
 
     def _end_lag(self, room: Room) -> None:
         lag = room.lag

@@ -41,20 +41,24 @@ class Inbox:
     """Frames in: queued, taken in slices, handled in order per connection."""
 
     node: Node
-    _inbox: deque[tuple[Connection, bytes]]
+    _inbox: deque[tuple[Connection, bytes, float]]
     _inbox_paused: list[Connection]
     _taking: bool
 
     if TYPE_CHECKING:  # the other parts of `Gateway`
 
         def _quick(self, conn: Connection, frame: protocol.ClientFrame) -> bool: ...
-        async def dispatch(self, conn: Connection, frame: protocol.ClientFrame) -> None: ...
+        async def dispatch(
+            self, conn: Connection, frame: protocol.ClientFrame, arrived: float
+        ) -> None: ...
 
-    def received(self, conn: Connection, message: bytes) -> None:
+    def received(self, conn: Connection, message: bytes, arrived: float | None = None) -> None:
         """One whole client message, as the socket reads it: handled in order with the others
-        in the inbox, in this loop iteration when there is time, else in the next ones."""
+        in the inbox, in this loop iteration when there is time, else in the next ones.
+        `arrived` (epoch seconds; default now) is when its bytes were read: buys and bids are
+        judged from it (video time), not from when their turn comes."""
         inbox = self._inbox
-        inbox.append((conn, message))
+        inbox.append((conn, message, time.time() if arrived is None else arrived))
         if len(inbox) > INBOX_MAX and not conn.paused:
             conn.paused = True
             conn.socket.pause_reading()
@@ -74,10 +78,10 @@ class Inbox:
         inbox = self._inbox
         deadline = time.perf_counter() + SLICE_S
         while inbox:
-            conn, message = inbox.popleft()
+            conn, message, arrived = inbox.popleft()
             if not conn.closed:
                 try:
-                    self._turn(conn, message)
+                    self._turn(conn, message, arrived)
                 except Exception:  # one frame's failure must not stop the inbox
                     log.exception("frame handling failed", extra=conn.info())
             if time.perf_counter() > deadline:
@@ -93,16 +97,16 @@ class Inbox:
                     conn.paused = False
                     conn.socket.resume_reading()
 
-    def _turn(self, conn: Connection, message: bytes) -> None:
+    def _turn(self, conn: Connection, message: bytes, arrived: float) -> None:
         """One frame of `conn`, now if its previous one is done, else after it."""
         backlog = conn.backlog
         if backlog is not None:
-            backlog.append(message)
+            backlog.append((message, arrived))
             if len(backlog) >= BACKLOG_MAX and not conn.paused:
                 conn.paused = True
                 conn.socket.pause_reading()
             return
-        work = self._frame(conn, message)
+        work = self._frame(conn, message, arrived)
         if work is not None:
             conn.backlog = deque()
             self._hold(conn, work)
@@ -128,7 +132,7 @@ class Inbox:
             backlog = conn.backlog
             if not backlog:
                 break
-            work = self._frame(conn, backlog.popleft())
+            work = self._frame(conn, *backlog.popleft())
             if work is not None:
                 self._hold(conn, work)
                 return
@@ -142,8 +146,9 @@ class Inbox:
         _running.add(task)
         task.add_done_callback(_running.discard)
 
-    def _frame(self, conn: Connection, raw: bytes) -> Awaitable[Any] | None:
-        """Decode and handle one message: None when it is done, else the work still to do."""
+    def _frame(self, conn: Connection, raw: bytes, arrived: float) -> Awaitable[Any] | None:
+        """Decode and handle one message (read at `arrived`, epoch seconds): None when it is
+        done, else the work still to do."""
         node = self.node
         frames_in = node.metrics.frames_in
         max_bytes = node.settings.max_frame_bytes
@@ -163,7 +168,7 @@ class Inbox:
             return None
         try:
             if isinstance(frame, protocol.Buy):
-                return self._buy(conn, frame)
+                return self._buy(conn, frame, arrived)
             if self._quick(conn, frame):
                 return None
         except Failure as exc:
@@ -172,9 +177,9 @@ class Inbox:
         except Exception:
             self._failed(conn, frame)
             return None
-        return self._handle(conn, frame)
+        return self._handle(conn, frame, arrived)
 
-    def _buy(self, conn: Connection, frame: protocol.Buy) -> asyncio.Future[Order]:
+    def _buy(self, conn: Connection, frame: protocol.Buy, arrived: float) -> asyncio.Future[Order]:
         """Most of a flash sale's attempts are refused right here, raised by the sold-out
         gate, which is in memory; the others wait in the offer's queue as a future, answered
         when it is done."""
@@ -184,7 +189,7 @@ class Inbox:
             frame.qty,
             frame.ref,
             frame.session,
-            video_at=self.node.hub.video_at(conn, frame.session),
+            video_at=self.node.hub.video_at(conn, frame.session, arrived, frame.video_at),
             then=functools.partial(self._bought, conn, frame),
         )
 
@@ -217,9 +222,9 @@ class Inbox:
         log.exception("frame handling failed", extra=conn.info())
         conn.send_error("unavailable", "internal error; retry later", getattr(frame, "ref", None))
 
-    async def _handle(self, conn: Connection, frame: protocol.ClientFrame) -> None:
+    async def _handle(self, conn: Connection, frame: protocol.ClientFrame, arrived: float) -> None:
         try:
-            await self.dispatch(conn, frame)
+            await self.dispatch(conn, frame, arrived)
         except Failure as exc:
             self._refused(conn, frame, exc)
         except Exception:

@@ -41,7 +41,9 @@ class Lifecycle:
 
     if TYPE_CHECKING:  # the other parts of `Gateway`
 
-        def received(self, conn: Connection, message: bytes) -> None: ...
+        def received(
+            self, conn: Connection, message: bytes, arrived: float | None = None
+        ) -> None: ...
         def _hold(self, conn: Connection, work: Awaitable[Any]) -> None: ...
         def _on_gap(self, conn: Connection, session_id: str) -> None: ...
         def _left(self, conn: Connection, session_id: str) -> None: ...
@@ -154,6 +156,7 @@ class Lifecycle:
                         s.chat_rate_per_s,
                         s.chat_burst,
                         s.max_viewer_delay_ms,
+                        s.trip_allowance_ms,
                     ),
                     self.node.id,
                 )

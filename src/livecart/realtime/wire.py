@@ -139,6 +139,7 @@ class WireProtocol(asyncio.Protocol):
         "max_size",
         "opened",
         "ping_sent",
+        "read_at",
         "transport",
     )
 
@@ -170,6 +171,7 @@ class WireProtocol(asyncio.Protocol):
         self.close_code: int | None = None
         self.gone = False
         self.last_read = 0.0
+        self.read_at = 0.0  # epoch seconds of the last read: when its messages arrived
         self.ping_sent = 0.0  # when the unanswered keepalive ping left; 0: none
 
     # ------------------------------------------------------------ asyncio.Protocol
@@ -199,6 +201,7 @@ class WireProtocol(asyncio.Protocol):
         if not self.opened:
             return self._before_open(data)
         self.last_read = time.monotonic()
+        self.read_at = time.time()
         self.ping_sent = 0.0
         buf: bytes | bytearray = data
         pending = self._buf
@@ -311,7 +314,7 @@ class WireProtocol(asyncio.Protocol):
                 return self.fail(CLOSE_INVALID_DATA, "text frames must be UTF-8")
         if self.close_sent or self.conn is None:
             return  # closing: what arrives now is not read
-        self.gateway.received(self.conn, message)
+        self.gateway.received(self.conn, message, self.read_at)
 
     def _fragment(self, fin: int, payload: bytes) -> bytes | None:
         """One frame of a fragmented message: the whole message with the last one, else None

@@ -93,7 +93,13 @@ class Settings(msgspec.Struct, kw_only=True):
     max_viewer_delay_ms: int = 15_000
     """Largest video delay a viewer may report (`delay` frame; more is bad_frame). Room events
     reach a viewer this late at most, and offers and auctions keep taking buys and bids made
-    at an earlier video time for this long after they end (SPEC §12)."""
+    at an earlier video time for this long (plus trip_allowance_ms) after they end (SPEC §12)."""
+    trip_allowance_ms: int = 1_000
+    """How much earlier than its arrival minus the viewer's delay a buy or bid may be judged
+    when it says when the viewer pressed (`video_at`): the trip from the player to the node,
+    given back so a bid sent just before the end in the viewer's picture counts. A client
+    gains at most this much, never beyond its reported delay; offers and auctions are settled
+    this much later too (0 turns it off: `video_at` is then ignored)."""
     delay_bucket_ms: int = 250
     """Viewers whose delays round to the same multiple of this share one delayed frame."""
     reservation_ttl_s: float = 600.0
@@ -149,6 +155,8 @@ class Settings(msgspec.Struct, kw_only=True):
             problems.append(
                 f"max_viewer_delay_ms must be 0..3600000, got {self.max_viewer_delay_ms}"
             )
+        if not 0 <= self.trip_allowance_ms <= 5_000:
+            problems.append(f"trip_allowance_ms must be 0..5000, got {self.trip_allowance_ms}")
         if not 10 <= self.delay_bucket_ms <= 10_000:
             problems.append(f"delay_bucket_ms must be 10..10000, got {self.delay_bucket_ms}")
         if self.history_size < 1:

@@ -121,6 +121,7 @@ class Node:
             chat_budget=s.chat_display_budget,
             delay_bucket_ms=s.delay_bucket_ms,
             max_delay_ms=s.max_viewer_delay_ms,
+            trip_allowance_ms=s.trip_allowance_ms,
             metrics=self.metrics,
         )
         self.hub.on_likes_flush = self.catalog.add_likes
@@ -149,7 +150,7 @@ class Node:
             tell=self.tell_encoded,
             webhook_url=s.webhook_url,
             webhook_secret=s.webhook_secret,
-            settle_grace_s=s.max_viewer_delay_ms / 1000,
+            settle_grace_s=(s.max_viewer_delay_ms + s.trip_allowance_ms) / 1000,
         )
         await self.commerce.start()
         self.hub.on_sold = self.commerce.stock_changed

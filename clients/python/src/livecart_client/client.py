@@ -236,6 +236,10 @@ class _Request:
         self.tries = 0
 
 
+# Frames judged at the viewer's video time, which say when the viewer pressed.
+_PRESSED = frozenset({"bid", "buy", "buy_now"})
+
+
 class Room:
     """A joined session: its position, its state, its events. Made by `LivecartClient.join`.
 
@@ -256,6 +260,8 @@ class Room:
         self.likes = 0
         self.stock: dict[str, int] = {}
         self.joined = False
+        # The viewer's video delay as last reported with `delay()` (None: never reported).
+        self.delay_ms: int | None = None
         self._handlers = _Handlers(client._tasks)
         self._inboxes: list[_Inbox] = []
         self._waiter: asyncio.Future[Room] | None = None
@@ -302,8 +308,27 @@ class Room:
     async def send(self, type_: str, **fields: Any) -> Message:
         """Send a frame of `type_` for this session with a fresh ref (unless `ref=` is
         given) and return its answer (`Ack`, `OrderMsg`, …); a refusal raises
-        `LivecartError`. `unavailable` is retried with the same ref."""
+        `LivecartError`. `unavailable` is retried with the same ref. A `bid`, `buy` or
+        `buy_now` says when its viewer pressed (`video_at`) once a delay was reported."""
+        if type_ in _PRESSED and "video_at" not in fields:
+            pressed = self.video_at()
+            if pressed is not None:
+                fields["video_at"] = pressed
         return await self.client.request(type_, session=self.id, **fields)
+
+    async def delay(self, ms: int) -> bool:
+        """Report how far this viewer's picture is behind the studio (ms, from the player's
+        program-date-time; SPEC §12). Reported again after every re-join; from now on bids
+        and buys carry the picture time they were made at (`video_at`). False when offline
+        (it is sent with the next join)."""
+        self.delay_ms = ms
+        return await self.post("delay", ms=ms)
+
+    def video_at(self) -> int | None:
+        """The picture time now (epoch ms on the server's clock), None without a delay."""
+        if self.delay_ms is None:
+            return None
+        return round(self.client.now() * 1000) - self.delay_ms
 
     async def post(self, type_: str, **fields: Any) -> bool:
         """Send a frame that gets no answer (`like`, `signal`, `delay`…); False when offline
@@ -397,6 +422,8 @@ class LivecartClient:
         self.ping_interval_s = ping_interval_s
         self.ws_options = ws_options
         self.hello: m.Hello | None = None
+        # The server's clock minus ours (s), from the last `hello` (its `server_time`).
+        self.clock_offset_s = 0.0
         self.connections = 0  # connections that got as far as `hello`
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers = _Handlers(self._tasks)
@@ -505,6 +532,10 @@ class LivecartClient:
         self.token = token
         self._schedule_refresh()
         return hello
+
+    def now(self) -> float:
+        """The time on the server's clock (epoch s), as its last `hello` told it."""
+        return time.time() + self.clock_offset_s
 
     async def request(self, type_: str, **fields: Any) -> Message:
         """Send a frame that is answered by ref (`ack`, `order`, `held` or `error`) with a
@@ -786,6 +817,9 @@ class LivecartClient:
         self, ws: ClientConnection, hello: Message, first: asyncio.Future[m.Hello]
     ) -> None:
         self.hello = hello
+        server_time = _field(hello, "server_time")
+        if isinstance(server_time, int) and server_time > 0:
+            self.clock_offset_s = server_time / 1000 - time.time()
         waiter = self._auth_waiter
         if self._ws is ws:  # an answer to `auth` on this connection
             if waiter is not None and not waiter.done():
@@ -877,6 +911,8 @@ class LivecartClient:
         }
         room._resyncing = False
         room.joined = True
+        if room.delay_ms is not None:  # a new connection starts at delay 0: report again
+            self._spawn(room.post("delay", ms=room.delay_ms))
         if room._waiter is not None and not room._waiter.done():
             room._waiter.set_result(room)
         room._emit("joined", msg)

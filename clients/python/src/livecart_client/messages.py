@@ -57,6 +57,7 @@ class Limits(Struct, kw_only=True):
     chat_rate_per_s: float
     chat_burst: int
     max_viewer_delay_ms: int = 0
+    trip_allowance_ms: int = 0
 
 
 class SessionState(Struct, kw_only=True):

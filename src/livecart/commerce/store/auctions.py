@@ -107,17 +107,19 @@ async def open_auction(conn: Executor, session_id: str, now: float) -> Auction |
     return None if row is None else auction_from_row(row, await _bid_count(conn, row["id"]), now)
 
 
-# After the auction's row lock (so that bids committed while we waited are seen): the number
-# of bids and the session's status, then the batch's refs already used by their bidders.
+# After the auction's row lock (a statement of its own, so that bids committed while we
+# waited are seen), in one round trip: the number of bids, the session's status and the
+# batch's refs already used by their bidders (their bids, to answer again).
 _AFTER_LOCK = """
 SELECT (SELECT coalesce(max(seq), 0) FROM bids WHERE auction = $1) AS bids,
-       (SELECT status FROM sessions WHERE id = $2) AS live
-"""
-_EARLIER = """
-SELECT e.user_id, e.ref, e.seq, e.amount_cents, e.max_cents, e.price_cents, e.leader
-FROM bids e JOIN unnest($2::text[], $3::text[]) AS r(user_id, ref)
-  ON e.user_id = r.user_id AND e.ref = r.ref
-WHERE e.auction = $1
+       (SELECT status FROM sessions WHERE id = $2) AS live,
+       (SELECT jsonb_agg(jsonb_build_object(
+                   'user_id', e.user_id, 'ref', e.ref, 'seq', e.seq,
+                   'amount_cents', e.amount_cents, 'max_cents', e.max_cents,
+                   'price_cents', e.price_cents, 'leader', e.leader))
+        FROM bids e JOIN unnest($3::text[], $4::text[]) AS r(user_id, ref)
+          ON e.user_id = r.user_id AND e.ref = r.ref
+        WHERE e.auction = $1) AS earlier
 """
 # The batch's accepted bids and the auction they leave, in one statement.
 _RECORD_BIDS = """
@@ -186,13 +188,14 @@ async def bid_many(
         )
         if row is None:
             return [Failure("not_found", "no such auction in this session") for _ in requests]
-        seen = await conn.fetchrow(_AFTER_LOCK, auction_id, row["session"])
-        earlier = {
-            (e["user_id"], e["ref"]): e
-            for e in await conn.fetch(
-                _EARLIER, auction_id, [r.user for r in requests], [r.ref for r in requests]
-            )
-        }
+        seen = await conn.fetchrow(
+            _AFTER_LOCK,
+            auction_id,
+            row["session"],
+            [r.user for r in requests],
+            [r.ref for r in requests],
+        )
+        earlier = {(e["user_id"], e["ref"]): e for e in seen["earlier"] or ()}
         state = auction_state(row, seen["bids"])
         first = state
         done: dict[tuple[str, str], BidAccepted] = {}

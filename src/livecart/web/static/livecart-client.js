@@ -82,6 +82,8 @@ function endpoint(url) {
 }
 
 const OPEN = 1; // WebSocket.OPEN
+// Frames judged at the viewer's video time, which say when the viewer pressed.
+const PRESSED = new Set(["bid", "buy", "buy_now"]);
 
 /**
  * One joined session: its events in offset order, each once. `on(type, handler)` takes room
@@ -98,6 +100,7 @@ export class Room extends Emitter {
     this.offset = null; // the newest offset delivered (or taken from a snapshot)
     this.state = null;
     this.syncing = true; // a join is on its way: log events wait for `joined`
+    this.delayMs = null; // the video delay last reported with `delay()`
   }
 
   get position() {
@@ -117,6 +120,8 @@ export class Room extends Emitter {
     this.epoch = msg.epoch;
     this.state = msg.state;
     this.syncing = false;
+    // A new connection starts at delay 0: report it again.
+    if (this.delayMs !== null) this.post("delay", { ms: this.delayMs });
     this._emit("joined", msg);
     if (before !== null && !msg.recovered) {
       this._emit("resync", {
@@ -139,9 +144,29 @@ export class Room extends Emitter {
     return true;
   }
 
-  /** Sends `{type, session, ...fields, ref}` and resolves with the reply (see `request`). */
+  /** Sends `{type, session, ...fields, ref}` and resolves with the reply (see `request`). A
+   * `bid`, `buy` or `buy_now` says when its viewer pressed (`video_at`) once a delay was
+   * reported. */
   send(type, fields = {}, options) {
-    return this.client.request({ type, session: this.id, ...fields }, options);
+    const frame = { type, session: this.id, ...fields };
+    if (PRESSED.has(type) && frame.video_at === undefined) {
+      const pressed = this.videoAt();
+      if (pressed !== null) frame.video_at = pressed;
+    }
+    return this.client.request(frame, options);
+  }
+
+  /** Reports how far this viewer's picture is behind the studio (ms, from the player's
+   * program-date-time; SPEC §12), again after every re-join. From now on bids and buys carry
+   * the picture time they were made at. False when offline (sent with the next join). */
+  delay(ms) {
+    this.delayMs = ms;
+    return this.post("delay", { ms });
+  }
+
+  /** The picture time now (epoch ms on the server's clock), null without a delay. */
+  videoAt() {
+    return this.delayMs === null ? null : Math.round(this.client.now()) - this.delayMs;
   }
 
   /** Sends `{type, session, ...fields}` without waiting for a reply; false when offline. */
@@ -211,9 +236,15 @@ export class LivecartClient extends Emitter {
     this.attempt = 0;
     this.feedOn = false;
     this.hello = null;
+    this.clockOffsetMs = 0; // the server's clock minus ours, from the last `hello`
     this._timers = new Set();
     this._waiters = [];
     this._authWaiter = null;
+  }
+
+  /** The time on the server's clock (epoch ms), as its last `hello` told it. */
+  now() {
+    return Date.now() + this.clockOffsetMs;
   }
 
   /** Connects (and keeps reconnecting); resolves with the first `hello`. */
@@ -452,6 +483,9 @@ export class LivecartClient extends Emitter {
       this._signing = false;
     }
     this.hello = msg;
+    if (Number.isInteger(msg.server_time) && msg.server_time > 0) {
+      this.clockOffsetMs = msg.server_time - Date.now();
+    }
     this._refused = false;
     if (this._authWaiter) {
       this._authWaiter.resolve(msg);
