@@ -151,7 +151,12 @@ class RedisBus(Bus):
             )
             self._shards = ShardSubscriber(
                 self._link,
-                {**auth, **common, "socket_timeout": None, "client_name": f"{self.client_name}-sub"},
+                {
+                    **auth,
+                    **common,
+                    "socket_timeout": None,
+                    "client_name": f"{self.client_name}-sub",
+                },
                 self._listen,
                 self._unsync,
                 reconnect_min_s=reconnect_min_s,
@@ -174,8 +179,24 @@ class RedisBus(Bus):
             )
             self._publish_command = "PUBLISH"
         self._publish_script = self._client.register_script(_PUBLISH)
-        # Publications asked for at once (a burst of chat) go out in one pipeline.
-        self._pipeline = Pipeliner(self._client)
+        # Publications asked for at once (a burst of chat) go out in one pipeline, on
+        # connections of its own without a socket timeout: the pipeline keeps one 5 s
+        # deadline per batch instead of a timer per reply (`Pipeliner`'s `timeout_s`).
+        self._batch_pool: BlockingConnectionPool | None = None
+        if self._link is None:
+            self._batch_pool = BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=10,
+                socket_timeout=None,
+                client_name=f"{self.client_name}-cmd",
+                **common,
+            )
+            self._pipeline = Pipeliner(
+                aioredis.Redis(connection_pool=self._batch_pool), timeout_s=5.0
+            )
+        else:
+            self._pipeline = Pipeliner(self._client)
         self._history_script = self._client.register_script(_HISTORY)
         self._follow_script = self._client.register_script(_FOLLOW)
         self._redact_script = self._client.register_script(_REDACT)
@@ -244,6 +265,9 @@ class RedisBus(Bus):
             await self._link.close()
             return
         await self._pipeline.close()
+        await self._pipeline.client.aclose()
+        if self._batch_pool is not None:
+            await self._batch_pool.disconnect()
         await self._client.aclose()
         if self._pool is not None:
             await self._pool.disconnect()  # a pool passed in is not closed by the client
