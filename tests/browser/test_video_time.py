@@ -1,10 +1,13 @@
 """The watch page in video time (SPEC §12): with `?delay=ms` it reports its delay, so the
-offer appears when its picture shows it, and its countdown runs on the picture's time."""
+offer appears when its picture shows it, its countdown runs on the picture's time, and its
+buy says when its viewer pressed (`video_at`, docs/commerce.md "Trip allowance")."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from typing import Any
 
 from playwright.sync_api import expect
 
@@ -22,6 +25,18 @@ def seconds_left(text: str) -> int:
     return int(m.group(1)) * 60 + int(m.group(2))
 
 
+def sent_frames(page: Any) -> list[dict[str, Any]]:
+    """What the page sends on its WebSockets from now on (it reloads to catch its socket)."""
+    frames: list[dict[str, Any]] = []
+
+    def on_socket(ws: Any) -> None:
+        ws.on("framesent", lambda payload: frames.append(json.loads(payload)))
+
+    page.on("websocket", on_socket)
+    page.reload()
+    return frames
+
+
 def test_a_delayed_viewer_sees_the_offer_late_and_counts_down_in_its_own_time(
     server: ServerProcess, pages: Pages
 ) -> None:
@@ -33,6 +48,7 @@ def test_a_delayed_viewer_sees_the_offer_late_and_counts_down_in_its_own_time(
     slow = pages.open(
         f"{server.url}/watch/{sid}?delay={DELAY_S * 1000}#token={token('vt-slow', 'viewer')}"
     )
+    sent = {"fast": sent_frames(fast), "slow": sent_frames(slow)}
     for page in (fast, slow):
         expect(page.locator("#status-badge")).to_have_text("LIVE")
         expect(page.locator("#pinned .product-title")).to_have_text("Ceramic mug")
@@ -57,4 +73,17 @@ def test_a_delayed_viewer_sees_the_offer_late_and_counts_down_in_its_own_time(
     fast_left = seconds_left(fast.locator("#pinned .countdown").inner_text())
     slow_left = seconds_left(slow.locator("#pinned .countdown").inner_text())
     assert DELAY_S - 2 <= slow_left - fast_left <= DELAY_S + 2, (fast_left, slow_left)
+
+    # Each buys: the slow page's buy carries the time of its picture, the fast one's none.
+    for name, page in (("fast", fast), ("slow", slow)):
+        pressed_ms = time.time() * 1000
+        page.locator("#pinned").get_by_role("button", name=re.compile("^Buy for")).click()
+        expect(page.locator("#pinned .order-status")).to_contain_text("Reserved 1 ×")
+        buys = [f for f in sent[name] if f.get("type") == "buy"]
+        assert len(buys) == 1, sent[name]
+        if name == "fast":
+            assert "video_at" not in buys[0], buys[0]
+        else:
+            behind = pressed_ms - buys[0]["video_at"]
+            assert DELAY_S * 1000 - 1500 < behind < DELAY_S * 1000 + 1500, buys[0]
     assert not pages.unexpected()

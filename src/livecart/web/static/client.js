@@ -166,6 +166,8 @@ export function money(cents, currency = "USD") {
  *   is answered; `bid`, `buyNow` and `acceptSecondChance` build those frames.
  * - Lifecycle events: `open` (after hello), `offline` ({code, retryInMs}), `unauthorized`.
  */
+const PRESSED = new Set(["buy", "bid", "buy_now"]);
+
 export class LiveSocket {
   constructor(token) {
     this.token = token || "";
@@ -175,6 +177,7 @@ export class LiveSocket {
     });
     // Answers to sendRetryable frames are handled by the pages' own listeners.
     this.retryable = { delete: (ref) => this.client.pending.delete(ref) };
+    this.delays = new Map(); // session -> the video delay last reported (ms)
   }
 
   get online() { return this.client.ready; }
@@ -194,7 +197,25 @@ export class LiveSocket {
 
   send(frame) { return this.client.send(frame); }
 
+  /** `delay {session, ms}` (SPEC §12): how far this viewer's picture is behind the studio. */
+  reportDelay(session, ms) {
+    this.delays.set(session, ms);
+    return this.send({ type: "delay", session, ms });
+  }
+
+  /** The studio-clock time of the picture this viewer sees now, once a delay was reported. */
+  videoAt(session) {
+    const delay = this.delays.get(session);
+    return delay === undefined ? null : Math.round(this.client.now()) - delay;
+  }
+
+  /** buy, bid, buy_now, accept; a buy, bid or buy_now says when its viewer pressed
+   * (`video_at`, docs/commerce.md "Trip allowance") once a delay was reported. */
   sendRetryable(frame) {
+    if (PRESSED.has(frame.type) && frame.video_at === undefined) {
+      const pressed = this.videoAt(frame.session);
+      if (pressed !== null) frame = { ...frame, video_at: pressed };
+    }
     this.client.request(frame, { retries: 0 }).catch(() => { /* the `error` listener shows it */ });
     return this.client.ready;
   }

@@ -794,7 +794,7 @@ socket.on("joined", (msg) => {
   if (videoDelayMs) {
     // After every (re)join: the delay is kept per connection and climbs from 0 at 1 s per s.
     const most = (socket.hello && socket.hello.limits && socket.hello.limits.max_viewer_delay_ms) || 15000;
-    socket.send({ type: "delay", session: sessionId, ms: Math.min(videoDelayMs, most) });
+    socket.reportDelay(sessionId, Math.min(videoDelayMs, most));
   }
   const s = msg.state || {};
   if (s.status) setStatus(s.status);
