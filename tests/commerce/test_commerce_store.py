@@ -19,7 +19,7 @@ import pytest
 from livecart.auth import Identity
 from livecart.catalog import store as catalog
 from livecart.catalog.models import ProductCreate, SessionCreate
-from livecart.commerce import CommerceService
+from livecart.commerce import BUY_BATCH_MAX, CommerceService
 from livecart.commerce.rules import Offer, Order
 from livecart.protocol import Failure, RoomEvent
 from livecart.runtime.db import connect_pool
@@ -196,6 +196,43 @@ async def test_flash_sale_under_contention(pool: asyncpg.Pool) -> None:
         "AND payload->'data'->>'offer' = $1",
         offer.id,
     ) == len(by_key)
+    await svc.stop()
+
+
+async def test_a_burst_past_the_stock_waits_for_the_batch_that_asks_for_it(
+    pool: asyncpg.Pool,
+) -> None:
+    """Once the batches at the database ask for every unit left, the offer's other attempts
+    stay off the database and are answered by the gate when that batch commits."""
+    w = await world(pool, stock=50)
+    svc = service(pool, Room())
+    assert svc._admit >= 2  # several lanes could take the burst to the database
+    offer = await svc.open_offer(w.creator, w.session, w.product, 100, 50, 1, 600)
+    attempts = 500
+
+    async def attempt(i: int) -> str:
+        try:
+            await svc.buy(w.viewer(f"u{i}"), offer.id, 1, f"r{i}", session_id=w.session)
+        except Failure as failure:
+            return failure.code
+        return "order"
+
+    results = Counter(await asyncio.gather(*(attempt(i) for i in range(attempts))))
+    assert results == {"order": 50, "sold_out": attempts - 50}, results
+    # One batch (BUY_BATCH_MAX attempts) went to the database; the rest met the gate.
+    assert svc.stats["gate_refusals"] == attempts - BUY_BATCH_MAX
+    assert not svc._in_flight and offer.id not in svc._known_left
+    led = await ledger(pool, offer.id)
+    assert led["remaining"] == 0 and led["reserved"] == 50, led
+    assert_invariant(led)
+    # A unit that comes back is bought again: the figure does not hold attempts back.
+    order = await pool.fetchval(
+        "SELECT id FROM orders WHERE offer = $1 AND status = 'reserved' LIMIT 1", offer.id
+    )
+    owner = await pool.fetchval("SELECT user_id FROM orders WHERE id = $1", order)
+    await svc.cancel(Identity(sub=owner, name="u", role="viewer"), order)
+    again = await svc.buy(w.viewer("late"), offer.id, 1, "late", session_id=w.session)
+    assert again.status == "reserved"
     await svc.stop()
 
 

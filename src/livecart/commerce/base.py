@@ -135,6 +135,13 @@ class CommerceBase:
         self._waiting: dict[str, deque[Attempt]] = {}
         self._admitting: dict[str, int] = {}
         self._admitters: set[asyncio.Task[None]] = set()
+        # Per offer, the units asked for by its batches at the database now, and its
+        # remaining units as last committed here (its opening, or a batch's observation).
+        # Once the batches in flight ask for all that is left, the offer's other lanes stay
+        # off the database: their attempts wait for the answer that decides them (usually
+        # the gate's sold_out) instead of queueing on the offer's row behind those batches.
+        self._in_flight: dict[str, int] = {}
+        self._known_left: dict[str, int] = {}
         self.deliverer: WebhookDeliverer | None = (
             WebhookDeliverer(pool, webhook_url, webhook_secret) if webhook_url else None
         )
@@ -200,6 +207,7 @@ class CommerceBase:
         self, offer_id: str, seen: store.Observation | None, stamp: int | None = None
     ) -> None:
         if seen is not None:
+            self._learn_left(offer_id, seen.remaining if seen.status == "open" else None)
             self.gate.observe(
                 offer_id,
                 status=seen.status,
@@ -210,11 +218,29 @@ class CommerceBase:
                 stamp=stamp,
             )
 
+    def _learn_left(self, offer_id: str, remaining: int | None) -> None:
+        """Record the offer's remaining units as committed here; None forgets them (units
+        came back, or the offer ended). A stale figure only delays attempts (they still go
+        to the database or the gate), it never decides one."""
+        if remaining is None or remaining <= 0:
+            self._known_left.pop(offer_id, None)  # the gate answers a sold-out offer
+            return
+        if len(self._known_left) >= 10_000 and offer_id not in self._known_left:
+            self._known_left.clear()
+        self._known_left[offer_id] = remaining
+
+    def _enough_in_flight(self, offer_id: str) -> bool:
+        """The offer's batches at the database already ask for every unit known left."""
+        flying = self._in_flight.get(offer_id, 0)
+        left = self._known_left.get(offer_id)
+        return flying > 0 and left is not None and flying >= left
+
     def _released(self, releases: list[store.Release]) -> None:
         """After units came back (`store.give_back`): the gate, stock reports, a `sold` event
         per unit a waiter was served (the waiter hears of it by the served notice)."""
         for r in releases:
             if r.offer_status == "open":
+                self._learn_left(r.offer, None)
                 self.gate.reopen(r.offer)
                 self.stock_changed(r.session, r.offer)
             for served in r.served:

@@ -48,6 +48,7 @@ class OfferService(CommerceBase):
         offer = await self._db(
             lambda c: store.open_offer(c, who, session_id, product_id, terms, now)
         )
+        self._learn_left(offer.id, offer.remaining)
         await self._emit(OfferEvent(**msgspec.structs.asdict(offer)))
         self.claims_changed(session_id)
         return offer

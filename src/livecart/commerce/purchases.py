@@ -98,6 +98,9 @@ class PurchaseService(CommerceBase):
         batch: list[Attempt] = []
         try:
             while waiting:
+                if self._enough_in_flight(offer_id):
+                    # A lane at the database takes what waits once its batch is answered.
+                    return
                 batch = []
                 while waiting and len(batch) < BUY_BATCH_MAX:
                     attempt = waiting.popleft()
@@ -133,16 +136,23 @@ class PurchaseService(CommerceBase):
         requests = [
             store.BuyRequest(a.who.sub, a.qty, a.ref, a.session_id, a.video_at) for a in batch
         ]
+        asked = sum(a.qty for a in batch)
+        self._in_flight[offer_id] = self._in_flight.get(offer_id, 0) + asked
         try:
-            result = await self._db(
-                lambda conn: store.buy_many(
-                    conn,
-                    offer_id,
-                    requests,
-                    self._clock(),
-                    reservation_ttl_s=self.reservation_ttl_s,
+            try:
+                result = await self._db(
+                    lambda conn: store.buy_many(
+                        conn,
+                        offer_id,
+                        requests,
+                        self._clock(),
+                        reservation_ttl_s=self.reservation_ttl_s,
+                    )
                 )
-            )
+            finally:
+                flying = self._in_flight.pop(offer_id, asked) - asked
+                if flying > 0:
+                    self._in_flight[offer_id] = flying
         except Exception as exc:
             for attempt in batch:
                 if not attempt.future.done():
