@@ -789,13 +789,17 @@ async def test_send_after_a_client_close_returns_minus_one() -> None:
 # ---------------------------------------------------------------- keepalive
 
 
+EPS = 1e-3  # past a keepalive deadline by less than any real clock step here
+
+
 async def test_keepalive_pings_a_silent_client_once_and_drops_it_after_the_timeout() -> None:
     w = opened()
     start = w.proto.last_read
     assert start > 0
     w.proto.keepalive(start + wire.PING_INTERVAL_S - 0.5)
     assert w.transport.take() == b"", "no ping while the client is recent"
-    ping_at = start + wire.PING_INTERVAL_S
+    # A hair past each deadline: (t + 20.0) - t may come out below 20.0 in floating point.
+    ping_at = start + wire.PING_INTERVAL_S + EPS
     w.proto.keepalive(ping_at)
     [(fin, opcode, _)] = w.transport.frames()
     assert (fin, opcode) == (True, OP_PING)
@@ -803,7 +807,7 @@ async def test_keepalive_pings_a_silent_client_once_and_drops_it_after_the_timeo
     w.proto.keepalive(ping_at + wire.PING_TIMEOUT_S - 0.5)
     assert w.transport.take() == b"", "no second ping while one is outstanding"
     assert not w.transport.closed
-    w.proto.keepalive(ping_at + wire.PING_TIMEOUT_S)
+    w.proto.keepalive(ping_at + wire.PING_TIMEOUT_S + EPS)
     [(fin, opcode, payload)] = w.transport.frames()
     assert (fin, opcode, close_code(payload)) == (True, OP_CLOSE, 1011)
     assert w.transport.closed
@@ -821,7 +825,7 @@ async def test_keepalive_pings_a_silent_client_once_and_drops_it_after_the_timeo
 )
 async def test_data_from_the_client_clears_the_outstanding_ping(answer: bytes) -> None:
     w = opened()
-    ping_at = w.proto.last_read + wire.PING_INTERVAL_S
+    ping_at = w.proto.last_read + wire.PING_INTERVAL_S + EPS
     w.proto.keepalive(ping_at)
     assert [op for _, op, _ in w.transport.frames()] == [OP_PING]
     w.feed(answer)
@@ -837,7 +841,7 @@ async def test_keepalive_leaves_a_closing_connection_alone() -> None:
     w = opened()
     w.proto.close(4009)
     w.transport.take()
-    w.proto.keepalive(w.proto.last_read + wire.PING_INTERVAL_S + wire.PING_TIMEOUT_S)
+    w.proto.keepalive(w.proto.last_read + wire.PING_INTERVAL_S + wire.PING_TIMEOUT_S + EPS)
     assert w.transport.take() == b""
 
 
