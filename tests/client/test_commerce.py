@@ -19,7 +19,7 @@ import pytest
 from livecart.runtime.db import EmbeddedPostgres, migrate
 from livecart_client import LivecartClient, LivecartError
 
-from ..e2e.harness import ServerProcess, live_session, open_offer, token
+from ..e2e.harness import ServerProcess, live_session, open_auction, open_offer, token
 from .proxy import Proxy
 
 
@@ -69,20 +69,9 @@ async def test_orders_and_refusals_with_their_codes(node: ServerProcess) -> None
         assert room.stock[offer["id"]] == 0
 
         # An auction: a bid below the start is refused with its code, a good one acked.
-        async with httpx.AsyncClient(base_url=node.url) as http:
-            r = await http.post(
-                f"/api/sessions/{sid}/auctions",
-                headers=live["headers"],
-                json={
-                    "product_id": live["product"]["id"],
-                    "start_cents": 1000,
-                    "min_increment_cents": 100,
-                    "duration_s": 60,
-                    "mode": "extend",
-                },
-            )
-            assert r.status_code == 201, r.text
-            auction = r.json()
+        auction = await open_auction(
+            node.url, live, start_cents=1000, min_increment_cents=100, duration_s=60, mode="extend"
+        )
         with pytest.raises(LivecartError) as low:
             await room.bid(auction["id"], 10)
         assert low.value.code == "bid_too_low"
@@ -156,20 +145,9 @@ async def test_a_bid_says_when_its_viewer_pressed_once_a_delay_is_reported(
         pressed = room.video_at()
         assert pressed is not None and abs(pressed - (time.time() - 2.0) * 1000) < 1_000
         await asyncio.sleep(2.6)  # the delay in force climbs to 2 s
-        async with httpx.AsyncClient(base_url=node.url) as http:
-            r = await http.post(
-                f"/api/sessions/{sid}/auctions",
-                headers=live["headers"],
-                json={
-                    "product_id": live["product"]["id"],
-                    "start_cents": 500,
-                    "min_increment_cents": 10,
-                    "duration_s": 2,
-                    "mode": "sudden_death",
-                },
-            )
-            assert r.status_code == 201, r.text
-            auction = r.json()
+        auction = await open_auction(
+            node.url, live, start_cents=500, min_increment_cents=10, duration_s=2, mode="sudden_death"
+        )
         ends = datetime.fromisoformat(auction["ends_at"]).timestamp()
         await asyncio.sleep(ends + 2.0 - 0.15 - time.time())
         ack = await room.bid(auction["id"], 500)

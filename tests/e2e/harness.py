@@ -196,6 +196,37 @@ async def open_offer(
         return offer
 
 
+
+async def open_auction(
+    base: str,
+    live: dict[str, Any],
+    *,
+    start_cents: int,
+    min_increment_cents: int,
+    duration_s: float,
+    mode: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An auction of `live`'s product (from `live_session`), opened over REST (`extra`: more
+    fields of the auction, e.g. `reserve_cents`)."""
+    async with httpx.AsyncClient(base_url=base) as http:
+        r = await http.post(
+            f"/api/sessions/{live['session']['id']}/auctions",
+            headers=live["headers"],
+            json={
+                "product_id": live["product"]["id"],
+                "start_cents": start_cents,
+                "min_increment_cents": min_increment_cents,
+                "duration_s": duration_s,
+                "mode": mode,
+                **extra,
+            },
+        )
+        assert r.status_code == 201, r.text
+        auction: dict[str, Any] = r.json()
+        return auction
+
+
 _refs = itertools.count(1)
 
 

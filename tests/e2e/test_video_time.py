@@ -16,7 +16,7 @@ import websockets
 
 from tests.client.proxy import Proxy
 
-from .harness import Client, ServerProcess, live_session, open_offer, token
+from .harness import Client, ServerProcess, live_session, open_auction, open_offer, token
 
 TOLERANCE_S = 0.75  # bucket rounding (125 ms) + fan-out tick + a loaded shared machine
 
@@ -149,7 +149,7 @@ async def test_a_bid_sent_just_before_the_end_in_its_picture_over_a_slow_link_is
     250 ms late. The one that says when its viewer pressed (`video_at`) is taken (the trip is
     within the allowance, 1 s by default); the one that does not is refused."""
     s = await live_session(server.url, creator="vt-auctioneer")
-    sid, pid = s["session"]["id"], s["product"]["id"]
+    sid = s["session"]["id"]
     proxy = await Proxy(server.port).start()
     proxy.up_delay_s = 0.4
     bidders: dict[str, Client] = {}
@@ -163,20 +163,9 @@ async def test_a_bid_sent_just_before_the_end_in_its_picture_over_a_slow_link_is
             await c.expect("joined")
             await c.send({"type": "delay", "session": sid, "ms": 2_000})
         await asyncio.sleep(2.6)  # the delays in force climb to 2 s
-        async with httpx.AsyncClient(base_url=server.url) as http:
-            r = await http.post(
-                f"/api/sessions/{sid}/auctions",
-                headers=s["headers"],
-                json={
-                    "product_id": pid,
-                    "start_cents": 1000,
-                    "min_increment_cents": 10,
-                    "duration_s": 2,
-                    "mode": "sudden_death",
-                },
-            )
-            assert r.status_code == 201, r.text
-            auction = r.json()
+        auction = await open_auction(
+            server.url, s, start_cents=1000, min_increment_cents=10, duration_s=2, mode="sudden_death"
+        )
         # Each sees the auction 2 s late; in its picture it ends at `ends_at`.
         ends = datetime.fromisoformat(auction["ends_at"]).timestamp()
         shown = await bidders["says"].expect("auction", timeout=5)
