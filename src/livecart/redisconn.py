@@ -148,6 +148,7 @@ class Pipeliner:
         )
 
     async def _run(self) -> None:
+        batch: list[tuple[Queue, asyncio.Future[Any]]] = []
         try:
             await asyncio.sleep(0)  # let the rest of this turn of the loop ask too
             while self._queue:
@@ -170,7 +171,7 @@ class Pipeliner:
                     else:
                         fut.set_result(reply)
         except BaseException as exc:  # cancelled (shutdown): nobody is left waiting
-            for _, fut in self._queue:
+            for _, fut in (*batch, *self._queue):  # the batch in flight too
                 if not fut.done():
                     fut.cancel()
             self._queue.clear()

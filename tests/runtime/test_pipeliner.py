@@ -166,3 +166,38 @@ async def test_a_batch_redis_never_answers_fails_by_its_deadline() -> None:
         for writer in held:
             writer.close()
         server.close()
+
+
+async def test_callers_of_a_batch_in_flight_are_cancelled_with_the_pipeliner() -> None:
+    """Shutdown cancels the pipeliner's task: the callers whose batch is at Redis (here a
+    Redis that never answers) are cancelled with it, never left waiting."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = connect(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1.0)
+    pipeline = Pipeliner(client)  # no deadline: only the cancellation ends the batch
+    try:
+        callers = [
+            asyncio.ensure_future(pipeline.call(lambda pipe: pipe.execute_command("GET", "x")))
+            for _ in range(3)
+        ]
+        async with asyncio.timeout(5):
+            while not held:  # the batch reached the mute Redis
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task = pipeline._task
+        assert task is not None
+        task.cancel()
+        results = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 2)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+    finally:
+        await pipeline.close()
+        await client.aclose()
+        for writer in held:
+            writer.close()
+        server.close()
