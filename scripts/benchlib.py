@@ -516,8 +516,13 @@ class Viewer(RawWebSocket):
         self.send(json.dumps(message).encode())
 
     def answer(self, ref: str) -> asyncio.Future[tuple[float, dict[str, Any]]]:
-        """Resolves to (clock() when read, the message) for the next message with `ref`."""
+        """Resolves to (clock() when read, the message) for the next message with `ref`;
+        fails with ConnectionError once the connection is closed (also if it already is: the
+        server may close in the same read as its `101`)."""
+        fut: asyncio.Future[tuple[float, dict[str, Any]]]
         fut = self.waiting[ref] = asyncio.get_running_loop().create_future()
+        if self.closed is not None:
+            fut.set_exception(ConnectionError(self.closed))
         return fut
 
     def first(self, kind: str) -> asyncio.Future[dict[str, Any]]:
